@@ -1,0 +1,486 @@
+//! The TOML configuration file, environment overrides, and validation into the
+//! typed settings the server runs on.
+//!
+//! Every scalar key can be overridden by an environment variable named
+//! `TOKEND_<SECTION>_<KEY>` (`TOKEND_HTTP_LISTEN`, `TOKEND_STORE_URL`) or, for
+//! top-level keys, `TOKEND_<KEY>` (`TOKEND_ISSUER`). Unknown keys are errors, so
+//! a typo never silently falls back to a default. Errors name the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Deserializer};
+
+use crate::oauth::client::ClientConfig;
+use crate::token::Algorithm;
+
+/// The whole file as written by the operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    /// Extra TOML file holding only `[[clients]]` (e.g. mounted from a Secret).
+    #[serde(default)]
+    pub clients_file: Option<PathBuf>,
+    #[serde(default)]
+    pub http: HttpSettings,
+    #[serde(default)]
+    pub grpc: GrpcSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub tokens: TokenSettings,
+    #[serde(default)]
+    pub signing: SigningSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+fn default_issuer() -> String {
+    "http://127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// Largest request body accepted on the OAuth endpoints.
+    #[serde(default = "default_max_body", deserialize_with = "de_num")]
+    pub max_body_bytes: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: default_http_listen(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> u64 {
+    64 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSettings {
+    #[serde(default = "default_grpc_listen")]
+    pub listen: String,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            listen: default_grpc_listen(),
+        }
+    }
+}
+
+fn default_grpc_listen() -> String {
+    "127.0.0.1:50051".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    #[serde(default = "default_store_url")]
+    pub url: String,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    #[serde(default = "default_store_timeout", deserialize_with = "de_num")]
+    pub timeout_ms: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: default_store_url(),
+            key_prefix: default_key_prefix(),
+            timeout_ms: default_store_timeout(),
+        }
+    }
+}
+
+fn default_store_url() -> String {
+    "memory://".into()
+}
+fn default_key_prefix() -> String {
+    "tokend:".into()
+}
+fn default_store_timeout() -> u64 {
+    250
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    #[serde(default = "default_access_ttl", deserialize_with = "de_num")]
+    pub access_ttl_secs: u64,
+    /// 0 means refresh tokens never expire.
+    #[serde(default = "default_refresh_ttl", deserialize_with = "de_num")]
+    pub refresh_ttl_secs: u64,
+    #[serde(default = "default_code_ttl", deserialize_with = "de_num")]
+    pub code_ttl_secs: u64,
+    /// Clock skew tolerated on `exp`/`nbf` when introspecting.
+    #[serde(default = "default_leeway", deserialize_with = "de_num")]
+    pub leeway_secs: u64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            access_ttl_secs: default_access_ttl(),
+            refresh_ttl_secs: default_refresh_ttl(),
+            code_ttl_secs: default_code_ttl(),
+            leeway_secs: default_leeway(),
+        }
+    }
+}
+
+fn default_access_ttl() -> u64 {
+    3600
+}
+fn default_refresh_ttl() -> u64 {
+    30 * 24 * 3600
+}
+fn default_code_ttl() -> u64 {
+    60
+}
+fn default_leeway() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    #[serde(default = "default_alg", deserialize_with = "de_alg")]
+    pub algorithm: Algorithm,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub previous_key_files: Vec<PathBuf>,
+}
+
+impl Default for SigningSettings {
+    fn default() -> Self {
+        Self {
+            algorithm: default_alg(),
+            key_file: None,
+            previous_key_files: Vec::new(),
+        }
+    }
+}
+
+fn default_alg() -> Algorithm {
+    Algorithm::RS256
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: default_level(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(default = "default_grace", deserialize_with = "de_num")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_secs: default_grace(),
+        }
+    }
+}
+
+fn default_grace() -> u64 {
+    20
+}
+
+/// Numbers may come from TOML integers or, through env overrides, strings.
+fn de_num<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Int(u64),
+        Str(String),
+    }
+    match N::deserialize(d)? {
+        N::Int(n) => Ok(n),
+        N::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("expected a whole number, got {s:?}"))),
+    }
+}
+
+fn de_alg<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
+    let s = String::deserialize(d)?;
+    Algorithm::parse(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown algorithm {s:?}; expected RS256, ES256 or EdDSA"
+        ))
+    })
+}
+
+/// Sections whose scalar keys env variables may override.
+const SECTIONS: &[&str] = &[
+    "http", "grpc", "store", "tokens", "signing", "log", "server",
+];
+const TOP_LEVEL: &[&str] = &["issuer", "clients_file"];
+/// Env variables read elsewhere (secrets), never mapped onto the file.
+const RESERVED_ENV: &[&str] = &["TOKEND_CONFIG", "TOKEND_STORE_PASSWORD"];
+
+impl Config {
+    /// Reads `path` (or the built-in defaults when `None`), applies environment
+    /// overrides from `env`, and parses. Errors name the file and key.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let (mut table, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                let table: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("{}: invalid TOML", p.display()))?;
+                (table, p.display().to_string())
+            }
+            None => (toml::Table::new(), "built-in defaults".to_string()),
+        };
+        apply_env(&mut table, env)?;
+        let mut cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
+        if let Some(extra) = cfg.clients_file.clone() {
+            let extra = resolve(path, &extra);
+            cfg.clients.extend(load_clients_file(&extra)?);
+            cfg.clients_file = Some(extra);
+        }
+        // Relative key paths are relative to the config file's folder.
+        if let Some(k) = cfg.signing.key_file.take() {
+            cfg.signing.key_file = Some(resolve(path, &k));
+        }
+        cfg.signing.previous_key_files = cfg
+            .signing
+            .previous_key_files
+            .iter()
+            .map(|p2| resolve(path, p2))
+            .collect();
+        Ok(cfg)
+    }
+
+    /// Checks everything that can be checked without binding ports: addresses,
+    /// key files, clients. Returns every problem found, not just the first.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.issuer.trim().is_empty() {
+            problems.push("issuer: must not be empty".to_string());
+        }
+        for (key, addr) in [
+            ("http.listen", &self.http.listen),
+            ("grpc.listen", &self.grpc.listen),
+        ] {
+            if addr.parse::<SocketAddr>().is_err() {
+                problems.push(format!("{key}: {addr:?} is not an IP:port address"));
+            }
+        }
+        if self.http.max_body_bytes == 0 {
+            problems.push("http.max_body_bytes: must be positive".into());
+        }
+        if self.tokens.access_ttl_secs == 0 {
+            problems.push("tokens.access_ttl_secs: must be positive".into());
+        }
+        if self.tokens.code_ttl_secs == 0 {
+            problems.push("tokens.code_ttl_secs: must be positive".into());
+        }
+        if self.store.timeout_ms == 0 {
+            problems.push("store.timeout_ms: must be positive".into());
+        }
+        if let Err(e) = crate::telemetry::parse_level(&self.log.level) {
+            problems.push(format!("log.level: {e}"));
+        }
+        if let Some(k) = &self.signing.key_file {
+            if let Err(e) = crate::token::SigningKey::from_file(self.signing.algorithm, k) {
+                problems.push(format!("signing.key_file: {e:#}"));
+            }
+        }
+        for (i, k) in self.signing.previous_key_files.iter().enumerate() {
+            if let Err(e) = crate::token::SigningKey::from_file(self.signing.algorithm, k) {
+                problems.push(format!("signing.previous_key_files[{i}]: {e:#}"));
+            }
+        }
+        let mut seen = BTreeMap::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            if let Some(j) = seen.insert(c.client_id.clone(), i) {
+                problems.push(format!(
+                    "clients[{i}].client_id: {:?} is also clients[{j}]",
+                    c.client_id
+                ));
+            }
+            if let Err(errs) = c.validate() {
+                problems.extend(
+                    errs.into_iter()
+                        .map(|e| format!("clients[{i}] ({}): {e}", c.client_id)),
+                );
+            }
+        }
+        problems
+    }
+}
+
+fn resolve(config_path: Option<&Path>, p: &Path) -> PathBuf {
+    match config_path.and_then(Path::parent) {
+        Some(dir) if p.is_relative() && !dir.as_os_str().is_empty() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+fn load_clients_file(path: &Path) -> anyhow::Result<Vec<ClientConfig>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ClientsFile {
+        #[serde(default)]
+        clients: Vec<ClientConfig>,
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("clients_file: cannot read {}", path.display()))?;
+    let f: ClientsFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("clients_file {}: {}", path.display(), e.message()))?;
+    Ok(f.clients)
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("TOKEND_") else {
+            continue;
+        };
+        if RESERVED_ENV.contains(&name.as_str()) {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        if TOP_LEVEL.contains(&lower.as_str()) {
+            table.insert(lower, toml::Value::String(value));
+            continue;
+        }
+        let Some((section, key)) = lower.split_once('_') else {
+            continue;
+        };
+        if !SECTIONS.contains(&section) {
+            continue;
+        }
+        if key == "previous_key_files" {
+            let files = value
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| toml::Value::String(s.trim().to_string()))
+                .collect();
+            section_table(table, section, &name)?
+                .insert(key.to_string(), toml::Value::Array(files));
+            continue;
+        }
+        section_table(table, section, &name)?.insert(key.to_string(), toml::Value::String(value));
+    }
+    Ok(())
+}
+
+fn section_table<'a>(
+    table: &'a mut toml::Table,
+    section: &str,
+    var: &str,
+) -> anyhow::Result<&'a mut toml::Table> {
+    match table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+    {
+        toml::Value::Table(t) => Ok(t),
+        _ => bail!("{var}: [{section}] in the config file is not a table"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_scalars_and_unknown_keys_are_named() {
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("TOKEND_HTTP_LISTEN", "0.0.0.0:9000"),
+                ("TOKEND_TOKENS_ACCESS_TTL_SECS", "60"),
+                ("TOKEND_ISSUER", "https://auth.example"),
+                ("TOKEND_STORE_PASSWORD", "hunter2"),
+                ("TOKEND_BIN", "/usr/bin/tokend"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.http.listen, "0.0.0.0:9000");
+        assert_eq!(cfg.tokens.access_ttl_secs, 60);
+        assert_eq!(cfg.issuer, "https://auth.example");
+
+        let err = Config::load(None, env(&[("TOKEND_HTTP_LISTN", "x")])).unwrap_err();
+        assert!(format!("{err:#}").contains("listn"), "{err:#}");
+        let err =
+            Config::load(None, env(&[("TOKEND_TOKENS_ACCESS_TTL_SECS", "soon")])).unwrap_err();
+        assert!(format!("{err:#}").contains("access_ttl_secs"), "{err:#}");
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tokend.toml");
+        let cfg = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(cfg.validate(), Vec::<String>::new());
+        assert_eq!(cfg.clients[0].client_id, "demo-client");
+    }
+}

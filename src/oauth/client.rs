@@ -1,0 +1,432 @@
+//! Registered clients and client authentication.
+//!
+//! Secrets are never held in clear. Server-generated secrets (256 random bits)
+//! are stored as SHA-256: brute-forcing 2^256 is hopeless, so a slow hash would
+//! only cost throughput. Human-chosen secrets may use argon2id; their
+//! verification runs off the async threads and successes are cached (keyed by a
+//! SHA-256 of the presented secret, never the secret) so they are not a
+//! throughput cliff. Digests are compared in constant time, and an unknown
+//! client does the same work as a known one, so responses do not reveal which
+//! client ids exist.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::OAuthError;
+use super::scope;
+use crate::token::jwt::RESERVED_CLAIMS;
+
+/// Grant types a client may be allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    ClientCredentials,
+    AuthorizationCode,
+    RefreshToken,
+}
+
+impl GrantType {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "client_credentials" => Some(Self::ClientCredentials),
+            "authorization_code" => Some(Self::AuthorizationCode),
+            "refresh_token" => Some(Self::RefreshToken),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// How a client authenticates at the token endpoint (RFC 8414 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// `client_secret_basic` or `client_secret_post`, whichever it sends.
+    #[default]
+    ClientSecret,
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// Public client: no secret (authorization code with PKCE only).
+    None,
+}
+
+/// A `[[clients]]` block as written in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub client_id: String,
+    #[serde(default)]
+    pub secret_hashes: Vec<String>,
+    #[serde(default)]
+    pub token_endpoint_auth_method: Option<String>,
+    #[serde(default = "default_grants")]
+    pub grant_types: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub default_scopes: Vec<String>,
+    #[serde(default)]
+    pub audience: Vec<String>,
+    #[serde(default)]
+    pub access_ttl_secs: Option<u64>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub claims_in_response: bool,
+}
+
+fn default_grants() -> Vec<String> {
+    vec!["client_credentials".into()]
+}
+
+/// A parsed secret hash.
+#[derive(Clone)]
+pub enum SecretHash {
+    Sha256([u8; 32]),
+    Argon2(Arc<str>),
+}
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sha256(_) => "SecretHash::Sha256(..)",
+            Self::Argon2(_) => "SecretHash::Argon2(..)",
+        })
+    }
+}
+
+impl SecretHash {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(hex) = s.strip_prefix("sha256:") {
+            let bytes = decode_hex(hex)
+                .filter(|b| b.len() == 32)
+                .ok_or("a sha256: hash must be 64 hex digits")?;
+            let mut a = [0; 32];
+            a.copy_from_slice(&bytes);
+            Ok(Self::Sha256(a))
+        } else if s.starts_with("$argon2") {
+            argon2::password_hash::phc::PasswordHash::new(s)
+                .map_err(|e| format!("invalid argon2 hash: {e}"))?;
+            Ok(Self::Argon2(s.into()))
+        } else {
+            Err("unknown hash format; expected sha256:<hex> or an argon2id PHC string (from `tokend hash-secret`)".into())
+        }
+    }
+
+    /// The `sha256:` hash of a secret, as `tokend hash-secret` prints it.
+    pub fn sha256_of(secret: &str) -> String {
+        format!(
+            "sha256:{}",
+            crate::token::opaque::hex(&Sha256::digest(secret.as_bytes()))
+        )
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A validated client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: String,
+    pub secret_hashes: Vec<SecretHash>,
+    pub auth_method: AuthMethod,
+    pub grant_types: HashSet<GrantType>,
+    pub scopes: Vec<String>,
+    pub default_scopes: Vec<String>,
+    pub audience: Vec<String>,
+    pub access_ttl_secs: Option<u64>,
+    pub redirect_uris: Vec<String>,
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub claims_in_response: bool,
+}
+
+impl Client {
+    pub fn is_public(&self) -> bool {
+        self.auth_method == AuthMethod::None
+    }
+    pub fn allows(&self, g: GrantType) -> bool {
+        self.grant_types.contains(&g)
+    }
+}
+
+impl ClientConfig {
+    /// Every problem with this block, each naming its key.
+    pub fn validate(&self) -> Result<Client, Vec<String>> {
+        let mut errs = Vec::new();
+        if self.client_id.is_empty() || self.client_id.len() > 255 {
+            errs.push("client_id: must be 1 to 255 characters".into());
+        } else if self.client_id.chars().any(|c| c.is_control() || c == ':') {
+            errs.push("client_id: must not contain control characters or ':'".into());
+        }
+        let auth_method = match self.token_endpoint_auth_method.as_deref() {
+            None => AuthMethod::ClientSecret,
+            Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
+            Some("client_secret_post") => AuthMethod::ClientSecretPost,
+            Some("none") => AuthMethod::None,
+            Some(other) => {
+                errs.push(format!(
+                    "token_endpoint_auth_method: {other:?} is not one of client_secret_basic, client_secret_post, none"
+                ));
+                AuthMethod::ClientSecret
+            }
+        };
+        let mut secret_hashes = Vec::new();
+        for (i, h) in self.secret_hashes.iter().enumerate() {
+            match SecretHash::parse(h) {
+                Ok(h) => secret_hashes.push(h),
+                Err(e) => errs.push(format!("secret_hashes[{i}]: {e}")),
+            }
+        }
+        if auth_method == AuthMethod::None && !self.secret_hashes.is_empty() {
+            errs.push("secret_hashes: a public client (token_endpoint_auth_method = \"none\") has no secret".into());
+        }
+        if auth_method != AuthMethod::None && self.secret_hashes.is_empty() {
+            errs.push("secret_hashes: at least one hash is required (or token_endpoint_auth_method = \"none\")".into());
+        }
+        let mut grant_types = HashSet::new();
+        for g in &self.grant_types {
+            match GrantType::parse(g) {
+                Some(g) => {
+                    grant_types.insert(g);
+                }
+                None => errs.push(format!(
+                    "grant_types: {g:?} is not one of client_credentials, authorization_code, refresh_token"
+                )),
+            }
+        }
+        if grant_types.is_empty() && errs.is_empty() {
+            errs.push("grant_types: must not be empty".into());
+        }
+        if auth_method == AuthMethod::None && grant_types.contains(&GrantType::ClientCredentials) {
+            errs.push("grant_types: a public client cannot use client_credentials".into());
+        }
+        if grant_types.contains(&GrantType::AuthorizationCode) && self.redirect_uris.is_empty() {
+            errs.push("redirect_uris: required for the authorization_code grant".into());
+        }
+        for (i, s) in self.scopes.iter().enumerate() {
+            if !scope::is_scope_token(s) {
+                errs.push(format!("scopes[{i}]: {s:?} is not a valid scope token"));
+            }
+        }
+        for s in &self.default_scopes {
+            if !self.scopes.contains(s) {
+                errs.push(format!("default_scopes: {s:?} is not in scopes"));
+            }
+        }
+        for (i, a) in self.audience.iter().enumerate() {
+            if a.is_empty() || a.chars().any(|c| c.is_control() || c == ' ') {
+                errs.push(format!("audience[{i}]: {a:?} is not a valid audience"));
+            }
+        }
+        for (i, u) in self.redirect_uris.iter().enumerate() {
+            if !(u.starts_with("https://") || u.starts_with("http://")) || u.contains('#') {
+                errs.push(format!(
+                    "redirect_uris[{i}]: {u:?} must be an absolute http(s) URI without a fragment"
+                ));
+            }
+        }
+        if self.access_ttl_secs == Some(0) {
+            errs.push("access_ttl_secs: must be positive".into());
+        }
+        for k in self.claims.keys() {
+            if RESERVED_CLAIMS.contains(&k.as_str()) {
+                errs.push(format!(
+                    "claims.{k}: {k:?} is a registered claim tokend sets itself"
+                ));
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(Client {
+            id: self.client_id.clone(),
+            secret_hashes,
+            auth_method,
+            grant_types,
+            scopes: self.scopes.clone(),
+            default_scopes: self.default_scopes.clone(),
+            audience: self.audience.clone(),
+            access_ttl_secs: self.access_ttl_secs,
+            redirect_uris: self.redirect_uris.clone(),
+            claims: self.claims.clone(),
+            claims_in_response: self.claims_in_response,
+        })
+    }
+}
+
+/// How the caller presented its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresentedVia {
+    Basic,
+    Body,
+    /// gRPC request fields.
+    Grpc,
+}
+
+/// Credentials as presented by a caller. `Debug` never shows the secret.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub client_id: String,
+    pub secret: Option<SecretString>,
+    pub via: PresentedVia,
+}
+
+/// Bounded cache of argon2 successes: (client id, SHA-256 of secret).
+const ARGON2_CACHE_MAX: usize = 10_000;
+
+/// All clients, by id. Immutable once built; a reload builds a new one.
+pub struct Registry {
+    clients: HashMap<String, Arc<Client>>,
+    argon2_ok: Mutex<HashSet<(String, [u8; 32])>>,
+}
+
+/// Compared against when the client is unknown, so that path does the same
+/// hashing and comparison work as a wrong secret.
+const DUMMY_DIGEST: [u8; 32] = [0x5a; 32];
+
+impl Registry {
+    pub fn new(configs: &[ClientConfig]) -> Result<Self, Vec<String>> {
+        let mut clients = HashMap::new();
+        let mut errs = Vec::new();
+        for (i, c) in configs.iter().enumerate() {
+            match c.validate() {
+                Ok(client) => {
+                    if clients
+                        .insert(client.id.clone(), Arc::new(client))
+                        .is_some()
+                    {
+                        errs.push(format!(
+                            "clients[{i}].client_id: duplicate {:?}",
+                            c.client_id
+                        ));
+                    }
+                }
+                Err(e) => errs.extend(
+                    e.into_iter()
+                        .map(|e| format!("clients[{i}] ({}): {e}", c.client_id)),
+                ),
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(Self {
+            clients,
+            argon2_ok: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Client>> {
+        self.clients.get(id)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Client>> {
+        self.clients.values()
+    }
+
+    /// Authenticates a caller. Unknown client, wrong secret, missing secret and
+    /// a secret sent to a public client are all the same `invalid_client`.
+    pub async fn authenticate(&self, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
+        let fail = OAuthError::InvalidClient {
+            basic: creds.via == PresentedVia::Basic,
+        };
+        let presented = creds
+            .secret
+            .as_ref()
+            .map(|s| Sha256::digest(s.expose_secret().as_bytes()));
+        let Some(client) = self.clients.get(&creds.client_id) else {
+            if let Some(d) = &presented {
+                let _ = bool::from(d.as_slice().ct_eq(&DUMMY_DIGEST));
+            }
+            return Err(fail);
+        };
+        if client.is_public() {
+            // A public client proves nothing at the token endpoint; PKCE does.
+            return match presented {
+                None => Ok(client.clone()),
+                Some(_) => Err(fail),
+            };
+        }
+        let (Some(digest), Some(secret)) = (presented, creds.secret.as_ref()) else {
+            return Err(fail);
+        };
+        match (client.auth_method, creds.via) {
+            (AuthMethod::ClientSecretBasic, PresentedVia::Body)
+            | (AuthMethod::ClientSecretPost, PresentedVia::Basic) => return Err(fail),
+            _ => {}
+        }
+        let digest: [u8; 32] = digest.into();
+        // Check every SHA-256 hash without early exit.
+        let mut ok = subtle::Choice::from(0);
+        let mut argon = Vec::new();
+        for h in &client.secret_hashes {
+            match h {
+                SecretHash::Sha256(expected) => ok |= digest.ct_eq(expected),
+                SecretHash::Argon2(phc) => argon.push(phc.clone()),
+            }
+        }
+        if bool::from(ok) {
+            return Ok(client.clone());
+        }
+        if argon.is_empty() {
+            return Err(fail);
+        }
+        let cache_key = (client.id.clone(), digest);
+        if self.argon2_ok.lock().contains(&cache_key) {
+            return Ok(client.clone());
+        }
+        let secret = secret.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            use argon2::PasswordVerifier;
+            let a = argon2::Argon2::default();
+            argon.iter().any(|phc| {
+                PasswordVerifier::<str>::verify_password(&a, secret.expose_secret().as_bytes(), phc)
+                    .is_ok()
+            })
+        })
+        .await
+        .map_err(|_| OAuthError::ServerError("secret verification failed".into()))?;
+        if !verified {
+            return Err(fail);
+        }
+        let mut cache = self.argon2_ok.lock();
+        if cache.len() >= ARGON2_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(cache_key);
+        Ok(client.clone())
+    }
+}
+
+/// Hashes a human-chosen secret with argon2id (for `tokend hash-secret --argon2`).
+pub fn argon2_hash(secret: &str) -> anyhow::Result<String> {
+    use argon2::PasswordHasher;
+    let h = PasswordHasher::<argon2::password_hash::phc::PasswordHash>::hash_password(
+        &argon2::Argon2::default(),
+        secret.as_bytes(),
+    )
+    .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))?;
+    Ok(h.to_string())
+}

@@ -1,0 +1,121 @@
+//! Scope and audience rules (RFC 6749 3.3, RFC 8707).
+
+use super::client::Client;
+use super::error::OAuthError;
+
+/// Most scope tokens or audiences one request may name.
+pub const MAX_ITEMS: usize = 64;
+/// Longest single scope token or audience.
+pub const MAX_ITEM_LEN: usize = 256;
+
+/// RFC 6749 3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ITEM_LEN
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+/// Splits a space-delimited `scope` parameter. Empty means "not asked".
+pub fn split(s: &str) -> Vec<String> {
+    s.split(' ')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The scopes granted for `requested`: the client's defaults when nothing is
+/// asked, otherwise exactly what was asked provided the client may have it.
+pub fn grant(client: &Client, requested: &[String]) -> Result<Vec<String>, OAuthError> {
+    if requested.len() > MAX_ITEMS {
+        return Err(OAuthError::invalid_scope("too many scopes requested"));
+    }
+    if requested.is_empty() {
+        return Ok(client.default_scopes.clone());
+    }
+    let mut out: Vec<String> = Vec::with_capacity(requested.len());
+    for s in requested {
+        if !is_scope_token(s) {
+            return Err(OAuthError::invalid_scope("malformed scope"));
+        }
+        if !client.scopes.iter().any(|a| a == s) {
+            return Err(OAuthError::invalid_scope(
+                "the requested scope is not allowed for this client",
+            ));
+        }
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Narrows a previously granted scope (refresh): asking for more is an error.
+pub fn narrow(granted: &[String], requested: &[String]) -> Result<Vec<String>, OAuthError> {
+    if requested.is_empty() {
+        return Ok(granted.to_vec());
+    }
+    if requested.len() > MAX_ITEMS {
+        return Err(OAuthError::invalid_scope("too many scopes requested"));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for s in requested {
+        if !granted.contains(s) {
+            return Err(OAuthError::invalid_scope(
+                "the requested scope exceeds the scope originally granted",
+            ));
+        }
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The audiences for `requested`: all the client's when nothing is asked,
+/// otherwise exactly what was asked provided the client may have it.
+pub fn audience(client: &Client, requested: &[String]) -> Result<Vec<String>, OAuthError> {
+    if requested.len() > MAX_ITEMS {
+        return Err(OAuthError::invalid_target("too many audiences requested"));
+    }
+    if requested.is_empty() {
+        return Ok(client.audience.clone());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for a in requested {
+        if !client.audience.iter().any(|c| c == a) {
+            return Err(OAuthError::invalid_target(
+                "the requested audience is not allowed for this client",
+            ));
+        }
+        if !out.contains(a) {
+            out.push(a.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_token_grammar() {
+        assert!(is_scope_token("orders:read"));
+        assert!(is_scope_token("https://api.example/x"));
+        assert!(!is_scope_token(""));
+        assert!(!is_scope_token("a b"));
+        assert!(!is_scope_token("quo\"te"));
+        assert!(!is_scope_token("back\\slash"));
+        assert!(!is_scope_token("é"));
+        assert_eq!(split("  a  b "), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn narrowing_never_widens() {
+        let g = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(narrow(&g, &[]).unwrap(), g);
+        assert_eq!(narrow(&g, &["b".into()]).unwrap(), vec!["b"]);
+        assert!(narrow(&g, &["c".into()]).is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! Wiring and lifecycle: build the store, keys and core from a [`Config`],
+//! bind both listeners, and run the gRPC server, the HTTP bridge and the
+//! background tasks under one cancellation token.
+//!
+//! [`Server::build`] binds (port 0 allowed) before anything runs, so tests and
+//! `main` share one path and tests learn the real ports.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+use crate::config::Config;
+use crate::health::{self, Readiness};
+use crate::oauth::{Core, Registry, Settings};
+use crate::pb::token_service_server::TokenServiceServer;
+use crate::store::{self, SharedStore};
+use crate::token::{KeySet, SigningKey};
+use crate::transport::{grpc, http};
+
+/// A built, bound, not yet running tokend.
+pub struct Server {
+    core: Arc<Core>,
+    store: SharedStore,
+    readiness: Readiness,
+    health_reporter: tonic_health::server::HealthReporter,
+    http_listener: TcpListener,
+    grpc_listener: TcpListener,
+    config: Config,
+}
+
+/// Loads the signing key set named by `[signing]`, or an ephemeral key.
+pub fn load_keys(cfg: &Config) -> anyhow::Result<KeySet> {
+    let alg = cfg.signing.algorithm;
+    let active = match &cfg.signing.key_file {
+        Some(path) => SigningKey::from_file(alg, path).context("signing.key_file")?,
+        None => {
+            tracing::warn!(
+                %alg,
+                "no signing.key_file: using an EPHEMERAL key; tokens die with this process and \
+                 replicas cannot verify each other's tokens. Development only: run `tokend keygen`."
+            );
+            SigningKey::generate(alg)?
+        }
+    };
+    let previous = cfg
+        .signing
+        .previous_key_files
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            SigningKey::from_file(alg, p)
+                .with_context(|| format!("signing.previous_key_files[{i}]"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(KeySet::new(active, previous))
+}
+
+impl Server {
+    /// Validates `config`, connects the store, loads keys and binds both
+    /// listeners. Errors name the config key at fault.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "));
+        }
+        let keys = load_keys(&config)?;
+        let registry = Registry::new(&config.clients)
+            .map_err(|e| anyhow::anyhow!("invalid clients:\n  {}", e.join("\n  ")))?;
+        let store = store::connect(&config.store).await.context("store")?;
+        let core = Arc::new(Core::new(
+            Settings::from_config(&config),
+            registry,
+            keys,
+            store.clone(),
+        ));
+        let health_reporter = tonic_health::server::HealthReporter::new();
+        let readiness = Readiness::new(health_reporter.clone());
+        readiness.set(false, "starting").await;
+        let http_listener = TcpListener::bind(&config.http.listen)
+            .await
+            .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
+        let grpc_listener = TcpListener::bind(&config.grpc.listen)
+            .await
+            .with_context(|| format!("grpc.listen: cannot bind {}", config.grpc.listen))?;
+        Ok(Self {
+            core,
+            store,
+            readiness,
+            health_reporter,
+            http_listener,
+            grpc_listener,
+            config,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn core(&self) -> Arc<Core> {
+        self.core.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: readiness turns off
+    /// at once, listeners stop accepting, and in-flight requests get up to
+    /// `[server] shutdown_grace_secs` to finish.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Server {
+            core,
+            store,
+            readiness,
+            health_reporter,
+            http_listener,
+            grpc_listener,
+            config,
+        } = self;
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health_reporter),
+        );
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let stop_servers = CancellationToken::new();
+        let background = CancellationToken::new();
+
+        tokio::spawn(health::run_checks(
+            readiness.clone(),
+            store.clone(),
+            Duration::from_millis(config.store.timeout_ms),
+            Duration::from_secs(1),
+            background.clone(),
+        ));
+        tokio::spawn(prune_loop(store.clone(), background.clone()));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let grpc_stop = stop_servers.clone();
+        let grpc_server = tonic::transport::Server::builder()
+            // Long-lived HTTP/2 connections would pin clients to one replica
+            // behind a ClusterIP Service; recycle them so load spreads.
+            .max_connection_age(Duration::from_secs(300))
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(TokenServiceServer::new(grpc::TokenService::new(
+                core.clone(),
+            )))
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), async move {
+                grpc_stop.cancelled().await
+            });
+
+        let http_addr = http_listener.local_addr()?;
+        let app = http::router(http::HttpState {
+            core: core.clone(),
+            readiness: readiness.clone(),
+            max_body: usize::try_from(config.http.max_body_bytes).unwrap_or(usize::MAX),
+        });
+        let http_stop = stop_servers.clone();
+        let http_server = axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_stop.cancelled().await });
+
+        tracing::info!(
+            %http_addr,
+            %grpc_addr,
+            store = store.backend(),
+            kid = core.keys().active().kid(),
+            alg = %core.keys().active().alg(),
+            "tokend listening"
+        );
+
+        let grpc_task = tokio::spawn(grpc_server);
+        let http_task = tokio::spawn(async move { http_server.await });
+
+        shutdown.cancelled().await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: draining requests"
+        );
+        readiness.shutting_down().await;
+        stop_servers.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            let g = grpc_task.await;
+            let h = http_task.await;
+            (g, h)
+        })
+        .await;
+        background.cancel();
+        match drained {
+            Ok((g, h)) => {
+                g.context("gRPC server task")?.context("gRPC server")?;
+                h.context("HTTP server task")?.context("HTTP server")?;
+                tracing::info!("stopped");
+            }
+            Err(_) => {
+                tracing::warn!("shutdown grace period elapsed; exiting with requests in flight")
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn prune_loop(store: SharedStore, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let removed = store.prune();
+                if removed > 0 {
+                    tracing::debug!(removed, "pruned expired store entries");
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,152 @@
+//! The embedded store: a sharded in-process map with per-entry expiry. It makes
+//! `tokend serve` work with no setup and is what a single replica needs; it is
+//! not shared between replicas (use Redis for that).
+//!
+//! Expired entries are invisible at once (checked on read) and reclaimed by
+//! [`MemoryStore::prune`], which the server runs periodically, so memory stays
+//! bounded by live entries however many tokens are issued and revoked.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::{Store, StoreResult};
+
+const SHARDS: usize = 16;
+
+struct Entry {
+    value: Vec<u8>,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// In-process [`Store`]. Time follows tokio's clock, so tests can pause and
+/// advance it.
+pub struct MemoryStore {
+    shards: Vec<Mutex<HashMap<String, Entry>>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<HashMap<String, Entry>> {
+        // FNV-1a: cheap and good enough to spread keys over a few shards.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        &self.shards[(h as usize) % SHARDS]
+    }
+
+    /// Drops expired entries; returns how many were removed.
+    pub fn prune_expired(&self) -> usize {
+        let now = Instant::now();
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut map = shard.lock();
+            let before = map.len();
+            map.retain(|_, e| e.live(now));
+            removed += before - map.len();
+        }
+        removed
+    }
+
+    /// Number of entries held, expired or not (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get_live(&self, key: &str) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        let map = self.shard(key).lock();
+        map.get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.value.clone())
+    }
+}
+
+fn expiry(ttl: Option<Duration>) -> Option<Instant> {
+    ttl.map(|d| Instant::now() + d)
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<()> {
+        let entry = Entry {
+            value: value.to_vec(),
+            expires_at: expiry(ttl),
+        };
+        self.shard(key).lock().insert(key.to_owned(), entry);
+        Ok(())
+    }
+
+    async fn put_new(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<bool> {
+        let now = Instant::now();
+        let mut map = self.shard(key).lock();
+        if map.get(key).is_some_and(|e| e.live(now)) {
+            return Ok(false);
+        }
+        map.insert(
+            key.to_owned(),
+            Entry {
+                value: value.to_vec(),
+                expires_at: expiry(ttl),
+            },
+        );
+        Ok(true)
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.get_live(key))
+    }
+
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        Ok(keys.iter().map(|k| self.get_live(k)).collect())
+    }
+
+    async fn take(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let now = Instant::now();
+        let mut map = self.shard(key).lock();
+        Ok(map.remove(key).filter(|e| e.live(now)).map(|e| e.value))
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.shard(key).lock().remove(key);
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    fn prune(&self) -> usize {
+        self.prune_expired()
+    }
+}

@@ -1,0 +1,29 @@
+//! Unit tests of the memory backend's expiry bookkeeping (paused tokio time).
+//! The behavioural conformance suite shared by every backend lives in
+//! `tests/store_conformance.rs`.
+
+use std::time::Duration;
+
+use super::{MemoryStore, Store};
+
+#[tokio::test(start_paused = true)]
+async fn expired_entries_vanish_and_are_pruned() {
+    let s = MemoryStore::new();
+    s.put("a", b"1", Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    s.put("b", b"2", None).await.unwrap();
+    assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(s.get("a").await.unwrap(), None);
+    assert!(
+        s.put_new("a", b"3", Some(Duration::from_secs(1)))
+            .await
+            .unwrap()
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(s.prune_expired(), 1);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.take("b").await.unwrap().as_deref(), Some(&b"2"[..]));
+    assert!(s.is_empty());
+}

@@ -1,0 +1,271 @@
+//! RFC 9068 JWT access tokens: minting (header pre-encoded per key, claims
+//! serialised once, one signature) and strict verification.
+//!
+//! Verification accepts exactly what tokend itself issues: a three-part compact
+//! JWS whose header names a known `kid`, the algorithm of that key (so `none`
+//! and HMAC-with-the-public-key confusion cannot match), and `typ: at+jwt`;
+//! then a valid signature, our `iss`, and `exp`/`nbf` within the leeway.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::keys::{KeySet, SigningKey};
+
+/// Longest token accepted for verification; tokend's own are far shorter.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// The claims of a tokend access token. Registered claims are typed; the
+/// client's configured claims and the login app's claims ride in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    #[serde(
+        serialize_with = "ser_aud",
+        deserialize_with = "de_aud",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub aud: Vec<String>,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    /// Grant family id: set on tokens issued from an authorization code or a
+    /// refresh token, so a whole grant can be revoked at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Claim names that configuration may not override.
+pub const RESERVED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "client_id",
+    "scope",
+    "gid",
+    "typ",
+    "active",
+    "token_type",
+    "cnf",
+    "act",
+];
+
+fn ser_aud<S: Serializer>(aud: &[String], s: S) -> Result<S::Ok, S::Error> {
+    // One audience as a string (what most verifiers expect), several as array.
+    if aud.len() == 1 {
+        s.serialize_str(&aud[0])
+    } else {
+        aud.serialize(s)
+    }
+}
+
+fn de_aud<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Signs `claims` with `key` into a compact JWS.
+pub fn mint(key: &SigningKey, claims: &AccessClaims) -> anyhow::Result<String> {
+    let payload = serde_json::to_vec(claims)?;
+    let header = key.header_b64();
+    let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 400);
+    token.push_str(header);
+    token.push('.');
+    B64.encode_string(&payload, &mut token);
+    let sig = key.sign(token.as_bytes())?;
+    token.push('.');
+    B64.encode_string(&sig, &mut token);
+    Ok(token)
+}
+
+/// Why a token did not verify. Callers answer `active: false` for all of them;
+/// the variants exist for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unknown key id")]
+    UnknownKey,
+    #[error("algorithm does not match the key")]
+    WrongAlgorithm,
+    #[error("wrong token type")]
+    WrongType,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("expired")]
+    Expired,
+    #[error("not yet valid")]
+    NotYetValid,
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+/// Verifies signature, header and claims. `now` is unix seconds.
+pub fn verify(
+    keys: &KeySet,
+    token: &str,
+    issuer: &str,
+    now: i64,
+    leeway: i64,
+) -> Result<AccessClaims, VerifyError> {
+    let claims = verify_signature(keys, token)?;
+    if claims.iss != issuer {
+        return Err(VerifyError::WrongIssuer);
+    }
+    if now > claims.exp.saturating_add(leeway) {
+        return Err(VerifyError::Expired);
+    }
+    if claims.nbf.saturating_sub(leeway) > now {
+        return Err(VerifyError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+/// Verifies header and signature only (revocation accepts expired tokens).
+pub fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, VerifyError> {
+    if token.len() > MAX_TOKEN_LEN || token.is_empty() {
+        return Err(VerifyError::Malformed);
+    }
+    let (signing_input, sig_b64) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
+    let (header_b64, payload_b64) = signing_input
+        .split_once('.')
+        .ok_or(VerifyError::Malformed)?;
+    if payload_b64.contains('.') {
+        return Err(VerifyError::Malformed);
+    }
+    let header_json = B64.decode(header_b64).map_err(|_| VerifyError::Malformed)?;
+    let header: Header<'_> =
+        serde_json::from_slice(&header_json).map_err(|_| VerifyError::Malformed)?;
+    if header.crit.is_some() {
+        return Err(VerifyError::Malformed);
+    }
+    let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+    let key = keys.verify_key(&kid).ok_or(VerifyError::UnknownKey)?;
+    if header.alg != key.alg.as_str() {
+        return Err(VerifyError::WrongAlgorithm);
+    }
+    // RFC 9068 section 4: reject anything not typed as an access token.
+    match header.typ.as_deref() {
+        Some(t)
+            if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => {
+        }
+        _ => return Err(VerifyError::WrongType),
+    }
+    let sig = B64.decode(sig_b64).map_err(|_| VerifyError::Malformed)?;
+    if !key.verify(signing_input.as_bytes(), &sig) {
+        return Err(VerifyError::BadSignature);
+    }
+    let payload = B64
+        .decode(payload_b64)
+        .map_err(|_| VerifyError::Malformed)?;
+    serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::keys::{Algorithm, SigningKey};
+
+    fn claims(now: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "https://issuer".into(),
+            sub: "svc".into(),
+            aud: vec!["api".into()],
+            exp: now + 60,
+            iat: now,
+            nbf: now,
+            jti: "j1".into(),
+            client_id: "svc".into(),
+            scope: "a b".into(),
+            gid: None,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn mint_then_verify_each_algorithm() {
+        for alg in Algorithm::ALL {
+            let keys = KeySet::new(SigningKey::generate(alg).unwrap(), vec![]);
+            let t = mint(keys.active(), &claims(1000)).unwrap();
+            assert_eq!(
+                verify(&keys, &t, "https://issuer", 1000, 0).unwrap(),
+                claims(1000)
+            );
+            assert_eq!(
+                verify(&keys, &t, "https://other", 1000, 0),
+                Err(VerifyError::WrongIssuer)
+            );
+            assert_eq!(
+                verify(&keys, &t, "https://issuer", 1061, 0),
+                Err(VerifyError::Expired)
+            );
+            assert!(verify(&keys, &t, "https://issuer", 1061, 5).is_ok());
+            assert_eq!(
+                verify(&keys, &t, "https://issuer", 990, 0),
+                Err(VerifyError::NotYetValid)
+            );
+            let mut tampered = t.clone();
+            tampered.insert(t.find('.').unwrap() + 3, 'A');
+            assert!(verify(&keys, &tampered, "https://issuer", 1000, 0).is_err());
+        }
+    }
+
+    #[test]
+    fn alg_none_and_other_keys_are_rejected() {
+        let keys = KeySet::new(SigningKey::generate(Algorithm::ES256).unwrap(), vec![]);
+        let other = KeySet::new(SigningKey::generate(Algorithm::ES256).unwrap(), vec![]);
+        let t = mint(other.active(), &claims(1000)).unwrap();
+        assert_eq!(
+            verify(&keys, &t, "https://issuer", 1000, 0),
+            Err(VerifyError::UnknownKey)
+        );
+        let header = B64.encode(format!(
+            r#"{{"alg":"none","kid":"{}","typ":"at+jwt"}}"#,
+            keys.active().kid()
+        ));
+        let body = B64.encode(serde_json::to_vec(&claims(1000)).unwrap());
+        let none = format!("{header}.{body}.");
+        assert_eq!(
+            verify(&keys, &none, "https://issuer", 1000, 0),
+            Err(VerifyError::WrongAlgorithm)
+        );
+        for junk in ["", ".", "..", "a.b.c", "a.b.c.d", "😀.😀.😀"] {
+            assert!(
+                verify(&keys, junk, "https://issuer", 1000, 0).is_err(),
+                "{junk}"
+            );
+        }
+    }
+}

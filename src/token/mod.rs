@@ -1,0 +1,10 @@
+//! Token material: signing keys and the JWKS (`keys`), RFC 9068 JWT access
+//! tokens (`jwt`), and opaque random handles for codes and refresh tokens
+//! (`opaque`).
+
+pub mod jwt;
+pub mod keys;
+pub mod opaque;
+
+pub use jwt::{AccessClaims, VerifyError};
+pub use keys::{Algorithm, KeySet, SigningKey};

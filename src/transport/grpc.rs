@@ -1,0 +1,196 @@
+//! gRPC adapter: `tokend.v1.TokenService` onto the OAuth core, and the single
+//! conversion from [`OAuthError`] to `tonic::Status` (status code by OAuth
+//! error, always with a `google.rpc.ErrorInfo` whose reason is the OAuth code).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::oauth::{Core, Credentials, Introspection, OAuthError, PresentedVia, TokenRequest};
+use crate::pb;
+
+/// ErrorInfo domain for every tokend error.
+pub const ERROR_DOMAIN: &str = "tokend";
+
+impl From<OAuthError> for Status {
+    fn from(e: OAuthError) -> Self {
+        let code = match &e {
+            OAuthError::InvalidRequest(_)
+            | OAuthError::InvalidGrant(_)
+            | OAuthError::InvalidScope(_)
+            | OAuthError::InvalidTarget(_)
+            | OAuthError::UnsupportedGrantType
+            | OAuthError::UnsupportedTokenType => Code::InvalidArgument,
+            OAuthError::InvalidClient { .. } => Code::Unauthenticated,
+            OAuthError::UnauthorizedClient(_) | OAuthError::AccessDenied(_) => {
+                Code::PermissionDenied
+            }
+            OAuthError::RateLimited { .. } => Code::ResourceExhausted,
+            OAuthError::TemporarilyUnavailable(_) => Code::Unavailable,
+            OAuthError::ServerError(_) => Code::Internal,
+        };
+        let mut details =
+            ErrorDetails::with_error_info(e.code(), ERROR_DOMAIN, HashMap::<String, String>::new());
+        if let OAuthError::RateLimited { retry_after } = &e {
+            details.set_retry_info(Some(*retry_after));
+        }
+        Status::with_error_details(code, e.description(), details)
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn credentials(client_id: String, client_secret: String) -> Credentials {
+    Credentials {
+        client_id,
+        secret: non_empty(client_secret).map(SecretString::from),
+        via: PresentedVia::Grpc,
+    }
+}
+
+/// The `TokenService` implementation.
+#[derive(Clone)]
+pub struct TokenService {
+    core: Arc<Core>,
+}
+
+impl TokenService {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::token_service_server::TokenService for TokenService {
+    async fn issue(
+        &self,
+        request: Request<pb::IssueRequest>,
+    ) -> Result<Response<pb::IssueResponse>, Status> {
+        let r = request.into_inner();
+        let creds = credentials(r.client_id, r.client_secret);
+        let req = TokenRequest {
+            grant_type: r.grant_type,
+            // Each repeated entry may itself be space-delimited, as on HTTP.
+            scope: r
+                .scope
+                .iter()
+                .flat_map(|s| crate::oauth::scope::split(s))
+                .collect(),
+            audience: r.audience.into_iter().filter(|a| !a.is_empty()).collect(),
+            code: non_empty(r.code),
+            redirect_uri: non_empty(r.redirect_uri),
+            code_verifier: non_empty(r.code_verifier),
+            refresh_token: non_empty(r.refresh_token),
+        };
+        let t = self.core.token(&creds, req).await?;
+        Ok(Response::new(pb::IssueResponse {
+            access_token: t.access_token,
+            token_type: t.token_type.to_string(),
+            expires_in: i64::try_from(t.expires_in).unwrap_or(i64::MAX),
+            scope: t.scope,
+            refresh_token: t.refresh_token.unwrap_or_default(),
+            claims: (!t.extra.is_empty()).then(|| json_to_struct(t.extra)),
+        }))
+    }
+
+    async fn introspect(
+        &self,
+        request: Request<pb::IntrospectRequest>,
+    ) -> Result<Response<pb::IntrospectResponse>, Status> {
+        let r = request.into_inner();
+        let creds = credentials(r.client_id, r.client_secret);
+        let hint = non_empty(r.token_type_hint);
+        let answer = self
+            .core
+            .introspect(&creds, &r.token, hint.as_deref())
+            .await?;
+        Ok(Response::new(match answer {
+            Introspection::Inactive => pb::IntrospectResponse::default(),
+            Introspection::Active(c) => {
+                let c = *c;
+                pb::IntrospectResponse {
+                    active: true,
+                    scope: crate::oauth::scope::split(&c.scope),
+                    client_id: c.client_id,
+                    sub: c.sub,
+                    aud: c.aud,
+                    iss: c.iss,
+                    jti: c.jti,
+                    exp: c.exp,
+                    iat: c.iat,
+                    nbf: c.nbf,
+                    token_type: "Bearer".into(),
+                    claims: (!c.extra.is_empty()).then(|| json_to_struct(c.extra)),
+                }
+            }
+        }))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let r = request.into_inner();
+        let creds = credentials(r.client_id, r.client_secret);
+        let hint = non_empty(r.token_type_hint);
+        self.core.revoke(&creds, &r.token, hint.as_deref()).await?;
+        Ok(Response::new(pb::RevokeResponse {}))
+    }
+}
+
+/// JSON object to `google.protobuf.Struct`.
+pub fn json_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map
+            .into_iter()
+            .map(|(k, v)| (k, json_to_value(v)))
+            .collect(),
+    }
+}
+
+fn json_to_value(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(json_to_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// `google.protobuf.Struct` to a JSON object (login-app claims).
+pub fn struct_to_json(s: prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
+    s.fields
+        .into_iter()
+        .map(|(k, v)| (k, value_to_json(v)))
+        .collect()
+}
+
+fn value_to_json(v: prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => b.into(),
+        Some(Kind::NumberValue(n)) => {
+            // Whole numbers stay integers, as partners' claims (ids) are.
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                serde_json::Value::from(n as i64)
+            } else {
+                serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, Into::into)
+            }
+        }
+        Some(Kind::StringValue(s)) => s.into(),
+        Some(Kind::ListValue(l)) => l.values.into_iter().map(value_to_json).collect(),
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_json(s)),
+    }
+}

@@ -1,0 +1,462 @@
+//! The HTTP bridge: RFC 6749 token endpoint, RFC 7662 introspection, RFC 7009
+//! revocation, RFC 8414 discovery and the JWKS, onto the OAuth core; and the
+//! single conversion from [`OAuthError`] to an HTTP response (RFC 6749 5.2).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use secrecy::SecretString;
+use serde_json::{Map, Value, json};
+
+use crate::health::Readiness;
+use crate::oauth::{
+    Core, Credentials, Introspection, OAuthError, PresentedVia, TokenRequest, scope,
+};
+
+/// Shared state of the HTTP routes.
+#[derive(Clone)]
+pub struct HttpState {
+    pub core: Arc<Core>,
+    pub readiness: Readiness,
+    pub max_body: usize,
+}
+
+/// The bridge's routes.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/oauth/token", post(token))
+        .route("/oauth/introspect", post(introspect))
+        .route("/oauth/revoke", post(revoke))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// An OAuth error with the HTTP status the bridge answers it with. Most
+/// statuses follow from the error code; 413 and 415 are transport-level
+/// variants of `invalid_request`.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    error: OAuthError,
+}
+
+impl From<OAuthError> for HttpError {
+    fn from(error: OAuthError) -> Self {
+        let status = match &error {
+            OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+            OAuthError::AccessDenied(_) => StatusCode::FORBIDDEN,
+            OAuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self { status, error }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": self.error.code(),
+            "error_description": self.error.description(),
+        });
+        let mut res = (self.status, axum::Json(body)).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        match &self.error {
+            OAuthError::InvalidClient { basic: true } => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"tokend\", charset=\"UTF-8\""),
+                );
+            }
+            OAuthError::RateLimited { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        HttpError::from(self).into_response()
+    }
+}
+
+fn no_store(value: Value) -> Response {
+    let mut res = axum::Json(value).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// Decoded request parameters, in order, from a form or a JSON object.
+#[derive(Debug, Default)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+/// Parameters that may legitimately repeat (RFC 8707 `resource`).
+const REPEATABLE: &[&str] = &["resource"];
+
+impl Params {
+    /// Parses an `application/x-www-form-urlencoded` body.
+    pub fn from_form(body: &[u8]) -> Result<Self, OAuthError> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        Self::checked(pairs)
+    }
+
+    /// Parses a JSON object body. Values are strings; `scope`, `audience` and
+    /// `resource` may also be arrays of strings.
+    pub fn from_json(body: &[u8]) -> Result<Self, OAuthError> {
+        let obj: Map<String, Value> = serde_json::from_slice(body)
+            .map_err(|_| OAuthError::invalid_request("the body is not a JSON object"))?;
+        let mut pairs = Vec::with_capacity(obj.len());
+        for (k, v) in obj {
+            match v {
+                Value::String(s) => pairs.push((k, s)),
+                Value::Null => {}
+                Value::Array(items) if matches!(k.as_str(), "scope" | "audience" | "resource") => {
+                    let mut joined = Vec::with_capacity(items.len());
+                    for item in items {
+                        match item {
+                            Value::String(s) => joined.push(s),
+                            _ => {
+                                return Err(OAuthError::invalid_request(format!(
+                                    "{k} must be a string or an array of strings"
+                                )));
+                            }
+                        }
+                    }
+                    if k == "resource" {
+                        pairs.extend(joined.into_iter().map(|s| (k.clone(), s)));
+                    } else {
+                        pairs.push((k, joined.join(" ")));
+                    }
+                }
+                _ => {
+                    return Err(OAuthError::invalid_request(format!("{k} must be a string")));
+                }
+            }
+        }
+        Self::checked(pairs)
+    }
+
+    fn checked(pairs: Vec<(String, String)>) -> Result<Self, OAuthError> {
+        if pairs.len() > 64 {
+            return Err(OAuthError::invalid_request("too many parameters"));
+        }
+        // RFC 6749 3.1: parameters sent without a value are treated as omitted.
+        let pairs: Vec<_> = pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if !REPEATABLE.contains(&k.as_str()) && pairs[..i].iter().any(|(k2, _)| k2 == k) {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {} is repeated",
+                    printable(k)
+                )));
+            }
+        }
+        Ok(Self { pairs })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.pairs
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn owned(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_owned)
+    }
+}
+
+/// A parameter name safe to echo in an error description.
+fn printable(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(40)
+        .collect();
+    if cleaned.is_empty() {
+        "(unnamed)".into()
+    } else {
+        cleaned
+    }
+}
+
+/// Decodes an HTTP Basic `Authorization` value into (client_id, secret), both
+/// form-urlencoded per RFC 6749 2.3.1.
+pub fn decode_basic(value: &str) -> Option<(String, String)> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let decode = |s: &str| -> Option<String> {
+        let plus_as_space = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&plus_as_space)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
+    Some((decode(id)?, decode(secret)?))
+}
+
+/// Finds the client's credentials in the Basic header or the body.
+fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, OAuthError> {
+    let body_id = params.get("client_id");
+    let body_secret = params.get("client_secret");
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let fail = OAuthError::InvalidClient { basic: true };
+        let (id, secret) = auth.to_str().ok().and_then(decode_basic).ok_or(fail)?;
+        if body_secret.is_some() {
+            return Err(OAuthError::invalid_request(
+                "client credentials were sent both in the Authorization header and in the body",
+            ));
+        }
+        if body_id.is_some_and(|b| b != id) {
+            return Err(OAuthError::invalid_request(
+                "client_id in the body differs from the Authorization header",
+            ));
+        }
+        return Ok(Credentials {
+            client_id: id,
+            secret: (!secret.is_empty()).then(|| SecretString::from(secret)),
+            via: PresentedVia::Basic,
+        });
+    }
+    let Some(id) = body_id else {
+        return Err(OAuthError::InvalidClient { basic: false });
+    };
+    Ok(Credentials {
+        client_id: id.to_owned(),
+        secret: body_secret.map(SecretString::from),
+        via: PresentedVia::Body,
+    })
+}
+
+/// Reads and decodes the body of a POST to an OAuth endpoint: content type
+/// check, size limit, then form or JSON parsing.
+async fn read_params(req: Request, max_body: usize) -> Result<(HeaderMap, Params), HttpError> {
+    let (parts, body) = req.into_parts();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let is_json = match content_type.as_str() {
+        "application/x-www-form-urlencoded" => false,
+        "application/json" => true,
+        _ => {
+            return Err(HttpError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                error: OAuthError::invalid_request(
+                    "Content-Type must be application/x-www-form-urlencoded or application/json",
+                ),
+            });
+        }
+    };
+    let too_large = || HttpError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        error: OAuthError::invalid_request("the request body is too large"),
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        return Err(too_large());
+    }
+    let bytes = read_limited(body, max_body).await.map_err(|e| match e {
+        BodyError::TooLarge => too_large(),
+        BodyError::Read => OAuthError::invalid_request("the request body could not be read").into(),
+    })?;
+    let params = if is_json {
+        Params::from_json(&bytes)?
+    } else {
+        Params::from_form(&bytes)?
+    };
+    Ok((parts.headers, params))
+}
+
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+async fn token(State(s): State<HttpState>, req: Request) -> Result<Response, HttpError> {
+    let (headers, params) = read_params(req, s.max_body).await?;
+    let creds = credentials(&headers, &params)?;
+    let mut audience: Vec<String> = params.get("audience").map(scope::split).unwrap_or_default();
+    audience.extend(params.all("resource").map(str::to_owned));
+    let req = TokenRequest {
+        grant_type: params.owned("grant_type").unwrap_or_default(),
+        scope: params.get("scope").map(scope::split).unwrap_or_default(),
+        audience,
+        code: params.owned("code"),
+        redirect_uri: params.owned("redirect_uri"),
+        code_verifier: params.owned("code_verifier"),
+        refresh_token: params.owned("refresh_token"),
+    };
+    let t = s.core.token(&creds, req).await?;
+    // Partner claims first, so the standard fields always win.
+    let mut body = t.extra;
+    body.insert("access_token".into(), t.access_token.into());
+    body.insert("token_type".into(), t.token_type.into());
+    body.insert("expires_in".into(), t.expires_in.into());
+    if !t.scope.is_empty() {
+        body.insert("scope".into(), t.scope.join(" ").into());
+    }
+    if let Some(rt) = t.refresh_token {
+        body.insert("refresh_token".into(), rt.into());
+    }
+    Ok(no_store(Value::Object(body)))
+}
+
+async fn introspect(State(s): State<HttpState>, req: Request) -> Result<Response, HttpError> {
+    let (headers, params) = read_params(req, s.max_body).await?;
+    let creds = credentials(&headers, &params)?;
+    let token = params.get("token").unwrap_or("");
+    let answer = s
+        .core
+        .introspect(&creds, token, params.get("token_type_hint"))
+        .await?;
+    Ok(no_store(match answer {
+        Introspection::Inactive => json!({"active": false}),
+        Introspection::Active(claims) => {
+            let mut v = serde_json::to_value(*claims).map_err(|_| {
+                HttpError::from(OAuthError::ServerError("could not encode claims".into()))
+            })?;
+            if let Some(o) = v.as_object_mut() {
+                o.remove("gid");
+                o.insert("active".into(), true.into());
+                o.insert("token_type".into(), "Bearer".into());
+            }
+            v
+        }
+    }))
+}
+
+async fn revoke(State(s): State<HttpState>, req: Request) -> Result<Response, HttpError> {
+    let (headers, params) = read_params(req, s.max_body).await?;
+    let creds = credentials(&headers, &params)?;
+    let token = params.get("token").unwrap_or("");
+    s.core
+        .revoke(&creds, token, params.get("token_type_hint"))
+        .await?;
+    let mut res = StatusCode::OK.into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+async fn metadata(State(s): State<HttpState>) -> Response {
+    axum::Json(s.core.metadata()).into_response()
+}
+
+async fn jwks(State(s): State<HttpState>) -> Response {
+    let keys = s.core.keys();
+    let mut res = axum::Json(keys.jwks().clone()).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    res
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    if s.readiness.is_ready() {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not_ready", "reason": s.readiness.reason()})),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let enc = base64::engine::general_purpose::STANDARD.encode("my%3Aclient:p%40ss+word");
+        assert_eq!(
+            decode_basic(&format!("Basic {enc}")),
+            Some(("my:client".into(), "p@ss word".into()))
+        );
+        assert_eq!(decode_basic("Basic !!!"), None);
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("abc");
+        assert_eq!(decode_basic(&format!("Basic {no_colon}")), None);
+        assert_eq!(decode_basic("Bearer abc"), None);
+    }
+
+    #[test]
+    fn repeated_parameters_are_rejected_except_resource() {
+        assert!(Params::from_form(b"grant_type=a&grant_type=b").is_err());
+        let p = Params::from_form(b"resource=a&resource=b&scope=").unwrap();
+        assert_eq!(p.all("resource").count(), 2);
+        assert_eq!(p.get("scope"), None);
+        assert!(Params::from_json(br#"{"scope":["a","b"],"x":"y"}"#).is_ok());
+        assert!(Params::from_json(br#"{"grant_type":1}"#).is_err());
+        assert!(Params::from_json(b"[1]").is_err());
+    }
+}
