@@ -289,9 +289,12 @@ impl Config {
             None => (toml::Table::new(), "built-in defaults".to_string()),
         };
         apply_env(&mut table, env)?;
-        let mut cfg: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
+        let mut cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                anyhow::anyhow!("{origin}: {path}: {}", inner.message())
+            })?;
         if let Some(extra) = cfg.clients_file.clone() {
             let extra = resolve(path, &extra);
             cfg.clients.extend(load_clients_file(&extra)?);
@@ -340,10 +343,10 @@ impl Config {
         if let Err(e) = crate::telemetry::parse_level(&self.log.level) {
             problems.push(format!("log.level: {e}"));
         }
-        if let Some(k) = &self.signing.key_file {
-            if let Err(e) = crate::token::SigningKey::from_file(self.signing.algorithm, k) {
-                problems.push(format!("signing.key_file: {e:#}"));
-            }
+        if let Some(k) = &self.signing.key_file
+            && let Err(e) = crate::token::SigningKey::from_file(self.signing.algorithm, k)
+        {
+            problems.push(format!("signing.key_file: {e:#}"));
         }
         for (i, k) in self.signing.previous_key_files.iter().enumerate() {
             if let Err(e) = crate::token::SigningKey::from_file(self.signing.algorithm, k) {

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every check tokend has: formatting, clippy, unit and integration tests
+# (real redis-server processes, real sockets), benchmarks in quick mode, and
+# the Helm chart validation. Installs what the tests need when it is missing
+# (redis-server from Debian's packages; the chart check makes its own venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== installing redis-server (Debian package)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+# Debian's package starts a system redis on 6379 under systemd when it can;
+# tests never use it (each starts its own on a free port).
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --locked --all-targets
+
+if [ -f scripts/chart-check.sh ]; then
+  echo "== Helm chart checks"
+  cargo build --locked --bin tokend
+  TOKEND_BIN="$PWD/target/debug/tokend" bash scripts/chart-check.sh
+fi
+echo "== all checks passed"

@@ -1,0 +1,308 @@
+//! client_credentials over the HTTP bridge: every auth method and grant rule.
+
+use crate::common::{SECRET, TestApp, basic_header, jwt_parts};
+
+#[tokio::test]
+async fn basic_auth_gets_a_jwt_with_rfc9068_claims() {
+    let app = TestApp::default_memory().await;
+    let r = app
+        .post_form(
+            "/oauth/token",
+            Some(("orders-service", SECRET)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(body["scope"], "orders:read");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token for client_credentials"
+    );
+    assert!(
+        body.get("organisation_id").is_none(),
+        "claims_in_response is off"
+    );
+    let (header, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "RS256");
+    assert!(header["kid"].is_string());
+    assert_eq!(claims["iss"], "https://tokend.test");
+    assert_eq!(claims["sub"], "orders-service");
+    assert_eq!(claims["client_id"], "orders-service");
+    assert_eq!(
+        claims["aud"],
+        serde_json::json!(["orders-api", "billing-api"])
+    );
+    assert_eq!(claims["scope"], "orders:read");
+    assert_eq!(claims["organisation_id"], 74);
+    assert_eq!(claims["roles"], serde_json::json!(["ADMIN", "DOCTOR"]));
+    assert_eq!(claims["is_test"], false);
+    let exp = claims["exp"].as_i64().unwrap();
+    let iat = claims["iat"].as_i64().unwrap();
+    assert_eq!(exp - iat, 3600);
+    assert_eq!(claims["nbf"], claims["iat"]);
+    // 128-bit jti, base64url without padding.
+    assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn body_credentials_and_json_body_work() {
+    let app = TestApp::default_memory().await;
+    let r = app
+        .post_form(
+            "/oauth/token",
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "orders-service"),
+                ("client_secret", SECRET),
+                ("scope", "orders:read orders:write"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["scope"], "orders:read orders:write");
+
+    let r = app
+        .http_client
+        .post(app.url("/oauth/token"))
+        .json(&serde_json::json!({
+            "grant_type": "client_credentials",
+            "client_id": "partner",
+            "client_secret": SECRET,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    // claims_in_response echoes the partner claims next to access_token.
+    assert_eq!(body["partner_id"], "f31120ee");
+    assert_eq!(body["user_id"], 276);
+    assert_eq!(body["token_type"], "Bearer");
+    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["aud"], "bookings-api",
+        "a single audience is a string"
+    );
+    assert!(
+        claims.get("scope").is_none(),
+        "no scope asked, no default scope"
+    );
+}
+
+#[tokio::test]
+async fn percent_encoded_basic_credentials_are_decoded() {
+    let hash = tokend::oauth::client::SecretHash::sha256_of("p@ss:w rd+%");
+    let extra = format!(
+        "[[clients]]\nclient_id = \"odd id\"\nsecret_hashes = [\"{hash}\"]\ngrant_types = [\"client_credentials\"]\n"
+    );
+    let app = TestApp::start(&crate::common::config_toml("memory://", "", &extra)).await;
+    let r = app
+        .post_form(
+            "/oauth/token",
+            Some(("odd id", "p@ss:w rd+%")),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+}
+
+#[tokio::test]
+async fn wrong_secret_and_unknown_client_are_identical_401s() {
+    let app = TestApp::default_memory().await;
+    let mut answers = Vec::new();
+    for (id, secret) in [
+        ("orders-service", "wrong"),
+        ("no-such-client", SECRET),
+        ("orders-service", ""),
+        ("partner", "s3cret-for-tests-but-not"),
+    ] {
+        let r = app
+            .post_form(
+                "/oauth/token",
+                Some((id, secret)),
+                &[("grant_type", "client_credentials")],
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Basic realm=\"tokend\", charset=\"UTF-8\""
+        );
+        answers.push(r.text().await.unwrap());
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    let body: serde_json::Value = serde_json::from_str(&answers[0]).unwrap();
+    assert_eq!(body["error"], "invalid_client");
+
+    // Body credentials: 401 without WWW-Authenticate.
+    let r = app
+        .post_form(
+            "/oauth/token",
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "orders-service"),
+                ("client_secret", "nope"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("www-authenticate").is_none());
+    // No credentials at all.
+    let r = app
+        .post_form(
+            "/oauth/token",
+            None,
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn auth_method_restrictions_and_grant_rules() {
+    let app = TestApp::default_memory().await;
+    // basic-only client may not send its secret in the body.
+    let r = app
+        .post_form(
+            "/oauth/token",
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "basic-only"),
+                ("client_secret", SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let ok = app.token("basic-only", &[]).await;
+    assert!(ok["access_token"].is_string());
+
+    type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: &[Case] = &[
+        (&[("grant_type", "password")], 400, "unsupported_grant_type"),
+        (&[], 400, "invalid_request"),
+        (
+            &[("grant_type", "authorization_code"), ("code", "x")],
+            400,
+            "unauthorized_client",
+        ),
+        (
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "orders:delete"),
+            ],
+            400,
+            "invalid_scope",
+        ),
+        (
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "orders:read \"x\""),
+            ],
+            400,
+            "invalid_scope",
+        ),
+        (
+            &[
+                ("grant_type", "client_credentials"),
+                ("audience", "payroll-api"),
+            ],
+            400,
+            "invalid_target",
+        ),
+        (
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", "orders-api"),
+                ("resource", "nope"),
+            ],
+            400,
+            "invalid_target",
+        ),
+        (
+            &[
+                ("grant_type", "client_credentials"),
+                ("refresh_token", "abc"),
+            ],
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (form, status, error) in cases {
+        let r = app
+            .post_form("/oauth/token", Some(("orders-service", SECRET)), form)
+            .await;
+        assert_eq!(r.status().as_u16(), *status, "{form:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], *error, "{form:?}");
+        assert!(body["error_description"].is_string());
+    }
+
+    // Audience narrowing by `audience` and by repeated `resource`.
+    let t = app
+        .token("orders-service", &[("audience", "billing-api")])
+        .await;
+    assert_eq!(
+        jwt_parts(t["access_token"].as_str().unwrap()).1["aud"],
+        "billing-api"
+    );
+    let t = app
+        .token(
+            "orders-service",
+            &[("resource", "billing-api"), ("resource", "orders-api")],
+        )
+        .await;
+    assert_eq!(
+        jwt_parts(t["access_token"].as_str().unwrap()).1["aud"],
+        serde_json::json!(["billing-api", "orders-api"])
+    );
+}
+
+#[tokio::test]
+async fn credentials_in_both_places_and_repeated_params_are_invalid_request() {
+    let app = TestApp::default_memory().await;
+    let r = app
+        .post_form(
+            "/oauth/token",
+            Some(("orders-service", SECRET)),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "orders-service"),
+                ("client_secret", SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
+
+    let r = app
+        .http_client
+        .post(app.url("/oauth/token"))
+        .header("Authorization", basic_header("orders-service", SECRET))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&scope=orders:read&scope=orders:write")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("scope")
+    );
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests over real sockets. One test binary (modules below) so the
+//! link step runs once.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod client_credentials;
+mod grpc;
+mod http_protocol;
+mod introspection;
+mod keys;

@@ -1,0 +1,380 @@
+//! Test harness shared by the integration tests: spawns tokend in-process on
+//! ephemeral ports, real `redis-server` processes, and clients for both
+//! transports. Everything talks over real loopback sockets.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use tokend::config::Config;
+use tokend::pb::token_service_client::TokenServiceClient;
+use tokend::server::Server;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Secret of every test client below: `sha256:` of this is in the configs.
+pub const SECRET: &str = "s3cret-for-tests";
+
+/// A TOML config for tests: ephemeral ports, the given store and signing
+/// settings, and a standard set of clients. `extra` is appended verbatim.
+pub fn config_toml(store_url: &str, signing: &str, extra: &str) -> String {
+    let hash = tokend::oauth::client::SecretHash::sha256_of(SECRET);
+    format!(
+        r#"
+issuer = "https://tokend.test"
+[http]
+listen = "127.0.0.1:0"
+[grpc]
+listen = "127.0.0.1:0"
+[store]
+url = "{store_url}"
+[signing]
+{signing}
+[server]
+shutdown_grace_secs = 5
+
+[[clients]]
+client_id = "orders-service"
+secret_hashes = ["{hash}"]
+grant_types = ["client_credentials"]
+scopes = ["orders:read", "orders:write"]
+default_scopes = ["orders:read"]
+audience = ["orders-api", "billing-api"]
+access_ttl_secs = 3600
+claims = {{ organisation_id = 74, roles = ["ADMIN", "DOCTOR"], is_test = false }}
+
+[[clients]]
+client_id = "partner"
+secret_hashes = ["{hash}"]
+grant_types = ["client_credentials"]
+scopes = ["bookings:create"]
+audience = ["bookings-api"]
+claims = {{ partner_id = "f31120ee", user_id = 276 }}
+claims_in_response = true
+
+[[clients]]
+client_id = "basic-only"
+secret_hashes = ["{hash}"]
+token_endpoint_auth_method = "client_secret_basic"
+grant_types = ["client_credentials"]
+
+[[clients]]
+client_id = "resource-server"
+secret_hashes = ["{hash}"]
+grant_types = ["client_credentials"]
+{extra}
+"#
+    )
+}
+
+/// Writes `text` into a fresh temp dir and returns the file path.
+pub fn write_temp(name: &str, text: &str) -> (tempdir::TempDir, PathBuf) {
+    let dir = tempdir::TempDir::new();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// Minimal self-deleting temp dir (no extra dependency).
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub struct TempDir(PathBuf);
+    static N: AtomicU64 = AtomicU64::new(0);
+
+    impl TempDir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "tokend-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Default for TempDir {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A running in-process tokend.
+pub struct TestApp {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub http_client: reqwest::Client,
+    pub core: std::sync::Arc<tokend::oauth::Core>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempdir::TempDir>,
+}
+
+impl TestApp {
+    /// Starts tokend from TOML text (written to a temp file so relative paths
+    /// and `clients_file` behave as in production).
+    pub async fn start(toml_text: &str) -> Self {
+        let (dir, path) = write_temp("tokend.toml", toml_text);
+        let mut app = Self::start_file(&path).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    pub async fn start_file(path: &Path) -> Self {
+        let cfg = Config::load(Some(path), Vec::new()).expect("test config loads");
+        Self::start_config(cfg).await
+    }
+
+    pub async fn start_config(cfg: Config) -> Self {
+        let server = Server::build(cfg).await.expect("server builds");
+        let http = server.http_addr();
+        let grpc = server.grpc_addr();
+        let core = server.core();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        let app = Self {
+            http,
+            grpc,
+            http_client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            core,
+            shutdown,
+            task: Some(task),
+            _dir: None,
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    /// Memory store, ephemeral RS256 key.
+    pub async fn default_memory() -> Self {
+        Self::start(&config_toml("memory://", "algorithm = \"RS256\"", "")).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..100 {
+            if let Ok(r) = self.http_client.get(self.url("/readyz")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tokend did not become ready");
+    }
+
+    pub async fn grpc_client(&self) -> TokenServiceClient<Channel> {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        TokenServiceClient::new(ch)
+    }
+
+    pub async fn grpc_channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs a form body with optional Basic credentials.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self.http_client.post(self.url(path)).form(form);
+        if let Some((id, secret)) = basic {
+            req = req.header("Authorization", basic_header(id, secret));
+        }
+        req.send().await.unwrap()
+    }
+
+    /// client_credentials over HTTP for a test client; returns the JSON.
+    pub async fn token(&self, client_id: &str, extra: &[(&str, &str)]) -> serde_json::Value {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend_from_slice(extra);
+        let r = self
+            .post_form("/oauth/token", Some((client_id, SECRET)), &form)
+            .await;
+        assert_eq!(r.status(), 200, "token request failed");
+        r.json().await.unwrap()
+    }
+
+    pub async fn introspect(&self, token: &str) -> serde_json::Value {
+        let r = self
+            .post_form(
+                "/oauth/introspect",
+                Some(("resource-server", SECRET)),
+                &[("token", token)],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// `Basic` header value with RFC 6749 2.3.1 form-encoding of both parts.
+pub fn basic_header(id: &str, secret: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let raw = format!("{}:{}", enc(id), enc(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// A `redis-server` child process on a free loopback port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    dir: tempdir::TempDir,
+}
+
+impl RedisServer {
+    /// Starts redis-server; panics with the install command if it is missing.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let dir = tempdir::TempDir::new();
+        let child = spawn_redis(port, dir.path());
+        let server = Self { port, child, dir };
+        server.wait_ping();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn wait_ping(&self) {
+        for _ in 0..200 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                if s.write_all(b"PING\r\n").is_ok() {
+                    let mut buf = [0u8; 7];
+                    if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server on port {} did not answer PING", self.port);
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new, empty redis-server on the same port (kills the old one
+    /// first if it still runs).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_redis(self.port, self.dir.path());
+        self.wait_ping();
+    }
+}
+
+fn spawn_redis(port: u16, dir: &Path) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start redis-server ({e}). Install it: apt-get install -y redis-server \
+                 (the README's test command does this for you)"
+            )
+        })
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free loopback port (bind to 0, read, release). Avoids 6399.
+pub fn free_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p != 6399 {
+            return p;
+        }
+    }
+}
+
+/// Decodes a JWT's header and payload without verifying (for assertions).
+pub fn jwt_parts(token: &str) -> (serde_json::Value, serde_json::Value) {
+    let mut it = token.split('.');
+    let dec = |s: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let h = dec(it.next().unwrap());
+    let p = dec(it.next().unwrap());
+    (h, p)
+}
+
+/// The ErrorInfo reason of a gRPC status.
+pub fn error_reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_else(|| panic!("status without ErrorInfo: {status:?}"))
+}
