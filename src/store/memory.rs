@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Store, StoreResult};
+use super::{RateDecision, Store, StoreResult};
 
 const SHARDS: usize = 16;
 
@@ -32,6 +32,8 @@ impl Entry {
 /// advance it.
 pub struct MemoryStore {
     shards: Vec<Mutex<HashMap<String, Entry>>>,
+    /// GCRA theoretical arrival times, per rate-limit key.
+    rates: Mutex<HashMap<String, Instant>>,
 }
 
 impl Default for MemoryStore {
@@ -44,6 +46,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            rates: Mutex::new(HashMap::new()),
         }
     }
 
@@ -67,7 +70,10 @@ impl MemoryStore {
             map.retain(|_, e| e.live(now));
             removed += before - map.len();
         }
-        removed
+        let mut rates = self.rates.lock();
+        let before = rates.len();
+        rates.retain(|_, tat| *tat > now);
+        removed + (before - rates.len())
     }
 
     /// Number of entries held, expired or not (for tests and metrics).
@@ -140,6 +146,29 @@ impl Store for MemoryStore {
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.shard(key).lock().remove(key);
         Ok(())
+    }
+
+    async fn rate_limit(&self, key: &str, per_sec: f64, burst: u32) -> StoreResult<RateDecision> {
+        // GCRA: each request advances the theoretical arrival time (TAT) by
+        // one emission interval; a request is allowed while the TAT is at most
+        // `burst` intervals ahead of now.
+        let interval = Duration::from_secs_f64(1.0 / per_sec.max(1e-9));
+        let tolerance = interval * burst.max(1);
+        let now = Instant::now();
+        let mut rates = self.rates.lock();
+        let tat = rates.get(key).copied().unwrap_or(now).max(now);
+        let next = tat + interval;
+        if next - now > tolerance {
+            return Ok(RateDecision {
+                allowed: false,
+                retry_after: (next - now) - tolerance,
+            });
+        }
+        rates.insert(key.to_owned(), next);
+        Ok(RateDecision {
+            allowed: true,
+            retry_after: Duration::ZERO,
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -37,6 +37,14 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The answer of [`Store::rate_limit`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    /// When refused: how long until one request would be allowed.
+    pub retry_after: Duration,
+}
+
 /// The operations every backend provides. `ttl = None` means the entry never
 /// expires (used only for records whose lifetime is "forever" by configuration,
 /// e.g. refresh tokens with `refresh_ttl_secs = 0`).
@@ -61,6 +69,11 @@ pub trait Store: Send + Sync + 'static {
     async fn take(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
 
     async fn delete(&self, key: &str) -> StoreResult<()>;
+
+    /// Counts one request against a GCRA rate limit (`per_sec` sustained,
+    /// `burst` at once) under `key`, atomically; across replicas where the
+    /// backend is shared.
+    async fn rate_limit(&self, key: &str, per_sec: f64, burst: u32) -> StoreResult<RateDecision>;
 
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> StoreResult<()>;

@@ -27,3 +27,23 @@ async fn expired_entries_vanish_and_are_pruned() {
     assert_eq!(s.take("b").await.unwrap().as_deref(), Some(&b"2"[..]));
     assert!(s.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn gcra_allows_burst_then_paces() {
+    let s = MemoryStore::new();
+    for _ in 0..3 {
+        assert!(s.rate_limit("c", 2.0, 3).await.unwrap().allowed);
+    }
+    let refused = s.rate_limit("c", 2.0, 3).await.unwrap();
+    assert!(!refused.allowed);
+    assert!(
+        refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_millis(500)
+    );
+    tokio::time::advance(refused.retry_after).await;
+    assert!(s.rate_limit("c", 2.0, 3).await.unwrap().allowed);
+    assert!(!s.rate_limit("c", 2.0, 3).await.unwrap().allowed);
+    assert!(
+        s.rate_limit("other", 2.0, 3).await.unwrap().allowed,
+        "keys are independent"
+    );
+}
