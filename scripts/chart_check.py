@@ -15,7 +15,9 @@
    container ports and to the ports tokend listens on.
 
 Prints one line per check and ends with `chart-check: N passed, M failed`; exits 1 on any failure.
-Environment: TOKEND_BIN (binary to run), CHART_CHECK_SKIP_RUNTIME=1 (skip step 4, reported as skipped).
+Environment: TOKEND_BIN (binary to run), CHART_CHECK_SKIP_RUNTIME=1 (skip step 4, reported as skipped),
+CHART_CHECK_STORE=memory (debugging a build without the Redis backend: run with memory://, no outage test),
+CHART_CHECK_KEEP=1 (keep the temporary pod folders).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ METRICS = {
 # Secret of the test clients in helm/tokend/ci/*.yaml (sha256:f82d...).
 CI_CLIENT_SECRET = "ci-secret"
 KUBE_PROBE_UA = "kube-probe/1.33"
+MEMORY_STORE = os.environ.get("CHART_CHECK_STORE") == "memory"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,6 +235,7 @@ def validate_k8s(docs: list[dict], version: str) -> list[str]:
 
 
 def check_crds(docs: list[dict]) -> None:
+    service_ports = [p["port"] for s in find(docs, "Service") for p in s["spec"]["ports"]]
     for d in docs:
         if d.get("kind") not in CRD_KINDS:
             continue
@@ -251,11 +255,9 @@ def check_crds(docs: list[dict]) -> None:
             expect(spec.get("parentRefs"), f"{ident}: no parentRefs")
             for rule in spec["rules"]:
                 for b in rule["backendRefs"]:
-                    expect(b["port"] in [p["port"] for s in find(docs_cache, "Service") for p in s["spec"]["ports"]],
+                    expect(b["port"] in service_ports,
                            f"{ident}: backendRef port {b['port']} is no Service port")
 
-
-docs_cache: list[dict] = []
 
 
 def check_rules(name: str, values: dict, docs: list[dict], notes: str) -> None:
@@ -556,13 +558,13 @@ def pod_env(docs: list[dict], c: dict, home: Path) -> dict[str, str]:
     return env
 
 
-def rewrite_config(text: str, mounts: dict[str, str], grpc_port: int, http_port: int, redis_port: int) -> str:
+def rewrite_config(text: str, mounts: dict[str, str], grpc_port: int, http_port: int, redis_port: int | None) -> str:
     """Only three kinds of change: mount paths, listen ports, the store's host:port."""
     out = text
     for mount, local in sorted(mounts.items(), key=lambda kv_: -len(kv_[0])):
         out = out.replace(f'"{mount}/', f'"{local}/')
     def listen(section: str, port: int, s: str) -> str:
-        pat = re.compile(r'(\[' + section + r'\][^\[]*?listen = ")(.*):(\d+)(")', re.S)
+        pat = re.compile(r'(\[' + section + r'\][^\[]*?\nlisten = ")([^"\n]*):(\d+)(")', re.S)
         expect(pat.search(s), f"[{section}] listen not found in tokend.toml")
         return pat.sub(lambda m: f"{m.group(1)}{m.group(2)}:{port}{m.group(4)}", s, count=1)
     out = listen("grpc", grpc_port, out)
@@ -571,9 +573,15 @@ def rewrite_config(text: str, mounts: dict[str, str], grpc_port: int, http_port:
     expect(m is not None, "[store] url not found in tokend.toml")
     scheme = m.group(2)
     expect(scheme == "redis", f"the runtime check needs a redis:// store URL, got {scheme}://")
-    out = out[:m.start(3)] + f"127.0.0.1:{redis_port}" + out[m.end(3):]
+    if redis_port is None:
+        out = out[:m.start(2)] + "memory://" + out[m.end(5) - 1:]
+    else:
+        out = out[:m.start(3)] + f"127.0.0.1:{redis_port}" + out[m.end(3):]
     # Nothing else changed: compare the parsed documents with those fields masked.
     a, b = tomllib.loads(text), tomllib.loads(out)
+    expect(port_of(b["grpc"]["listen"]) == grpc_port and port_of(b["http"]["listen"]) == http_port,
+           f"listen rewrite failed: {b['grpc']['listen']} / {b['http']['listen']}")
+    expect(b["grpc"]["listen"].rsplit(":", 1)[0] == a["grpc"]["listen"].rsplit(":", 1)[0], "listen host changed")
     for d in (a, b):
         d["grpc"]["listen"] = d["http"]["listen"] = d["store"]["url"] = "<rewritten>"
         d.pop("clients_file", None)
@@ -619,13 +627,15 @@ def runtime_check(name: str, values: dict, docs: list[dict], binary: Path, keep:
             root = tmp / "pod"
             mounts = layout_pod_files(docs, pod, c, root)
             env = pod_env(docs, c, tmp)
-            redis = Redis(tmp, env.get("TOKEND_STORE_PASSWORD"))
-            procs.append(redis)
+            redis = None
+            if not MEMORY_STORE:
+                redis = Redis(tmp, env.get("TOKEND_STORE_PASSWORD"))
+                procs.append(redis)
             ports = {"grpc": free_port(), "http": free_port()}
             cfg_container_path = c["args"][c["args"].index("--config") + 1]
             mount = max((m for m in mounts if cfg_container_path.startswith(m + "/")), key=len)
             local_cfg = Path(mounts[mount]) / cfg_container_path[len(mount) + 1:]
-            new = rewrite_config(local_cfg.read_text(), mounts, ports["grpc"], ports["http"], redis.port)
+            new = rewrite_config(local_cfg.read_text(), mounts, ports["grpc"], ports["http"], redis.port if redis else None)
             local_cfg.write_text(new)
             # clients.toml and other mounted files keep their content: only paths inside tokend.toml move.
             r = subprocess.run([str(binary), "check-config", "--config", str(local_cfg)], env=env,
@@ -700,6 +710,8 @@ def runtime_check(name: str, values: dict, docs: list[dict], binary: Path, keep:
                 R.note(f"{name}: /metrics has no series yet for {sorted(METRICS - seen)} (label sets appear on first use)")
 
         with R.check(f"{prefix}: store outage: readiness fails, liveness keeps passing"):
+            if redis is None:
+                raise Skip("CHART_CHECK_STORE=memory")
             redis.stop()
             rp, lp = c["readinessProbe"], c["livenessProbe"]
             deadline = time.monotonic() + 10
@@ -770,6 +782,8 @@ def main() -> int:
         binary = ROOT / binary
     keep = os.environ.get("CHART_CHECK_KEEP") == "1"
     print(f"chart-check: chart {CHART.relative_to(ROOT)}, tokend binary {binary}")
+    if MEMORY_STORE:
+        R.note("CHART_CHECK_STORE=memory: tokend runs on memory://, not on Redis (debugging only)")
 
     section("1. lint and render")
     lo = hi = None
@@ -797,8 +811,6 @@ def main() -> int:
 
     section("2. validate manifests")
     for name, (values, docs, notes) in renders.items():
-        global docs_cache
-        docs_cache = docs
         for ver in filter(None, dict.fromkeys([lo, hi])):
             with R.check(f"kubernetes-validate --strict [{name}] (kube {ver})"):
                 skipped = validate_k8s(docs, ver)
