@@ -147,6 +147,29 @@ def values_sets() -> list[tuple[str, dict]]:
     return sets
 
 
+def doc_examples() -> list[tuple[str, dict]]:
+    """The YAML values examples in the docs (chart README, DEPLOY_SECTION.md, the Deploy section of the
+    top-level README): what the docs tell people to write must install. Blocks whose top-level keys are
+    not chart values (other YAML) are ignored."""
+    keys = set(yaml.safe_load((CHART / "values.yaml").read_text()))
+    texts = []
+    for doc in (CHART / "README.md", CHART / "DEPLOY_SECTION.md"):
+        if doc.exists():
+            texts.append((doc.relative_to(ROOT), doc.read_text()))
+    top = ROOT / "README.md"
+    if top.exists():
+        m = re.search(r"^## Deploy\b.*?(?=^## |\Z)", top.read_text(), re.S | re.M)
+        if m:
+            texts.append(("README.md#deploy", m.group(0)))
+    out = []
+    for name, text in texts:
+        for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", text, re.S)):
+            data = yaml.safe_load(block)
+            if isinstance(data, dict) and data and set(data) <= keys:
+                out.append((f"docs: {name} example {i + 1}", data))
+    return out
+
+
 # Rendered and validated only (steps 1-2): store URLs the runtime step cannot serve locally.
 RENDER_ONLY = [
     ("inline: Redis Cluster store", {"config": {"store": {"url": "redis+cluster://redis-0.redis:6379,redis-1.redis:6379,redis-2.redis:6379"}}}),
@@ -808,6 +831,25 @@ def check_config_rejects_unknown_key(binary: Path) -> None:
         expect("not_a_key" in r.stdout + r.stderr, f"check-config did not name the unknown key: {r.stdout}{r.stderr}")
 
 
+def documented_commands(binary: Path) -> None:
+    """What the chart docs tell operators to run: keys from keygen load, hashes match the ci files."""
+    with tempfile.TemporaryDirectory() as d:
+        for alg in ("RS256", "ES256", "EdDSA"):
+            key = Path(d) / f"{alg}.pem"
+            r = subprocess.run([str(binary), "keygen", "--alg", alg, "--out", str(key)], capture_output=True,
+                               text=True, timeout=60)
+            expect(r.returncode == 0 and key.exists(), f"keygen --alg {alg}: {r.stdout}{r.stderr}")
+            expect(key.read_text().startswith("-----BEGIN PRIVATE KEY-----"), f"keygen --alg {alg} wrote no PKCS#8 PEM")
+            cfg = Path(d) / f"{alg}.toml"
+            cfg.write_text(f'issuer = "http://x"\n[signing]\nalgorithm = "{alg}"\nkey_file = "{key}"\n')
+            r = subprocess.run([str(binary), "check-config", "--config", str(cfg)], capture_output=True, text=True,
+                               timeout=60, env={"PATH": os.environ.get("PATH", "")})
+            expect(r.returncode == 0, f"check-config rejects a keygen --alg {alg} key: {r.stdout}{r.stderr}")
+    r = subprocess.run([str(binary), "hash-secret"], input=CI_CLIENT_SECRET, capture_output=True, text=True, timeout=60)
+    want = "sha256:" + hashlib.sha256(CI_CLIENT_SECRET.encode()).hexdigest()
+    expect(r.returncode == 0 and r.stdout.strip() == want, f"hash-secret printed {r.stdout.strip()!r}, want {want}")
+
+
 # ----------------------------------------------------------------------------------------------
 
 def readme_lists_every_value() -> None:
@@ -839,7 +881,7 @@ def main() -> int:
     with R.check("Chart.yaml kubeVersion maps to Kubernetes versions kubernetes-validate knows"):
         lo, hi = kube_versions()
         print(f"        validating against Kubernetes {lo} and {hi}")
-    sets = values_sets() + RENDER_ONLY
+    sets = values_sets() + RENDER_ONLY + doc_examples()
     renders: dict[str, tuple[dict, list[dict], str]] = {}
     for name, values in sets:
         for ver in filter(None, dict.fromkeys([lo, hi])):
@@ -894,8 +936,10 @@ def main() -> int:
         if usable:
             with R.check("tokend check-config rejects an unknown key"):
                 check_config_rejects_unknown_key(binary)
+            with R.check("documented commands: tokend keygen (RS256, ES256, EdDSA) and tokend hash-secret"):
+                documented_commands(binary)
             for name, (values, docs, _) in renders.items():
-                if name.startswith("inline:"):
+                if name.startswith(("inline:", "docs:")):
                     continue
                 runtime_check(name, values, docs, binary, keep)
 
