@@ -124,7 +124,8 @@ async fn oversized_and_unicode_fields_get_oauth_errors_on_both_transports() {
 
     // The same over HTTP (within the 64 KiB body limit).
     let scopes = many_scopes.join(" ");
-    let http_cases: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+    let http_cases: Vec<Case> = vec![
         (vec![("scope", scopes.as_str())], 400, "invalid_scope"),
         (vec![("scope", "orders:réad ☃")], 400, "invalid_scope"),
         (vec![("audience", "a b c d e f")], 400, "invalid_target"),
