@@ -169,6 +169,29 @@ impl TestApp {
         }
     }
 
+    /// A handle on a tokend running elsewhere (a `tokend serve` child
+    /// process); `core` is a placeholder and stopping it does nothing.
+    pub fn remote(http: SocketAddr, grpc: SocketAddr) -> Self {
+        let placeholder = tokend::oauth::Core::new(
+            tokend::oauth::Settings::from_config(&Config::load(None, Vec::new()).unwrap()),
+            tokend::oauth::Registry::new(&[]).unwrap(),
+            tokend::token::KeySet::new(
+                tokend::token::SigningKey::generate(tokend::token::Algorithm::ES256).unwrap(),
+                Vec::new(),
+            ),
+            std::sync::Arc::new(tokend::store::MemoryStore::new()),
+        );
+        Self {
+            http,
+            grpc,
+            http_client: reqwest::Client::new(),
+            core: std::sync::Arc::new(placeholder),
+            shutdown: CancellationToken::new(),
+            task: None,
+            _dir: None,
+        }
+    }
+
     /// Memory store, ephemeral RS256 key.
     pub async fn default_memory() -> Self {
         Self::start(&config_toml("memory://", "algorithm = \"RS256\"", "")).await
