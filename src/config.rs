@@ -497,6 +497,14 @@ mod tests {
 
         let err = Config::load(None, env(&[("TOKEND_HTTP_LISTN", "x")])).unwrap_err();
         assert!(format!("{err:#}").contains("listn"), "{err:#}");
+        let cfg = Config::load(
+            None,
+            env(&[("TOKEND_STORE_URL", "redis+cluster://:hunter2@a:1/5")]),
+        )
+        .unwrap();
+        let problems = cfg.validate().join("\n");
+        assert!(problems.contains("store.url:"), "{problems}");
+        assert!(!problems.contains("hunter2"), "{problems}");
         let err =
             Config::load(None, env(&[("TOKEND_TOKENS_ACCESS_TTL_SECS", "soon")])).unwrap_err();
         assert!(format!("{err:#}").contains("access_ttl_secs"), "{err:#}");

@@ -379,3 +379,24 @@ async fn redis_down_at_start_then_up() {
     s.put("k", b"v", None).await.unwrap();
     assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+/// `rediss://` builds a TLS client (one rustls provider, aws-lc-rs, is
+/// compiled in; none would panic here) and a handshake against a plain-text
+/// Redis fails as a StoreError, not a panic or a hang.
+#[tokio::test]
+async fn rediss_against_plain_redis_is_a_store_error() {
+    let server = RedisServer::start();
+    let s: SharedStore = Arc::new(
+        RedisStore::new(
+            &format!("rediss://127.0.0.1:{}/0", server.port),
+            None,
+            "t:",
+            Duration::from_millis(500),
+        )
+        .unwrap(),
+    );
+    let r = tokio::time::timeout(Duration::from_secs(5), s.ping())
+        .await
+        .expect("the TLS attempt hung");
+    assert!(r.is_err());
+}
