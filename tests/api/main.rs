@@ -11,3 +11,4 @@ mod hostile;
 mod http_protocol;
 mod introspection;
 mod keys;
+mod redis_store;
