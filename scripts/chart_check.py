@@ -409,7 +409,7 @@ def schema_is_closed() -> None:
 BAD_COMBINATIONS = [
     ("password inside config.store.url", {"config": {"store": {"url": "redis://:hunter2@redis:6379/0"}}}, "must not contain a password"),
     ("memory:// store with several replicas", {"config": {"store": {"url": "memory://"}}}, "memory://"),
-    ("autoGenerate with RS256", {"config": {"signing": {"algorithm": "RS256"}}}, "autoGenerate"),
+    ("autoGenerate with ES256", {"config": {"signing": {"algorithm": "ES256"}}}, "autoGenerate"),
     ("ephemeral key with several replicas", {"signing": {"autoGenerate": False}}, "ephemeral"),
     ("terminationGracePeriodSeconds <= shutdown_grace_secs", {"terminationGracePeriodSeconds": 20}, "must be longer"),
     ("duplicate client_id", {"clients": {"items": [
