@@ -429,7 +429,7 @@ fn apply_env(
         let Some((section, key)) = lower.split_once('_') else {
             continue;
         };
-        if !SECTIONS.contains(&section) {
+        if !SECTIONS.contains(&section) || is_service_link(key) {
             continue;
         }
         if key == "previous_key_files" {
@@ -445,6 +445,13 @@ fn apply_env(
         section_table(table, section, &name)?.insert(key.to_string(), toml::Value::String(value));
     }
     Ok(())
+}
+
+/// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_...` for
+/// every Service in the namespace; a Service named `tokend-http` would yield
+/// `TOKEND_HTTP_SERVICE_HOST`. Those are not config overrides.
+fn is_service_link(key: &str) -> bool {
+    key.starts_with("service_") || key == "port" || key.starts_with("port_")
 }
 
 fn section_table<'a>(
@@ -482,6 +489,9 @@ mod tests {
                 ("TOKEND_ISSUER", "https://auth.example"),
                 ("TOKEND_STORE_PASSWORD", "hunter2"),
                 ("TOKEND_BIN", "/usr/bin/tokend"),
+                ("TOKEND_HTTP_SERVICE_HOST", "10.0.0.1"),
+                ("TOKEND_HTTP_PORT", "tcp://10.0.0.1:8080"),
+                ("TOKEND_STORE_PORT_6379_TCP_ADDR", "10.0.0.2"),
             ]),
         )
         .unwrap();
