@@ -8,6 +8,7 @@ mod authorization_code;
 mod cli;
 mod client_credentials;
 mod grpc;
+mod hostile;
 mod http_protocol;
 mod introspection;
 mod keys;
