@@ -539,6 +539,50 @@ mod tests {
     }
 
     #[test]
+    fn authorization_section_is_checked_and_overridable() {
+        let dir = std::env::temp_dir().join(format!("tokend-cfg-authz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        std::fs::write(
+            &p,
+            r#"
+[[clients]]
+client_id = "web"
+token_endpoint_auth_method = "none"
+grant_types = ["authorization_code"]
+redirect_uris = ["https://app.example/cb"]
+"#,
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p), Vec::new()).unwrap();
+        assert_eq!(cfg.authorization.challenge_ttl_secs, 600);
+        let problems = cfg.validate();
+        assert!(
+            problems
+                .iter()
+                .any(|e| e.starts_with("authorization.login_url:")),
+            "{problems:?}"
+        );
+        let cfg = Config::load(
+            Some(&p),
+            env(&[
+                ("TOKEND_AUTHORIZATION_LOGIN_URL", "https://login.example/in"),
+                ("TOKEND_AUTHORIZATION_CHALLENGE_TTL_SECS", "30"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.validate(), Vec::<String>::new());
+        assert_eq!(cfg.authorization.challenge_ttl_secs, 30);
+        let bad = Config::load(
+            Some(&p),
+            env(&[("TOKEND_AUTHORIZATION_LOGIN_URL", "login.example#x")]),
+        )
+        .unwrap();
+        assert!(bad.validate()[0].starts_with("authorization.login_url:"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tokend.toml");
         let cfg = Config::load(Some(&path), Vec::new()).unwrap();
