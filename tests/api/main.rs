@@ -12,3 +12,4 @@ mod hostile;
 mod http_protocol;
 mod introspection;
 mod keys;
+mod redis_store;
