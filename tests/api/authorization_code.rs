@@ -1101,3 +1101,31 @@ async fn concurrent_redemption_exactly_once_memory() {
     let app = code_app().await;
     concurrent_redemptions(&app).await;
 }
+
+/// The concurrency cases and the whole flow against a real redis-server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redemption_exactly_once_redis_and_full_flow() {
+    let redis = crate::common::RedisServer::start();
+    let app = TestApp::start(&code_config(&redis.url(), "")).await;
+    concurrent_redemptions(&app).await;
+    // The whole flow once more on Redis: rotation, then reuse kills the family.
+    let t = web_tokens(&app, "profile orders:read").await;
+    let rt0 = s(&t["refresh_token"]);
+    assert_eq!(app.introspect(&rt0).await["active"], true);
+    let r = refresh(&app, &rt0, &[("scope", "profile")]).await;
+    assert_eq!(r.status(), 200);
+    let t1: Value = r.json().await.unwrap();
+    assert_eq!(t1["scope"], "profile");
+    assert_eq!(
+        error_of(refresh(&app, &rt0, &[]).await).await,
+        (400, "invalid_grant".into())
+    );
+    assert_eq!(
+        app.introspect(&s(&t1["access_token"])).await["active"],
+        false
+    );
+    assert_eq!(
+        app.introspect(&s(&t1["refresh_token"])).await["active"],
+        false
+    );
+}
