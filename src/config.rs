@@ -40,6 +40,8 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerSettings,
     #[serde(default)]
+    pub authorization: AuthorizationSettings,
+    #[serde(default)]
     pub clients: Vec<ClientConfig>,
 }
 
@@ -242,6 +244,31 @@ fn default_grace() -> u64 {
     20
 }
 
+/// `[authorization]`: the authorization-code flow's delegated login.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationSettings {
+    /// The login app's page; the browser is sent there with `login_challenge`.
+    #[serde(default)]
+    pub login_url: Option<String>,
+    /// How long the login app has to accept or reject a request.
+    #[serde(default = "default_challenge_ttl", deserialize_with = "de_num")]
+    pub challenge_ttl_secs: u64,
+}
+
+impl Default for AuthorizationSettings {
+    fn default() -> Self {
+        Self {
+            login_url: None,
+            challenge_ttl_secs: default_challenge_ttl(),
+        }
+    }
+}
+
+fn default_challenge_ttl() -> u64 {
+    600
+}
+
 /// Numbers may come from TOML integers or, through env overrides, strings.
 fn de_num<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
@@ -270,7 +297,14 @@ fn de_alg<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
 
 /// Sections whose scalar keys env variables may override.
 const SECTIONS: &[&str] = &[
-    "http", "grpc", "store", "tokens", "signing", "log", "server",
+    "http",
+    "grpc",
+    "store",
+    "tokens",
+    "signing",
+    "log",
+    "server",
+    "authorization",
 ];
 const TOP_LEVEL: &[&str] = &["issuer", "clients_file"];
 /// Env variables read elsewhere (secrets), never mapped onto the file.
@@ -347,6 +381,31 @@ impl Config {
         }
         if self.tokens.code_ttl_secs == 0 {
             problems.push("tokens.code_ttl_secs: must be positive".into());
+        }
+        if self.authorization.challenge_ttl_secs == 0 {
+            problems.push("authorization.challenge_ttl_secs: must be positive".into());
+        }
+        match &self.authorization.login_url {
+            Some(u)
+                if !(u.starts_with("https://") || u.starts_with("http://")) || u.contains('#') =>
+            {
+                problems.push(format!(
+                    "authorization.login_url: {u:?} must be an absolute http(s) URL without a fragment"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let code_clients = self
+                    .clients
+                    .iter()
+                    .any(|c| c.grant_types.iter().any(|g| g == "authorization_code"));
+                if code_clients {
+                    problems.push(
+                        "authorization.login_url: required when a client has the authorization_code grant"
+                            .into(),
+                    );
+                }
+            }
         }
         if self.store.timeout_ms == 0 {
             problems.push("store.timeout_ms: must be positive".into());
@@ -518,6 +577,50 @@ mod tests {
         let err =
             Config::load(None, env(&[("TOKEND_TOKENS_ACCESS_TTL_SECS", "soon")])).unwrap_err();
         assert!(format!("{err:#}").contains("access_ttl_secs"), "{err:#}");
+    }
+
+    #[test]
+    fn authorization_section_is_checked_and_overridable() {
+        let dir = std::env::temp_dir().join(format!("tokend-cfg-authz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        std::fs::write(
+            &p,
+            r#"
+[[clients]]
+client_id = "web"
+token_endpoint_auth_method = "none"
+grant_types = ["authorization_code"]
+redirect_uris = ["https://app.example/cb"]
+"#,
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p), Vec::new()).unwrap();
+        assert_eq!(cfg.authorization.challenge_ttl_secs, 600);
+        let problems = cfg.validate();
+        assert!(
+            problems
+                .iter()
+                .any(|e| e.starts_with("authorization.login_url:")),
+            "{problems:?}"
+        );
+        let cfg = Config::load(
+            Some(&p),
+            env(&[
+                ("TOKEND_AUTHORIZATION_LOGIN_URL", "https://login.example/in"),
+                ("TOKEND_AUTHORIZATION_CHALLENGE_TTL_SECS", "30"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.validate(), Vec::<String>::new());
+        assert_eq!(cfg.authorization.challenge_ttl_secs, 30);
+        let bad = Config::load(
+            Some(&p),
+            env(&[("TOKEND_AUTHORIZATION_LOGIN_URL", "login.example#x")]),
+        )
+        .unwrap();
+        assert!(bad.validate()[0].starts_with("authorization.login_url:"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

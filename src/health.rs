@@ -17,6 +17,8 @@ use crate::store::SharedStore;
 
 /// The gRPC health service name of the token API.
 pub const TOKEN_SERVICE: &str = "tokend.v1.TokenService";
+/// The gRPC health service name of the login-app API.
+pub const AUTHORIZATION_SERVICE: &str = "tokend.v1.AuthorizationService";
 
 #[derive(Clone)]
 pub struct Readiness {
@@ -72,10 +74,12 @@ impl Readiness {
             ServingStatus::NotServing
         };
         self.inner.reporter.set_service_status("", status).await;
-        self.inner
-            .reporter
-            .set_service_status(TOKEN_SERVICE, status)
-            .await;
+        for service in [TOKEN_SERVICE, AUTHORIZATION_SERVICE] {
+            self.inner
+                .reporter
+                .set_service_status(service, status)
+                .await;
+        }
     }
 
     /// Marks the process as draining: not ready from now on.

@@ -17,6 +17,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::Config;
 use crate::health::{self, Readiness};
 use crate::oauth::{Core, Registry, Settings};
+use crate::pb::authorization_service_server::AuthorizationServiceServer;
 use crate::pb::token_service_server::TokenServiceServer;
 use crate::store::{self, SharedStore};
 use crate::token::{KeySet, SigningKey};
@@ -160,6 +161,9 @@ impl Server {
             .add_service(TokenServiceServer::new(grpc::TokenService::new(
                 core.clone(),
             )))
+            .add_service(AuthorizationServiceServer::new(
+                grpc::AuthorizationService::new(core.clone()),
+            ))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), async move {
                 grpc_stop.cancelled().await
             });

@@ -32,6 +32,13 @@ pub enum GrantType {
 }
 
 impl GrantType {
+    /// Every grant this build implements (discovery metadata lists them).
+    pub const ALL: [GrantType; 3] = [
+        Self::ClientCredentials,
+        Self::AuthorizationCode,
+        Self::RefreshToken,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "client_credentials" => Some(Self::ClientCredentials),

@@ -28,6 +28,9 @@ pub enum OAuthError {
     UnsupportedGrantType,
     #[error("unsupported_token_type")]
     UnsupportedTokenType,
+    /// The authorization endpoint only answers `response_type=code`.
+    #[error("unsupported_response_type")]
+    UnsupportedResponseType,
     /// Scope beyond what the client may have, or malformed.
     #[error("invalid_scope: {0}")]
     InvalidScope(Cow<'static, str>),
@@ -59,6 +62,7 @@ impl OAuthError {
             Self::UnauthorizedClient(_) => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::UnsupportedResponseType => "unsupported_response_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidTarget(_) => "invalid_target",
             Self::AccessDenied(_) => "access_denied",
@@ -82,6 +86,7 @@ impl OAuthError {
             Self::InvalidClient { .. } => "client authentication failed".into(),
             Self::UnsupportedGrantType => "the grant type is not supported".into(),
             Self::UnsupportedTokenType => "the token type is not supported".into(),
+            Self::UnsupportedResponseType => "only response_type=code is supported".into(),
             Self::RateLimited { .. } => "too many requests".into(),
         }
     }

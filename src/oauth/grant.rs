@@ -67,11 +67,8 @@ impl Core {
         }
         match grant_type {
             GrantType::ClientCredentials => self.client_credentials(&client, req),
-            GrantType::AuthorizationCode | GrantType::RefreshToken => {
-                // Not offered by this build: clients cannot be configured
-                // for it unless the grant is implemented.
-                Err(OAuthError::UnsupportedGrantType)
-            }
+            GrantType::AuthorizationCode => self.authorization_code(&client, req).await,
+            GrantType::RefreshToken => self.refresh_token(&client, req).await,
         }
     }
 

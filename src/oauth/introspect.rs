@@ -11,14 +11,20 @@ use std::time::Duration;
 
 use super::client::Credentials;
 use super::error::OAuthError;
+use super::refresh::{refresh_gid, revoked_gid_key};
 use super::{Core, now_unix};
 use crate::token::{AccessClaims, jwt};
+
+pub use super::refresh::RefreshInfo;
 
 /// An introspection answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Introspection {
     Inactive,
+    /// A live access token.
     Active(Box<AccessClaims>),
+    /// A live refresh token.
+    Refresh(RefreshInfo),
 }
 
 /// Store key marking a revoked access token.
@@ -34,9 +40,24 @@ impl Core {
         token: &str,
         _hint: Option<&str>,
     ) -> Result<Introspection, OAuthError> {
-        self.clients().authenticate(creds).await?;
+        let caller = self.clients().authenticate(creds).await?;
+        if caller.is_public() {
+            // A public client proves nothing by its client_id; letting it
+            // introspect would open the endpoint to anyone (RFC 7662 2.1).
+            return Err(OAuthError::unauthorized_client(
+                "public clients may not introspect",
+            ));
+        }
         if token.is_empty() {
             return Err(OAuthError::invalid_request("token is required"));
+        }
+        // The hint is only an optimisation (RFC 7662 2.1): the token's shape
+        // says which kind it is.
+        if refresh_gid(token).is_some() {
+            return Ok(match self.introspect_refresh(token).await? {
+                Some(info) => Introspection::Refresh(info),
+                None => Introspection::Inactive,
+            });
         }
         let keys = self.keys();
         let claims = match jwt::verify(
@@ -58,9 +79,13 @@ impl Core {
         Ok(Introspection::Active(Box::new(claims)))
     }
 
-    /// Whether a validly signed token has been revoked.
+    /// Whether a validly signed token has been revoked, by itself or with its
+    /// grant family: one round trip either way.
     async fn is_revoked(&self, claims: &AccessClaims) -> Result<bool, OAuthError> {
-        let keys = [revoked_jti_key(&claims.jti)];
+        let mut keys = vec![revoked_jti_key(&claims.jti)];
+        if let Some(gid) = &claims.gid {
+            keys.push(revoked_gid_key(gid));
+        }
         let found = self.store.get_many(&keys).await?;
         Ok(found.iter().any(Option::is_some))
     }
@@ -80,6 +105,9 @@ impl Core {
         match hint {
             None | Some("" | "access_token" | "refresh_token") => {}
             Some(_) => return Err(OAuthError::UnsupportedTokenType),
+        }
+        if refresh_gid(token).is_some() {
+            return self.revoke_refresh(&client, token).await;
         }
         let keys = self.keys();
         let Ok(claims) = jwt::verify_signature(&keys, token) else {

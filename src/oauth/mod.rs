@@ -8,19 +8,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+pub mod authorize;
 pub mod client;
 pub mod error;
 pub mod grant;
 pub mod introspect;
+pub mod refresh;
 pub mod scope;
 
+pub use authorize::AuthorizationInfo;
 pub use client::{Client, Credentials, PresentedVia, Registry};
 pub use error::OAuthError;
 pub use grant::{TokenRequest, TokenResponse};
-pub use introspect::Introspection;
+pub use introspect::{Introspection, RefreshInfo};
 
 use crate::store::SharedStore;
 use crate::token::KeySet;
+use client::GrantType;
 
 /// Token lifetimes and issuer, from `[tokens]` and `issuer`.
 #[derive(Debug, Clone)]
@@ -31,6 +35,10 @@ pub struct Settings {
     pub refresh_ttl: Option<Duration>,
     pub code_ttl: Duration,
     pub leeway_secs: i64,
+    /// `[authorization] login_url`: where the browser meets the login app.
+    pub login_url: Option<String>,
+    /// How long a login challenge waits for the login app.
+    pub challenge_ttl: Duration,
 }
 
 impl Settings {
@@ -44,6 +52,8 @@ impl Settings {
             },
             code_ttl: Duration::from_secs(cfg.tokens.code_ttl_secs),
             leeway_secs: i64::try_from(cfg.tokens.leeway_secs).unwrap_or(i64::MAX),
+            login_url: cfg.authorization.login_url.clone(),
+            challenge_ttl: Duration::from_secs(cfg.authorization.challenge_ttl_secs),
         }
     }
 }
@@ -105,17 +115,24 @@ impl Core {
         scopes.sort_unstable();
         scopes.dedup();
         let auth_methods = ["client_secret_basic", "client_secret_post"];
+        // Public clients (`none`) authenticate at the token and revocation
+        // endpoints by client_id alone; introspection needs a secret.
+        let public_methods = ["client_secret_basic", "client_secret_post", "none"];
+        let grant_types: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
         serde_json::json!({
             "issuer": self.settings.issuer,
+            "authorization_endpoint": format!("{iss}/oauth/authorize"),
             "token_endpoint": format!("{iss}/oauth/token"),
             "introspection_endpoint": format!("{iss}/oauth/introspect"),
             "revocation_endpoint": format!("{iss}/oauth/revoke"),
             "jwks_uri": format!("{iss}/.well-known/jwks.json"),
-            "grant_types_supported": ["client_credentials"],
-            "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": auth_methods,
+            "grant_types_supported": grant_types,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": public_methods,
             "introspection_endpoint_auth_methods_supported": auth_methods,
-            "revocation_endpoint_auth_methods_supported": auth_methods,
+            "revocation_endpoint_auth_methods_supported": public_methods,
             "scopes_supported": scopes,
             // Not registered by RFC 8414; names the JWS algorithms of the
             // access tokens so verifiers can pin them.

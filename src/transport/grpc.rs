@@ -1,4 +1,5 @@
-//! gRPC adapter: `tokend.v1.TokenService` onto the OAuth core, and the single
+//! gRPC adapter: `tokend.v1.TokenService` and the login app's
+//! `tokend.v1.AuthorizationService` onto the OAuth core, and the single
 //! conversion from [`OAuthError`] to `tonic::Status` (status code by OAuth
 //! error, always with a `google.rpc.ErrorInfo` whose reason is the OAuth code).
 
@@ -23,7 +24,8 @@ impl From<OAuthError> for Status {
             | OAuthError::InvalidScope(_)
             | OAuthError::InvalidTarget(_)
             | OAuthError::UnsupportedGrantType
-            | OAuthError::UnsupportedTokenType => Code::InvalidArgument,
+            | OAuthError::UnsupportedTokenType
+            | OAuthError::UnsupportedResponseType => Code::InvalidArgument,
             OAuthError::InvalidClient { .. } => Code::Unauthenticated,
             OAuthError::UnauthorizedClient(_) | OAuthError::AccessDenied(_) => {
                 Code::PermissionDenied
@@ -111,6 +113,15 @@ impl pb::token_service_server::TokenService for TokenService {
             .await?;
         Ok(Response::new(match answer {
             Introspection::Inactive => pb::IntrospectResponse::default(),
+            Introspection::Refresh(r) => pb::IntrospectResponse {
+                active: true,
+                scope: r.scope,
+                client_id: r.client_id,
+                sub: r.sub,
+                exp: r.exp.unwrap_or(0),
+                token_type: "refresh_token".into(),
+                ..Default::default()
+            },
             Introspection::Active(c) => {
                 let c = *c;
                 pb::IntrospectResponse {
@@ -140,6 +151,68 @@ impl pb::token_service_server::TokenService for TokenService {
         let hint = non_empty(r.token_type_hint);
         self.core.revoke(&creds, &r.token, hint.as_deref()).await?;
         Ok(Response::new(pb::RevokeResponse {}))
+    }
+}
+
+/// The login app's `AuthorizationService` implementation.
+#[derive(Clone)]
+pub struct AuthorizationService {
+    core: Arc<Core>,
+}
+
+impl AuthorizationService {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::authorization_service_server::AuthorizationService for AuthorizationService {
+    async fn get_authorization(
+        &self,
+        request: Request<pb::GetAuthorizationRequest>,
+    ) -> Result<Response<pb::GetAuthorizationResponse>, Status> {
+        let r = request.into_inner();
+        let info = self.core.get_authorization(&r.login_challenge).await?;
+        Ok(Response::new(pb::GetAuthorizationResponse {
+            client_id: info.client_id,
+            requested_scope: info.requested_scope,
+            redirect_uri: info.redirect_uri,
+        }))
+    }
+
+    async fn accept_authorization(
+        &self,
+        request: Request<pb::AcceptAuthorizationRequest>,
+    ) -> Result<Response<pb::AcceptAuthorizationResponse>, Status> {
+        let r = request.into_inner();
+        let granted: Vec<String> = r
+            .granted_scope
+            .iter()
+            .flat_map(|s| crate::oauth::scope::split(s))
+            .collect();
+        let claims = r.claims.map(struct_to_json).unwrap_or_default();
+        let redirect_to = self
+            .core
+            .accept_authorization(&r.login_challenge, &r.subject, &granted, claims)
+            .await?;
+        Ok(Response::new(pb::AcceptAuthorizationResponse {
+            redirect_to,
+        }))
+    }
+
+    async fn reject_authorization(
+        &self,
+        request: Request<pb::RejectAuthorizationRequest>,
+    ) -> Result<Response<pb::RejectAuthorizationResponse>, Status> {
+        let r = request.into_inner();
+        let redirect_to = self
+            .core
+            .reject_authorization(&r.login_challenge, &r.error, &r.error_description)
+            .await?;
+        Ok(Response::new(pb::RejectAuthorizationResponse {
+            redirect_to,
+        }))
     }
 }
 

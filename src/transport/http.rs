@@ -1,4 +1,4 @@
-//! The HTTP bridge: RFC 6749 token endpoint, RFC 7662 introspection, RFC 7009
+//! The HTTP bridge: RFC 6749 authorization and token endpoints, RFC 7662 introspection, RFC 7009
 //! revocation, RFC 8414 discovery and the JWKS, onto the OAuth core; and the
 //! single conversion from [`OAuthError`] to an HTTP response (RFC 6749 5.2).
 
@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,6 +32,7 @@ pub struct HttpState {
 /// The bridge's routes.
 pub fn router(state: HttpState) -> Router {
     Router::new()
+        .route("/oauth/authorize", get(authorize))
         .route("/oauth/token", post(token))
         .route("/oauth/introspect", post(introspect))
         .route("/oauth/revoke", post(revoke))
@@ -336,6 +337,28 @@ async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
     Ok(buf.freeze())
 }
 
+/// `GET /oauth/authorize`: a 302 to the login app or, for errors the client
+/// may see, to its redirect URI; a 400 error body (no redirect) when the
+/// client or redirect URI cannot be trusted.
+async fn authorize(
+    State(s): State<HttpState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let location = s.core.authorize(pairs).await?;
+    let mut res = StatusCode::FOUND.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location)
+            .map_err(|_| HttpError::from(OAuthError::ServerError("unencodable redirect".into())))?,
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
 async fn token(State(s): State<HttpState>, req: Request) -> Result<Response, HttpError> {
     let (headers, params) = read_params(req, s.max_body).await?;
     let creds = credentials(&headers, &params)?;
@@ -375,6 +398,21 @@ async fn introspect(State(s): State<HttpState>, req: Request) -> Result<Response
         .await?;
     Ok(no_store(match answer {
         Introspection::Inactive => json!({"active": false}),
+        Introspection::Refresh(r) => {
+            let mut v = json!({
+                "active": true,
+                "client_id": r.client_id,
+                "sub": r.sub,
+                "token_type": "refresh_token",
+            });
+            if !r.scope.is_empty() {
+                v["scope"] = r.scope.join(" ").into();
+            }
+            if let Some(exp) = r.exp {
+                v["exp"] = exp.into();
+            }
+            v
+        }
         Introspection::Active(claims) => {
             let mut v = serde_json::to_value(*claims).map_err(|_| {
                 HttpError::from(OAuthError::ServerError("could not encode claims".into()))

@@ -145,7 +145,7 @@ async fn discovery_jwks_and_health() {
     );
     assert_eq!(
         m["token_endpoint_auth_methods_supported"],
-        serde_json::json!(["client_secret_basic", "client_secret_post"])
+        serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
     );
     assert_eq!(
         m["access_token_signing_alg_values_supported"],

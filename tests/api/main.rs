@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod authorization_code;
 mod cli;
 mod client_credentials;
 mod grpc;
