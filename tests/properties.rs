@@ -25,6 +25,7 @@ const KNOWN_CODES: &[&str] = &[
     "invalid_scope",
     "invalid_target",
     "access_denied",
+    "unsupported_response_type",
     "rate_limited",
     "temporarily_unavailable",
 ];
