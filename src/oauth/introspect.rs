@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::client::Credentials;
 use super::error::OAuthError;
-use super::{Core, now_unix};
+use super::{Core, lifecycle, now_unix};
 use crate::token::{AccessClaims, jwt};
 
 /// An introspection answer.
@@ -34,7 +34,7 @@ impl Core {
         token: &str,
         _hint: Option<&str>,
     ) -> Result<Introspection, OAuthError> {
-        self.clients().authenticate(creds).await?;
+        self.authenticate(creds).await?;
         if token.is_empty() {
             return Err(OAuthError::invalid_request("token is required"));
         }
@@ -58,11 +58,29 @@ impl Core {
         Ok(Introspection::Active(Box::new(claims)))
     }
 
-    /// Whether a validly signed token has been revoked.
+    /// Whether a validly signed token has been revoked: its `jti` one by one,
+    /// or in bulk by its client (disabled, or a "not before" mark) or its
+    /// subject ("not before" mark). One store round trip, so bulk revocation
+    /// is immediate on every replica sharing the store.
     async fn is_revoked(&self, claims: &AccessClaims) -> Result<bool, OAuthError> {
-        let keys = [revoked_jti_key(&claims.jti)];
+        let keys = [
+            revoked_jti_key(&claims.jti),
+            lifecycle::client_disabled_key(&claims.client_id),
+            lifecycle::client_not_before_key(&claims.client_id),
+            lifecycle::subject_not_before_key(&claims.sub),
+        ];
         let found = self.store.get_many(&keys).await?;
-        Ok(found.iter().any(Option::is_some))
+        let [jti, disabled, client_nbf, subject_nbf] = found.as_slice() else {
+            return Err(OAuthError::ServerError(
+                "store answered the wrong number of keys".into(),
+            ));
+        };
+        if jti.is_some() || disabled.is_some() {
+            return Ok(true);
+        }
+        let issued = claims.issued_at_ms();
+        Ok(lifecycle::issued_before(client_nbf.as_deref(), issued)
+            || lifecycle::issued_before(subject_nbf.as_deref(), issued))
     }
 
     /// Revokes `token` for the client it was issued to. Unknown, malformed and
@@ -73,7 +91,7 @@ impl Core {
         token: &str,
         hint: Option<&str>,
     ) -> Result<(), OAuthError> {
-        let client = self.clients().authenticate(creds).await?;
+        let client = self.authenticate(creds).await?;
         if token.is_empty() {
             return Err(OAuthError::invalid_request("token is required"));
         }
