@@ -128,17 +128,33 @@ fn audit<T>(
         Err(AdminError::InvalidRequest(_)) => "invalid_request",
         Err(AdminError::Store(_)) => "store_unavailable",
     };
-    tracing::info!(
-        target: "tokend::audit",
-        actor = ADMIN_TOKEN_IDENTITY,
-        peer = %peer(ext),
-        action,
-        target_kind,
-        target,
-        outcome,
-        at_ms = now_unix_ms(),
-        "admin action"
-    );
+    let peer = peer(ext);
+    let at_ms = now_unix_ms();
+    // Two shapes so the field is named for what it is (`client_id` or
+    // `subject`); `target` would clash with the log record's own target.
+    if target_kind == "subject" {
+        tracing::info!(
+            target: "tokend::audit",
+            actor = ADMIN_TOKEN_IDENTITY,
+            %peer,
+            action,
+            subject = target,
+            outcome,
+            at_ms,
+            "admin action"
+        );
+    } else {
+        tracing::info!(
+            target: "tokend::audit",
+            actor = ADMIN_TOKEN_IDENTITY,
+            %peer,
+            action,
+            client_id = target,
+            outcome,
+            at_ms,
+            "admin action"
+        );
+    }
 }
 
 fn info(s: ClientState) -> pb::ClientInfo {

@@ -23,15 +23,17 @@ pub fn admin_toml() -> String {
 }
 
 pub async fn app_with_admin(store_url: &str) -> TestApp {
-    TestApp::start(&config_toml(store_url, "algorithm = \"ES256\"", &admin_toml())).await
+    TestApp::start(&config_toml(
+        store_url,
+        "algorithm = \"ES256\"",
+        &admin_toml(),
+    ))
+    .await
 }
 
-type Admin = ClientAdminClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+type AddBearer =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+type Admin = ClientAdminClient<tonic::service::interceptor::InterceptedService<Channel, AddBearer>>;
 
 /// An admin client sending `Bearer <token>` (or nothing).
 pub async fn admin_client(app: &TestApp, token: Option<&str>) -> Admin {
@@ -45,13 +47,12 @@ pub async fn admin_client(app: &TestApp, token: Option<&str>) -> Admin {
     .unwrap();
     let header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
         token.map(|t| format!("Bearer {t}").parse().unwrap());
-    let f: Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send> =
-        Box::new(move |mut r: tonic::Request<()>| {
-            if let Some(h) = &header {
-                r.metadata_mut().insert("authorization", h.clone());
-            }
-            Ok(r)
-        });
+    let f: AddBearer = Box::new(move |mut r: tonic::Request<()>| {
+        if let Some(h) = &header {
+            r.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(r)
+    });
     ClientAdminClient::with_interceptor(ch, f)
 }
 
@@ -325,7 +326,11 @@ async fn effective_clients_never_show_secret_hashes() {
         .await
         .unwrap()
         .into_inner();
-    let ids: Vec<&str> = listed.clients.iter().map(|c| c.client_id.as_str()).collect();
+    let ids: Vec<&str> = listed
+        .clients
+        .iter()
+        .map(|c| c.client_id.as_str())
+        .collect();
     assert_eq!(
         ids,
         ["basic-only", "orders-service", "partner", "resource-server"]
