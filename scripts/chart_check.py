@@ -386,6 +386,26 @@ BAD_VALUES = [
     ("bad format: signing.key is a SEC1 EC key", {"signing": {"key": "-----BEGIN EC PRIVATE KEY-----\nMHc=\n-----END EC PRIVATE KEY-----\n"}}),
 ]
 
+def schema_is_closed() -> None:
+    """Every object with declared properties rejects unknown keys (additionalProperties: false)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    open_objects = []
+    def walk(node, path):
+        if isinstance(node, dict):
+            if "properties" in node and node.get("additionalProperties") is not False:
+                open_objects.append(path or "/")
+            for k, v in node.items():
+                walk(v, f"{path}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}/{i}")
+    walk(schema, "")
+    expect(not open_objects, f"objects accepting unknown keys: {open_objects}")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    expect(set(values) == set(schema["properties"]), "values.yaml and values.schema.json list different top-level keys: "
+           f"{sorted(set(values) ^ set(schema['properties']))}")
+
+
 BAD_COMBINATIONS = [
     ("password inside config.store.url", {"config": {"store": {"url": "redis://:hunter2@redis:6379/0"}}}, "must not contain a password"),
     ("memory:// store with several replicas", {"config": {"store": {"url": "memory://"}}}, "memory://"),
@@ -913,6 +933,8 @@ def main() -> int:
         readme_lists_every_value()
 
     section("3. negative tests")
+    with R.check("values.schema.json sets additionalProperties: false on every object"):
+        schema_is_closed()
     for label, bad in BAD_VALUES:
         with R.check(f"schema rejects {label}"):
             expect_rejected(bad)

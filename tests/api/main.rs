@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod client_credentials;
 mod grpc;
+mod hostile;
 mod http_protocol;
 mod introspection;
 mod keys;
