@@ -11,7 +11,7 @@ use tokend::pb::token_service_client::TokenServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::{SECRET, TestApp, config_toml, error_reason};
+use crate::common::{RedisServer, SECRET, TestApp, config_toml, error_reason};
 
 pub const ADMIN_SECRET: &str = "admin-secret-for-tests";
 
@@ -358,4 +358,126 @@ async fn effective_clients_never_show_secret_hashes() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+}
+
+/// Two replicas sharing a real Redis and one signing key: every store-backed
+/// effect of an admin call on one replica holds on the other, and on a
+/// replica started afterwards (restart).
+#[tokio::test]
+async fn two_replicas_on_redis_share_disable_and_revocation() {
+    let redis = RedisServer::start();
+    let dir = crate::common::tempdir::TempDir::new();
+    let key = dir.path().join("signing.pem");
+    std::fs::write(
+        &key,
+        tokend::token::keys::generate_pem(tokend::token::Algorithm::ES256).unwrap(),
+    )
+    .unwrap();
+    let toml = config_toml(
+        &redis.url(),
+        &format!(
+            "algorithm = \"ES256\"\nkey_file = {:?}",
+            key.display().to_string()
+        ),
+        &admin_toml(),
+    );
+    let a = TestApp::start(&toml).await;
+    let b = TestApp::start(&toml).await;
+    let mut admin_b = admin_client(&b, Some(ADMIN_SECRET)).await;
+    let mut admin_a = admin_client(&a, Some(ADMIN_SECRET)).await;
+    let token = a.token("partner", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(active(&b, &token).await);
+
+    // Disable on B: introspection on A is inactive at once; A's token endpoint
+    // refuses within its ~1 s refresh (bounded wait, not a speed assertion).
+    admin_b
+        .disable_client(pb::ClientRef {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap();
+    assert!(!active(&a, &token).await);
+    let mut refused = false;
+    for _ in 0..50 {
+        let r = a
+            .post_form(
+                "/oauth/token",
+                Some(("partner", SECRET)),
+                &[("grant_type", "client_credentials")],
+            )
+            .await;
+        if r.status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "replica A kept issuing to a disabled client");
+    let mut ga = a.grpc_client().await;
+    assert_eq!(
+        grpc_issue(&mut ga, "partner").await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    // A replica started later (a restart) knows from its first request.
+    let c = TestApp::start(&toml).await;
+    assert_eq!(
+        c.post_form(
+            "/oauth/token",
+            Some(("partner", SECRET)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await
+        .status(),
+        401
+    );
+    let seen_on_a = admin_a
+        .get_client(pb::ClientRef {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(seen_on_a.disabled);
+
+    // Enable on A, revoke on A: B sees both.
+    admin_a
+        .enable_client(pb::ClientRef {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap();
+    assert!(active(&b, &token).await);
+    next_ms().await;
+    admin_a
+        .revoke_client_tokens(pb::RevokeClientTokensRequest {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap();
+    next_ms().await;
+    assert!(!active(&b, &token).await);
+    assert!(!active(&c, &token).await);
+
+    // Subject revocation on B holds on A.
+    let orders = a.token("orders-service", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    next_ms().await;
+    admin_b
+        .revoke_subject_tokens(pb::RevokeSubjectTokensRequest {
+            subject: "orders-service".into(),
+        })
+        .await
+        .unwrap();
+    next_ms().await;
+    assert!(!active(&a, &orders).await);
+    let fresh = b.token("orders-service", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(active(&a, &fresh).await);
 }

@@ -12,4 +12,5 @@ mod http_protocol;
 mod introspection;
 mod keys;
 mod lifecycle;
+mod redis_store;
 mod reload;
