@@ -3,7 +3,11 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = ["tokend/v1/token.proto", "tokend/v1/authorization.proto"];
+    let files = [
+        "tokend/v1/token.proto",
+        "tokend/v1/authorization.proto",
+        "tokend/v1/admin.proto",
+    ];
     let fds = protox::compile(files, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(

@@ -1,5 +1,6 @@
 //! The `tokend` command line: `serve`, `check-config`, `keygen`,
-//! `hash-secret`, `client new`.
+//! `hash-secret`, `client new`, and `admin ...` (thin calls to the
+//! `tokend.v1.ClientAdmin` API on the admin listener).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -57,6 +58,34 @@ enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// Operator commands over the admin API (`[admin] listen`).
+    Admin {
+        /// Admin listener address (host:port or http://host:port).
+        #[arg(long, env = "TOKEND_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+        addr: String,
+        /// The admin bearer secret (prefer the environment variable: command
+        /// lines are visible to other users).
+        #[arg(long, env = "TOKEND_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Make every token issued to the client until now inactive.
+    RevokeClient { client_id: String },
+    /// Refuse the client's authentication and make its tokens inactive.
+    DisableClient { client_id: String },
+    /// Undo disable-client.
+    EnableClient { client_id: String },
+    /// Print the effective clients (JSON, one per line).
+    ListClients,
+    /// Print one effective client (JSON).
+    GetClient { client_id: String },
+    /// Make every token issued for the subject until now inactive.
+    RevokeSubject { subject: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,16 +125,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => {
             let cfg = Config::load(config.as_deref(), std::env::vars())?;
             crate::telemetry::init(&cfg.log);
+            let reload_poll = cfg.server.reload_poll_secs;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
-                let server = crate::server::Server::build(cfg).await?;
+                let server = crate::server::Server::build(cfg).await?.with_reload(
+                    crate::reload::ReloadOptions {
+                        config_path: config.clone(),
+                        sighup: true,
+                        poll: match reload_poll {
+                            0 => None,
+                            s => Some(std::time::Duration::from_secs(s)),
+                        },
+                    },
+                );
                 eprintln!(
-                    "tokend: HTTP on http://{}  gRPC on {}",
+                    "tokend: HTTP on http://{}  gRPC on {}{}",
                     server.http_addr(),
-                    server.grpc_addr()
+                    server.grpc_addr(),
+                    server
+                        .admin_addr()
+                        .map(|a| format!("  admin on {a}"))
+                        .unwrap_or_default()
                 );
                 let shutdown = CancellationToken::new();
                 let trigger = shutdown.clone();
@@ -115,6 +158,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 });
                 server.run(shutdown).await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin {
+            addr,
+            token,
+            command,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(admin(addr, token, command))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
@@ -188,6 +243,114 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn admin(addr: String, token: String, command: AdminCommand) -> anyhow::Result<()> {
+    use crate::pb;
+    use crate::pb::client_admin_client::ClientAdminClient;
+
+    let url = if addr.contains("://") {
+        addr.clone()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .with_context(|| format!("--addr {addr:?} is not a valid address"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the admin API at {addr}"))?;
+    let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--token: not a valid header value"))?;
+    let mut c = ClientAdminClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", bearer.clone());
+        Ok(r)
+    });
+    let fail = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+    match command {
+        AdminCommand::RevokeClient { client_id } => {
+            let r = c
+                .revoke_client_tokens(pb::RevokeClientTokensRequest {
+                    client_id: client_id.clone(),
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!(
+                "revoked every token of client {client_id} issued before {} (unix ms)",
+                r.not_before_ms
+            );
+        }
+        AdminCommand::RevokeSubject { subject } => {
+            let r = c
+                .revoke_subject_tokens(pb::RevokeSubjectTokensRequest {
+                    subject: subject.clone(),
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!(
+                "revoked every token for subject {subject} issued before {} (unix ms)",
+                r.not_before_ms
+            );
+        }
+        AdminCommand::DisableClient { client_id } => {
+            let r = c
+                .disable_client(pb::ClientRef { client_id })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!("{}", client_json(&r));
+        }
+        AdminCommand::EnableClient { client_id } => {
+            let r = c
+                .enable_client(pb::ClientRef { client_id })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!("{}", client_json(&r));
+        }
+        AdminCommand::GetClient { client_id } => {
+            let r = c
+                .get_client(pb::ClientRef { client_id })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!("{}", client_json(&r));
+        }
+        AdminCommand::ListClients => {
+            let r = c
+                .list_clients(pb::ListClientsRequest {})
+                .await
+                .map_err(fail)?
+                .into_inner();
+            for client in &r.clients {
+                println!("{}", client_json(client));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One client as a JSON line for scripts (`jq`).
+fn client_json(c: &crate::pb::ClientInfo) -> String {
+    serde_json::json!({
+        "client_id": c.client_id,
+        "disabled": c.disabled,
+        "tokens_not_before_ms": (c.tokens_not_before_ms != 0).then_some(c.tokens_not_before_ms),
+        "secret_count": c.secret_count,
+        "token_endpoint_auth_method": c.token_endpoint_auth_method,
+        "grant_types": c.grant_types,
+        "scopes": c.scopes,
+        "default_scopes": c.default_scopes,
+        "audience": c.audience,
+        "access_ttl_secs": (c.access_ttl_secs != 0).then_some(c.access_ttl_secs),
+        "redirect_uris": c.redirect_uris,
+        "claims": c.claims.clone().map(crate::transport::grpc::struct_to_json),
+        "claims_in_response": c.claims_in_response,
+    })
+    .to_string()
 }
 
 fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {

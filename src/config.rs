@@ -42,6 +42,8 @@ pub struct Config {
     #[serde(default)]
     pub authorization: AuthorizationSettings,
     #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
     pub clients: Vec<ClientConfig>,
 }
 
@@ -230,14 +232,23 @@ pub struct ServerSettings {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(default = "default_grace", deserialize_with = "de_num")]
     pub shutdown_grace_secs: u64,
+    /// How often (seconds) `serve` checks the config, clients and key files
+    /// for changes to hot-reload; 0 = only on SIGHUP.
+    #[serde(default = "default_reload_poll", deserialize_with = "de_num")]
+    pub reload_poll_secs: u64,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             shutdown_grace_secs: default_grace(),
+            reload_poll_secs: default_reload_poll(),
         }
     }
+}
+
+fn default_reload_poll() -> u64 {
+    1
 }
 
 fn default_grace() -> u64 {
@@ -267,6 +278,18 @@ impl Default for AuthorizationSettings {
 
 fn default_challenge_ttl() -> u64 {
     600
+}
+
+/// `[admin]`: the operator listener (off unless `listen` is set) and the
+/// SHA-256 hash of its bearer secret.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// `sha256:<64 hex>` of the admin bearer secret (`tokend hash-secret`).
+    #[serde(default)]
+    pub token_hash: Option<String>,
 }
 
 /// Numbers may come from TOML integers or, through env overrides, strings.
@@ -305,10 +328,17 @@ const SECTIONS: &[&str] = &[
     "log",
     "server",
     "authorization",
+    "admin",
 ];
 const TOP_LEVEL: &[&str] = &["issuer", "clients_file"];
 /// Env variables read elsewhere (secrets), never mapped onto the file.
-const RESERVED_ENV: &[&str] = &["TOKEND_CONFIG", "TOKEND_STORE_PASSWORD"];
+/// (`TOKEND_ADMIN_ADDR`/`TOKEND_ADMIN_TOKEN` belong to the `tokend admin` CLI.)
+const RESERVED_ENV: &[&str] = &[
+    "TOKEND_CONFIG",
+    "TOKEND_STORE_PASSWORD",
+    "TOKEND_ADMIN_ADDR",
+    "TOKEND_ADMIN_TOKEN",
+];
 
 impl Config {
     /// Reads `path` (or the built-in defaults when `None`), applies environment
@@ -371,6 +401,21 @@ impl Config {
         ] {
             if addr.parse::<SocketAddr>().is_err() {
                 problems.push(format!("{key}: {addr:?} is not an IP:port address"));
+            }
+        }
+        if let Some(addr) = &self.admin.listen {
+            if addr.parse::<SocketAddr>().is_err() {
+                problems.push(format!("admin.listen: {addr:?} is not an IP:port address"));
+            }
+            match &self.admin.token_hash {
+                None => problems.push(
+                    "admin.token_hash: required with admin.listen (sha256:<hex> of the admin secret, from `tokend hash-secret`)".into(),
+                ),
+                Some(h) if !matches!(
+                    crate::oauth::client::SecretHash::parse(h),
+                    Ok(crate::oauth::client::SecretHash::Sha256(_))
+                ) => problems.push("admin.token_hash: must be sha256:<64 hex digits>".into()),
+                Some(_) => {}
             }
         }
         if self.http.max_body_bytes == 0 {

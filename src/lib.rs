@@ -6,6 +6,7 @@
 //! - [`token`]: keys, JWT minting and verification, opaque handles.
 //! - [`store`]: the shared-state trait and its backends.
 //! - [`transport`]: gRPC (tonic) and HTTP (axum) adapters onto the core.
+//! - [`reload`]: hot reload of clients and keys (SIGHUP, file changes).
 //! - [`server`]: wiring and lifecycle; [`cli`]: the command line;
 //!   [`config`]: the TOML file.
 
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod oauth;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -19,6 +19,7 @@ use crate::health::{self, Readiness};
 use crate::oauth::{Core, Registry, Settings};
 use crate::pb::authorization_service_server::AuthorizationServiceServer;
 use crate::pb::token_service_server::TokenServiceServer;
+use crate::reload::{ReloadOptions, Reloader};
 use crate::store::{self, SharedStore};
 use crate::token::{KeySet, SigningKey};
 use crate::transport::{grpc, http};
@@ -31,6 +32,8 @@ pub struct Server {
     health_reporter: tonic_health::server::HealthReporter,
     http_listener: TcpListener,
     grpc_listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    reload: Option<ReloadOptions>,
     config: Config,
 }
 
@@ -79,6 +82,10 @@ impl Server {
             keys,
             store.clone(),
         ));
+        // Disabled flags must hold from the first request after a restart.
+        if let Err(e) = core.refresh_disabled().await {
+            tracing::warn!(error = %e, "cannot read disabled-client flags at start; retrying every second");
+        }
         let health_reporter = tonic_health::server::HealthReporter::new();
         let readiness = Readiness::new(health_reporter.clone());
         readiness.set(false, "starting").await;
@@ -88,6 +95,14 @@ impl Server {
         let grpc_listener = TcpListener::bind(&config.grpc.listen)
             .await
             .with_context(|| format!("grpc.listen: cannot bind {}", config.grpc.listen))?;
+        let admin_listener = match &config.admin.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("admin.listen: cannot bind {addr}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             core,
             store,
@@ -95,8 +110,23 @@ impl Server {
             health_reporter,
             http_listener,
             grpc_listener,
+            admin_listener,
+            reload: None,
             config,
         })
+    }
+
+    /// Enables hot reload of clients and keys (see [`crate::reload`]).
+    pub fn with_reload(mut self, opts: ReloadOptions) -> Self {
+        self.reload = Some(opts);
+        self
+    }
+
+    /// The admin listener's address, when `[admin] listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener"))
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -122,6 +152,8 @@ impl Server {
             health_reporter,
             http_listener,
             grpc_listener,
+            admin_listener,
+            reload,
             config,
         } = self;
         let health_service = tonic_health::pb::health_server::HealthServer::new(
@@ -139,6 +171,24 @@ impl Server {
             background.clone(),
         ));
         tokio::spawn(prune_loop(store.clone(), background.clone()));
+        tokio::spawn(crate::oauth::lifecycle::run_disabled_refresh(
+            core.clone(),
+            Duration::from_secs(1),
+            background.clone(),
+        ));
+        if let Some(opts) = reload {
+            let reloader = Reloader::new(core.clone(), config.clone(), opts);
+            tokio::spawn(reloader.run(background.clone()));
+        }
+        let admin_task = match admin_listener {
+            Some(l) => Some(tokio::spawn(serve_admin(
+                l,
+                core.clone(),
+                &config,
+                stop_servers.clone(),
+            )?)),
+            None => None,
+        };
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
@@ -203,6 +253,13 @@ impl Server {
         let drained = tokio::time::timeout(grace, async {
             let g = grpc_task.await;
             let h = http_task.await;
+            if let Some(a) = admin_task {
+                match a.await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "admin server"),
+                    Err(e) => tracing::warn!(error = %e, "admin server task"),
+                    Ok(Ok(())) => {}
+                }
+            }
             (g, h)
         })
         .await;
@@ -219,6 +276,37 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The admin listener: `tokend.v1.ClientAdmin` (+ reflection) behind its own
+/// bearer authentication. Built as an axum router so other operator endpoints
+/// (metrics) can be merged onto the same port here.
+fn serve_admin(
+    listener: TcpListener,
+    core: Arc<Core>,
+    config: &Config,
+    stop: CancellationToken,
+) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>> + Send + 'static> {
+    let Some(crate::oauth::client::SecretHash::Sha256(expected)) = config
+        .admin
+        .token_hash
+        .as_deref()
+        .and_then(|h| crate::oauth::client::SecretHash::parse(h).ok())
+    else {
+        anyhow::bail!("admin.token_hash: required with admin.listen (sha256:<hex>)");
+    };
+    let addr = listener.local_addr()?;
+    let app =
+        crate::transport::admin::router(core, crate::transport::admin::AdminAuth::new(expected))?;
+    tracing::info!(%addr, "admin API listening (tokend.v1.ClientAdmin)");
+    Ok(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+    })
 }
 
 async fn prune_loop(store: SharedStore, stop: CancellationToken) {

@@ -140,7 +140,7 @@ proptest! {
         let keys = KeySet::new(SigningKey::generate(Algorithm::ES256).unwrap(), vec![]);
         let claims = jwt::AccessClaims {
             iss: "https://tokend.test".into(), sub: "s".into(), aud: vec![], exp: 100, iat: 0, nbf: 0,
-            jti: "j".into(), client_id: "c".into(), scope: String::new(), gid: None,
+            jti: "j".into(), client_id: "c".into(), scope: String::new(), gid: None, iat_ms: None,
             extra: serde_json::Map::new(),
         };
         let token = jwt::mint(keys.active(), &claims).unwrap();

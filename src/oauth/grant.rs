@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::client::{Client, Credentials, GrantType};
 use super::error::OAuthError;
-use super::{Core, now_unix, scope};
+use super::{Core, scope};
 use crate::token::{AccessClaims, jwt, opaque};
 
 /// A token request, already decoded from the wire (form, JSON or protobuf).
@@ -58,8 +58,7 @@ impl Core {
         }
         let grant_type =
             GrantType::parse(&req.grant_type).ok_or(OAuthError::UnsupportedGrantType)?;
-        let registry = self.clients();
-        let client: Arc<Client> = registry.authenticate(creds).await?;
+        let client: Arc<Client> = self.authenticate(creds).await?;
         if !client.allows(grant_type) {
             return Err(OAuthError::unauthorized_client(
                 "this client may not use this grant type",
@@ -101,7 +100,8 @@ impl Core {
             .client
             .access_ttl_secs
             .unwrap_or(self.settings.access_ttl.as_secs());
-        let now = now_unix();
+        let now_ms = super::now_unix_ms();
+        let now = now_ms.div_euclid(1000);
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
             sub: g.subject,
@@ -113,6 +113,7 @@ impl Core {
             client_id: g.client.id.clone(),
             scope: g.scope.join(" "),
             gid: g.gid,
+            iat_ms: Some(now_ms),
             extra: g.extra,
         };
         let keys = self.keys();

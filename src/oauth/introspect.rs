@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::client::Credentials;
 use super::error::OAuthError;
 use super::refresh::{refresh_gid, revoked_gid_key};
-use super::{Core, now_unix};
+use super::{Core, lifecycle, now_unix};
 use crate::token::{AccessClaims, jwt};
 
 pub use super::refresh::RefreshInfo;
@@ -40,7 +40,7 @@ impl Core {
         token: &str,
         _hint: Option<&str>,
     ) -> Result<Introspection, OAuthError> {
-        let caller = self.clients().authenticate(creds).await?;
+        let caller = self.authenticate(creds).await?;
         if caller.is_public() {
             // A public client proves nothing by its client_id; letting it
             // introspect would open the endpoint to anyone (RFC 7662 2.1).
@@ -79,15 +79,32 @@ impl Core {
         Ok(Introspection::Active(Box::new(claims)))
     }
 
-    /// Whether a validly signed token has been revoked, by itself or with its
-    /// grant family: one round trip either way.
+    /// Whether a validly signed token has been revoked: its `jti` one by one,
+    /// its grant family, or in bulk by its client (disabled, or a "not before"
+    /// mark) or its subject ("not before" mark). One store round trip, so
+    /// bulk revocation is immediate on every replica sharing the store.
     async fn is_revoked(&self, claims: &AccessClaims) -> Result<bool, OAuthError> {
-        let mut keys = vec![revoked_jti_key(&claims.jti)];
+        let mut keys = vec![
+            revoked_jti_key(&claims.jti),
+            lifecycle::client_disabled_key(&claims.client_id),
+            lifecycle::client_not_before_key(&claims.client_id),
+            lifecycle::subject_not_before_key(&claims.sub),
+        ];
         if let Some(gid) = &claims.gid {
             keys.push(revoked_gid_key(gid));
         }
         let found = self.store.get_many(&keys).await?;
-        Ok(found.iter().any(Option::is_some))
+        let [jti, disabled, client_nbf, subject_nbf, family @ ..] = found.as_slice() else {
+            return Err(OAuthError::ServerError(
+                "store answered the wrong number of keys".into(),
+            ));
+        };
+        if jti.is_some() || disabled.is_some() || family.iter().any(Option::is_some) {
+            return Ok(true);
+        }
+        let issued = claims.issued_at_ms();
+        Ok(lifecycle::issued_before(client_nbf.as_deref(), issued)
+            || lifecycle::issued_before(subject_nbf.as_deref(), issued))
     }
 
     /// Revokes `token` for the client it was issued to. Unknown, malformed and
@@ -98,7 +115,7 @@ impl Core {
         token: &str,
         hint: Option<&str>,
     ) -> Result<(), OAuthError> {
-        let client = self.clients().authenticate(creds).await?;
+        let client = self.authenticate(creds).await?;
         if token.is_empty() {
             return Err(OAuthError::invalid_request("token is required"));
         }

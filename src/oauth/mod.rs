@@ -13,6 +13,7 @@ pub mod client;
 pub mod error;
 pub mod grant;
 pub mod introspect;
+pub mod lifecycle;
 pub mod refresh;
 pub mod scope;
 
@@ -21,6 +22,7 @@ pub use client::{Client, Credentials, PresentedVia, Registry};
 pub use error::OAuthError;
 pub use grant::{TokenRequest, TokenResponse};
 pub use introspect::{Introspection, RefreshInfo};
+pub use lifecycle::{AdminError, ClientState, DisabledClients};
 
 use crate::store::SharedStore;
 use crate::token::KeySet;
@@ -66,6 +68,9 @@ pub struct Core {
     clients: ArcSwap<Registry>,
     keys: ArcSwap<KeySet>,
     store: SharedStore,
+    /// Per-replica copy of the store's disabled flags, for the token path
+    /// (see [`lifecycle`]).
+    disabled: DisabledClients,
 }
 
 impl Core {
@@ -75,6 +80,7 @@ impl Core {
             clients: ArcSwap::from_pointee(clients),
             keys: ArcSwap::from_pointee(keys),
             store,
+            disabled: DisabledClients::default(),
         }
     }
 
@@ -92,6 +98,18 @@ impl Core {
 
     pub fn clients(&self) -> Arc<Registry> {
         self.clients.load_full()
+    }
+
+    /// Authenticates a caller against the registry, then refuses a client an
+    /// operator has disabled (the same `invalid_client` as a wrong secret).
+    pub async fn authenticate(&self, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
+        let client = self.clients().authenticate(creds).await?;
+        if self.disabled.contains(&client.id) {
+            return Err(OAuthError::InvalidClient {
+                basic: creds.via == PresentedVia::Basic,
+            });
+        }
+        Ok(client)
     }
 
     /// Replaces the client registry (hot reload).
@@ -139,6 +157,14 @@ impl Core {
             "access_token_signing_alg_values_supported": self.keys().algorithms(),
         })
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Seconds since the Unix epoch.

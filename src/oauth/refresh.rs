@@ -26,7 +26,7 @@ use subtle::ConstantTimeEq;
 use super::client::{Client, GrantType};
 use super::error::OAuthError;
 use super::grant::{Grant, TokenRequest, TokenResponse};
-use super::{Core, now_unix, scope};
+use super::{Core, lifecycle, now_unix, scope};
 use crate::token::opaque;
 
 /// Rotated refresh tokens remembered per family for reuse detection.
@@ -53,6 +53,10 @@ struct Family {
     previous: Vec<String>,
     /// Expiry of the live refresh token; `None` = never.
     exp: Option<i64>,
+    /// When the live refresh token was issued (Unix ms), compared with the
+    /// client's and subject's "not before" marks.
+    #[serde(default)]
+    issued_ms: i64,
 }
 
 /// What introspection reports about a live refresh token.
@@ -115,7 +119,33 @@ impl Core {
             })?),
             None => None,
         };
+        let revoked = revoked
+            || match &family {
+                Some(f) => self.revoked_in_bulk(f).await?,
+                None => false,
+            };
         Ok((family, revoked))
+    }
+
+    /// Whether the family's client is disabled or the client's or subject's
+    /// "not before" mark postdates the live refresh token (admin API). A
+    /// second round trip, on the refresh path only: the family names the
+    /// client and subject.
+    async fn revoked_in_bulk(&self, f: &Family) -> Result<bool, OAuthError> {
+        let keys = [
+            lifecycle::client_disabled_key(&f.client_id),
+            lifecycle::client_not_before_key(&f.client_id),
+            lifecycle::subject_not_before_key(&f.sub),
+        ];
+        let found = self.store.get_many(&keys).await?;
+        let [disabled, client_nbf, subject_nbf] = found.as_slice() else {
+            return Err(OAuthError::ServerError(
+                "store answered the wrong number of keys".into(),
+            ));
+        };
+        Ok(disabled.is_some()
+            || lifecycle::issued_before(client_nbf.as_deref(), f.issued_ms)
+            || lifecycle::issued_before(subject_nbf.as_deref(), f.issued_ms))
     }
 
     async fn save_family(&self, gid: &str, f: &Family) -> Result<(), OAuthError> {
@@ -147,6 +177,7 @@ impl Core {
             current: opaque::digest(&token),
             previous: Vec::new(),
             exp: self.refresh_expiry(),
+            issued_ms: super::now_unix_ms(),
         };
         self.save_family(gid, &family).await?;
         Ok(token)
@@ -261,6 +292,7 @@ impl Core {
         }
         family.current = opaque::digest(&new_token);
         family.exp = self.refresh_expiry();
+        family.issued_ms = super::now_unix_ms();
         self.save_family(gid, family).await?;
         if self.store.get(&revoked_gid_key(gid)).await?.is_some() {
             self.store.delete(&family_key(gid)).await?;

@@ -419,6 +419,7 @@ async fn introspect(State(s): State<HttpState>, req: Request) -> Result<Response
             })?;
             if let Some(o) = v.as_object_mut() {
                 o.remove("gid");
+                o.remove("iat_ms");
                 o.insert("active".into(), true.into());
                 o.insert("token_type".into(), "Bearer".into());
             }

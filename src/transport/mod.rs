@@ -1,5 +1,6 @@
 //! Thin adapters from the wire onto the OAuth core. No OAuth rule is decided
 //! here: transports decode, call `oauth::Core`, and encode.
 
+pub mod admin;
 pub mod grpc;
 pub mod http;

@@ -12,4 +12,6 @@ mod hostile;
 mod http_protocol;
 mod introspection;
 mod keys;
+mod lifecycle;
 mod redis_store;
+mod reload;

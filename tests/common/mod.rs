@@ -118,6 +118,8 @@ pub mod tempdir {
 pub struct TestApp {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// The admin listener, when the config sets `[admin] listen`.
+    pub admin: Option<SocketAddr>,
     pub http_client: reqwest::Client,
     pub core: std::sync::Arc<tokend::oauth::Core>,
     shutdown: CancellationToken,
@@ -152,12 +154,14 @@ impl TestApp {
         let server = Server::build(cfg).await.expect("server builds");
         let http = server.http_addr();
         let grpc = server.grpc_addr();
+        let admin = server.admin_addr();
         let core = server.core();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         Self {
             http,
             grpc,
+            admin,
             http_client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -184,6 +188,7 @@ impl TestApp {
         Self {
             http,
             grpc,
+            admin: None,
             http_client: reqwest::Client::new(),
             core: std::sync::Arc::new(placeholder),
             shutdown: CancellationToken::new(),

@@ -1,0 +1,256 @@
+//! Hot reload of the clients and signing keys, on SIGHUP and when a watched
+//! file changes.
+//!
+//! A reload re-runs [`Config::load`] and [`Config::validate`], builds a new
+//! [`Registry`] and [`KeySet`], and only when all of that succeeded swaps both
+//! into the core (each behind an `ArcSwap`, so a request sees the old set or
+//! the new one, never a mix). Any error keeps the running configuration and
+//! logs why. Settings that are bound at start (listen addresses, store, admin
+//! listener, issuer, token lifetimes, log) are not reloaded: a change to them
+//! is logged as needing a restart.
+//!
+//! Files are watched by polling their content hash (config file, clients
+//! file, key files) every interval rather than with inotify: reading through
+//! the path follows Kubernetes' `..data` symlink swap of mounted Secrets and
+//! ConfigMaps, which inotify watches on the old inode would miss.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::oauth::{Core, Registry};
+
+/// What triggers a reload.
+#[derive(Debug, Clone)]
+pub struct ReloadOptions {
+    /// The config file `serve` was started with (`None`: built-in defaults,
+    /// then only SIGHUP reloads, re-reading the environment).
+    pub config_path: Option<PathBuf>,
+    /// Reload on SIGHUP (only for the `serve` process: a signal is
+    /// process-wide).
+    pub sighup: bool,
+    /// Poll watched files this often; `None` disables file watching.
+    pub poll: Option<Duration>,
+}
+
+/// Re-loads configuration into a running core.
+pub struct Reloader {
+    core: Arc<Core>,
+    opts: ReloadOptions,
+    /// The configuration in effect (to report changes needing a restart).
+    current: Config,
+}
+
+impl Reloader {
+    pub fn new(core: Arc<Core>, current: Config, opts: ReloadOptions) -> Self {
+        Self {
+            core,
+            opts,
+            current,
+        }
+    }
+
+    /// Loads, validates and swaps in the new clients and keys, or changes
+    /// nothing and returns why.
+    pub fn reload(&mut self) -> anyhow::Result<()> {
+        let cfg = Config::load(self.opts.config_path.as_deref(), std::env::vars())?;
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "));
+        }
+        let registry = Registry::new(&cfg.clients)
+            .map_err(|e| anyhow::anyhow!("invalid clients:\n  {}", e.join("\n  ")))?;
+        // Without a key file the key is ephemeral: generating a new one would
+        // orphan every token issued so far, so the running key stays.
+        let keys = if self.current.signing.key_file.is_some() && cfg.signing.key_file.is_some() {
+            Some(crate::server::load_keys(&cfg).context("signing")?)
+        } else {
+            None
+        };
+        for key in restart_only_changes(&self.current, &cfg) {
+            tracing::warn!(
+                key,
+                "configuration change needs a restart to take effect; keeping the running value"
+            );
+        }
+        let n = registry.all().count();
+        self.core.replace_clients(registry);
+        if let Some(keys) = keys {
+            self.core.replace_keys(keys);
+        }
+        tracing::info!(
+            clients = n,
+            kid = self.core.keys().active().kid(),
+            "configuration reloaded"
+        );
+        // Remember what is now running, but keep the restart-only settings
+        // of the process so they keep being reported until a restart.
+        let mut next = cfg;
+        keep_restart_only(&self.current, &mut next);
+        self.current = next;
+        Ok(())
+    }
+
+    /// Reloads and logs the outcome.
+    pub fn reload_logged(&mut self, why: &'static str) {
+        match self.reload() {
+            Ok(()) => {}
+            Err(e) => tracing::error!(
+                trigger = why,
+                error = %format!("{e:#}"),
+                "reload failed; keeping the previous configuration"
+            ),
+        }
+    }
+
+    /// Files whose content change triggers a reload.
+    fn watched(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.opts.config_path.iter().cloned().collect();
+        files.extend(self.current.clients_file.iter().cloned());
+        files.extend(self.current.signing.key_file.iter().cloned());
+        files.extend(self.current.signing.previous_key_files.iter().cloned());
+        files
+    }
+
+    /// Runs until `stop`: reloads on SIGHUP and on watched-file changes.
+    pub async fn run(mut self, stop: CancellationToken) {
+        #[cfg(unix)]
+        let mut hup = if self.opts.sighup {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reload on file change only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let poll = self.opts.poll;
+        let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = fingerprint(&self.watched());
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = hangup => {
+                    tracing::info!("SIGHUP: reloading configuration");
+                    self.reload_logged("sighup");
+                    seen = fingerprint(&self.watched());
+                }
+                _ = tick.tick(), if poll.is_some() => {
+                    let now = fingerprint(&self.watched());
+                    // A failed reload is not retried until the files change
+                    // again, so a broken file logs once, not every second.
+                    if now != seen {
+                        tracing::info!("configuration file changed: reloading");
+                        self.reload_logged("file_change");
+                        seen = fingerprint(&self.watched());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SHA-256 of each file's content (missing/unreadable files hash as such), so
+/// an in-place write, a rename over the file and a symlink swap all register.
+fn fingerprint(files: &[PathBuf]) -> Vec<(PathBuf, Option<[u8; 32]>)> {
+    files.iter().map(|p| (p.clone(), read_hash(p))).collect()
+}
+
+fn read_hash(p: &Path) -> Option<[u8; 32]> {
+    std::fs::read(p).ok().map(|b| Sha256::digest(&b).into())
+}
+
+/// Names of settings that differ between `old` and `new` but are only read
+/// at start.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut check = |name: &'static str, changed: bool| {
+        if changed {
+            v.push(name);
+        }
+    };
+    check("issuer", old.issuer != new.issuer);
+    check("http.listen", old.http.listen != new.http.listen);
+    check(
+        "http.max_body_bytes",
+        old.http.max_body_bytes != new.http.max_body_bytes,
+    );
+    check("grpc.listen", old.grpc.listen != new.grpc.listen);
+    check("store.url", old.store.url != new.store.url);
+    check(
+        "store.key_prefix",
+        old.store.key_prefix != new.store.key_prefix,
+    );
+    check(
+        "store.timeout_ms",
+        old.store.timeout_ms != new.store.timeout_ms,
+    );
+    check(
+        "tokens",
+        (
+            old.tokens.access_ttl_secs,
+            old.tokens.refresh_ttl_secs,
+            old.tokens.code_ttl_secs,
+            old.tokens.leeway_secs,
+        ) != (
+            new.tokens.access_ttl_secs,
+            new.tokens.refresh_ttl_secs,
+            new.tokens.code_ttl_secs,
+            new.tokens.leeway_secs,
+        ),
+    );
+    check(
+        "signing.algorithm",
+        old.signing.algorithm != new.signing.algorithm,
+    );
+    check(
+        "signing.key_file (ephemeral key)",
+        old.signing.key_file.is_none() != new.signing.key_file.is_none(),
+    );
+    check(
+        "log",
+        old.log.level != new.log.level || old.log.format != new.log.format,
+    );
+    check(
+        "server",
+        old.server.shutdown_grace_secs != new.server.shutdown_grace_secs
+            || old.server.reload_poll_secs != new.server.reload_poll_secs,
+    );
+    check("admin", old.admin != new.admin);
+    v
+}
+
+/// Copies the start-only settings of `running` into `next`.
+fn keep_restart_only(running: &Config, next: &mut Config) {
+    next.issuer = running.issuer.clone();
+    next.http = running.http.clone();
+    next.grpc = running.grpc.clone();
+    next.store = running.store.clone();
+    next.tokens = running.tokens.clone();
+    next.log = running.log.clone();
+    next.server = running.server.clone();
+    next.admin = running.admin.clone();
+    next.signing.algorithm = running.signing.algorithm;
+    if running.signing.key_file.is_none() || next.signing.key_file.is_none() {
+        next.signing = running.signing.clone();
+    }
+}

@@ -1,0 +1,483 @@
+//! Client lifecycle over the real admin gRPC API: bulk revocation per client
+//! and per subject, disable/enable, the effective-client view, and the admin
+//! listener's own authentication. Effects are checked over both public
+//! transports (HTTP and gRPC).
+
+use std::time::Duration;
+
+use tokend::pb;
+use tokend::pb::client_admin_client::ClientAdminClient;
+use tokend::pb::token_service_client::TokenServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::common::{RedisServer, SECRET, TestApp, config_toml, error_reason};
+
+pub const ADMIN_SECRET: &str = "admin-secret-for-tests";
+
+pub fn admin_toml() -> String {
+    format!(
+        "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_hash = \"{}\"\n",
+        tokend::oauth::client::SecretHash::sha256_of(ADMIN_SECRET)
+    )
+}
+
+pub async fn app_with_admin(store_url: &str) -> TestApp {
+    TestApp::start(&config_toml(
+        store_url,
+        "algorithm = \"ES256\"",
+        &admin_toml(),
+    ))
+    .await
+}
+
+type AddBearer =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+type Admin = ClientAdminClient<tonic::service::interceptor::InterceptedService<Channel, AddBearer>>;
+
+/// An admin client sending `Bearer <token>` (or nothing).
+pub async fn admin_client(app: &TestApp, token: Option<&str>) -> Admin {
+    let ch = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        app.admin.expect("admin listener")
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+        token.map(|t| format!("Bearer {t}").parse().unwrap());
+    let f: AddBearer = Box::new(move |mut r: tonic::Request<()>| {
+        if let Some(h) = &header {
+            r.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(r)
+    });
+    ClientAdminClient::with_interceptor(ch, f)
+}
+
+async fn grpc_issue(
+    c: &mut TokenServiceClient<Channel>,
+    client: &str,
+) -> Result<String, tonic::Status> {
+    c.issue(pb::IssueRequest {
+        grant_type: "client_credentials".into(),
+        client_id: client.into(),
+        client_secret: SECRET.into(),
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner().access_token)
+}
+
+async fn grpc_active(c: &mut TokenServiceClient<Channel>, token: &str) -> bool {
+    c.introspect(pb::IntrospectRequest {
+        token: token.into(),
+        client_id: "resource-server".into(),
+        client_secret: SECRET.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .active
+}
+
+pub async fn http_active(app: &TestApp, token: &str) -> bool {
+    app.introspect(token).await["active"] == true
+}
+
+/// Both transports agree on whether `token` is active; returns that.
+pub async fn active(app: &TestApp, token: &str) -> bool {
+    let mut g = app.grpc_client().await;
+    let over_grpc = grpc_active(&mut g, token).await;
+    let over_http = http_active(app, token).await;
+    assert_eq!(over_grpc, over_http, "gRPC and HTTP disagree");
+    over_http
+}
+
+/// Lets the millisecond clock move on, so "issued before" and "issued after"
+/// an admin call are distinct instants (not a speed assertion).
+async fn next_ms() {
+    tokio::time::sleep(Duration::from_millis(3)).await;
+}
+
+#[tokio::test]
+async fn admin_api_requires_its_bearer_secret_and_is_not_on_the_public_listener() {
+    let app = app_with_admin("memory://").await;
+    for token in [None, Some("wrong"), Some("")] {
+        let mut admin = admin_client(&app, token).await;
+        let err = admin
+            .disable_client(pb::ClientRef {
+                client_id: "partner".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{token:?}");
+        assert_eq!(error_reason(&err), "unauthenticated");
+        assert!(!err.message().contains("admin-secret"));
+    }
+    // Refused calls changed nothing.
+    app.token("partner", &[]).await;
+
+    // The public gRPC listener does not serve ClientAdmin at all.
+    let mut public = ClientAdminClient::new(app.grpc_channel().await);
+    let err = public
+        .list_clients(pb::ListClientsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+
+    // Off by default: no [admin] section, no admin listener.
+    let plain = TestApp::default_memory().await;
+    assert!(plain.admin.is_none());
+}
+
+#[tokio::test]
+async fn revoke_client_tokens_kills_earlier_tokens_only() {
+    let app = app_with_admin("memory://").await;
+    let mut g = app.grpc_client().await;
+    let before_http = app.token("partner", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before_grpc = grpc_issue(&mut g, "partner").await.unwrap();
+    let other = app.token("orders-service", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(active(&app, &before_http).await);
+    next_ms().await;
+
+    let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
+    let mark = admin
+        .revoke_client_tokens(pb::RevokeClientTokensRequest {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .not_before_ms;
+    assert!(mark > 0);
+    next_ms().await;
+
+    assert!(!active(&app, &before_http).await);
+    assert!(!active(&app, &before_grpc).await);
+    assert!(active(&app, &other).await, "other clients are untouched");
+    // Issued after the revocation (same second, later millisecond): valid.
+    let after = grpc_issue(&mut g, "partner").await.unwrap();
+    assert!(active(&app, &after).await);
+    let after_http = app.token("partner", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(active(&app, &after_http).await);
+
+    let info = admin
+        .get_client(pb::ClientRef {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.tokens_not_before_ms, mark);
+
+    // Unknown and empty ids are documented errors.
+    let err = admin
+        .revoke_client_tokens(pb::RevokeClientTokensRequest {
+            client_id: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(error_reason(&err), "unknown_client");
+    let err = admin
+        .revoke_client_tokens(pb::RevokeClientTokensRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(error_reason(&err), "invalid_request");
+}
+
+#[tokio::test]
+async fn disabled_client_cannot_authenticate_and_its_tokens_are_inactive() {
+    let app = app_with_admin("memory://").await;
+    let mut g = app.grpc_client().await;
+    let token = app.token("partner", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
+    let info = admin
+        .disable_client(pb::ClientRef {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.disabled);
+
+    // Token endpoint: the same invalid_client as a wrong secret, on both transports.
+    let r = app
+        .post_form(
+            "/oauth/token",
+            Some(("partner", SECRET)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    let err = grpc_issue(&mut g, "partner").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(error_reason(&err), "invalid_client");
+    // Its tokens introspect inactive; it cannot introspect or revoke either.
+    assert!(!active(&app, &token).await);
+    let r = app
+        .post_form(
+            "/oauth/revoke",
+            Some(("partner", SECRET)),
+            &[("token", token.as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    // Other clients are untouched.
+    app.token("orders-service", &[]).await;
+
+    let listed = admin
+        .list_clients(pb::ListClientsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let partner = listed
+        .clients
+        .iter()
+        .find(|c| c.client_id == "partner")
+        .unwrap();
+    assert!(partner.disabled);
+    assert!(
+        listed
+            .clients
+            .iter()
+            .filter(|c| c.client_id != "partner")
+            .all(|c| !c.disabled)
+    );
+
+    let info = admin
+        .enable_client(pb::ClientRef {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!info.disabled);
+    grpc_issue(&mut g, "partner").await.unwrap();
+    // Enabling alone brings old tokens back: cutting a client off for good is
+    // disable + revoke (docs/clients.md).
+    assert!(active(&app, &token).await);
+}
+
+#[tokio::test]
+async fn revoke_subject_tokens_logs_a_subject_out_everywhere() {
+    let app = app_with_admin("memory://").await;
+    // client_credentials tokens have the client as subject.
+    let orders = app.token("orders-service", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let partner = app.token("partner", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    next_ms().await;
+    let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
+    let mark = admin
+        .revoke_subject_tokens(pb::RevokeSubjectTokensRequest {
+            subject: "orders-service".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .not_before_ms;
+    assert!(mark > 0);
+    next_ms().await;
+    assert!(!active(&app, &orders).await);
+    assert!(active(&app, &partner).await);
+    let fresh = app.token("orders-service", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(active(&app, &fresh).await);
+
+    let err = admin
+        .revoke_subject_tokens(pb::RevokeSubjectTokensRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(error_reason(&err), "invalid_request");
+}
+
+#[tokio::test]
+async fn effective_clients_never_show_secret_hashes() {
+    let app = app_with_admin("memory://").await;
+    let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
+    let listed = admin
+        .list_clients(pb::ListClientsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = listed
+        .clients
+        .iter()
+        .map(|c| c.client_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["basic-only", "orders-service", "partner", "resource-server"]
+    );
+    let text = format!("{listed:?}");
+    let hash = tokend::oauth::client::SecretHash::sha256_of(SECRET);
+    assert!(!text.contains(&hash[7..]), "a hash leaked: {text}");
+    let orders = admin
+        .get_client(pb::ClientRef {
+            client_id: "orders-service".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(orders.secret_count, 1);
+    assert_eq!(orders.scopes, ["orders:read", "orders:write"]);
+    assert_eq!(orders.audience, ["orders-api", "billing-api"]);
+    assert_eq!(orders.access_ttl_secs, 3600);
+    assert!(!orders.disabled);
+    assert_eq!(orders.tokens_not_before_ms, 0);
+    let err = admin
+        .get_client(pb::ClientRef {
+            client_id: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+/// Two replicas sharing a real Redis and one signing key: every store-backed
+/// effect of an admin call on one replica holds on the other, and on a
+/// replica started afterwards (restart).
+#[tokio::test]
+async fn two_replicas_on_redis_share_disable_and_revocation() {
+    let redis = RedisServer::start();
+    let dir = crate::common::tempdir::TempDir::new();
+    let key = dir.path().join("signing.pem");
+    std::fs::write(
+        &key,
+        tokend::token::keys::generate_pem(tokend::token::Algorithm::ES256).unwrap(),
+    )
+    .unwrap();
+    let toml = config_toml(
+        &redis.url(),
+        &format!(
+            "algorithm = \"ES256\"\nkey_file = {:?}",
+            key.display().to_string()
+        ),
+        &admin_toml(),
+    );
+    let a = TestApp::start(&toml).await;
+    let b = TestApp::start(&toml).await;
+    let mut admin_b = admin_client(&b, Some(ADMIN_SECRET)).await;
+    let mut admin_a = admin_client(&a, Some(ADMIN_SECRET)).await;
+    let token = a.token("partner", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(active(&b, &token).await);
+
+    // Disable on B: introspection on A is inactive at once; A's token endpoint
+    // refuses within its ~1 s refresh (bounded wait, not a speed assertion).
+    admin_b
+        .disable_client(pb::ClientRef {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap();
+    assert!(!active(&a, &token).await);
+    let mut refused = false;
+    for _ in 0..50 {
+        let r = a
+            .post_form(
+                "/oauth/token",
+                Some(("partner", SECRET)),
+                &[("grant_type", "client_credentials")],
+            )
+            .await;
+        if r.status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "replica A kept issuing to a disabled client");
+    let mut ga = a.grpc_client().await;
+    assert_eq!(
+        grpc_issue(&mut ga, "partner").await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    // A replica started later (a restart) knows from its first request.
+    let c = TestApp::start(&toml).await;
+    assert_eq!(
+        c.post_form(
+            "/oauth/token",
+            Some(("partner", SECRET)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await
+        .status(),
+        401
+    );
+    let seen_on_a = admin_a
+        .get_client(pb::ClientRef {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(seen_on_a.disabled);
+
+    // Enable on A, revoke on A: B sees both.
+    admin_a
+        .enable_client(pb::ClientRef {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap();
+    assert!(active(&b, &token).await);
+    next_ms().await;
+    admin_a
+        .revoke_client_tokens(pb::RevokeClientTokensRequest {
+            client_id: "partner".into(),
+        })
+        .await
+        .unwrap();
+    next_ms().await;
+    assert!(!active(&b, &token).await);
+    assert!(!active(&c, &token).await);
+
+    // Subject revocation on B holds on A.
+    let orders = a.token("orders-service", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    next_ms().await;
+    admin_b
+        .revoke_subject_tokens(pb::RevokeSubjectTokensRequest {
+            subject: "orders-service".into(),
+        })
+        .await
+        .unwrap();
+    next_ms().await;
+    assert!(!active(&a, &orders).await);
+    let fresh = b.token("orders-service", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(active(&a, &fresh).await);
+}
