@@ -7,11 +7,13 @@
 //! Introspection fails closed: when the store cannot say whether a token was
 //! revoked, the answer is `temporarily_unavailable`, never `active: true`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Credentials;
 use super::error::OAuthError;
 use super::{Core, now_unix};
+use crate::token::cache::TokenKey;
 use crate::token::{AccessClaims, jwt};
 
 /// An introspection answer.
@@ -38,14 +40,7 @@ impl Core {
         if token.is_empty() {
             return Err(OAuthError::invalid_request("token is required"));
         }
-        let keys = self.keys();
-        let claims = match jwt::verify(
-            &keys,
-            token,
-            &self.settings.issuer,
-            now_unix(),
-            self.settings.leeway_secs,
-        ) {
+        let claims = match self.verify_cached(token) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(reason = %e, "introspected token is not valid");
@@ -55,7 +50,29 @@ impl Core {
         if self.is_revoked(&claims).await? {
             return Ok(Introspection::Inactive);
         }
-        Ok(Introspection::Active(Box::new(claims)))
+        Ok(Introspection::Active(Box::new(AccessClaims::clone(
+            &claims,
+        ))))
+    }
+
+    /// Verifies `token`, or finds it already verified in the bounded cache
+    /// (expiry is re-checked on every hit; see `token::cache`).
+    fn verify_cached(&self, token: &str) -> Result<Arc<AccessClaims>, jwt::VerifyError> {
+        let (now, leeway) = (now_unix(), self.settings.leeway_secs);
+        let key = TokenKey::of(token);
+        if let Some(c) = self.verified.get(&key, now, leeway) {
+            return Ok(c);
+        }
+        let keys = self.keys();
+        let claims = Arc::new(jwt::verify(
+            &keys,
+            token,
+            &self.settings.issuer,
+            now,
+            leeway,
+        )?);
+        self.verified.insert(key, claims.clone(), now, leeway);
+        Ok(claims)
     }
 
     /// Whether a validly signed token has been revoked.

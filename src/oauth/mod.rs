@@ -21,6 +21,7 @@ pub use introspect::Introspection;
 
 use crate::store::SharedStore;
 use crate::token::KeySet;
+use crate::token::cache::VerifiedCache;
 
 /// Token lifetimes and issuer, from `[tokens]` and `issuer`.
 #[derive(Debug, Clone)]
@@ -56,6 +57,9 @@ pub struct Core {
     clients: ArcSwap<Registry>,
     keys: ArcSwap<KeySet>,
     store: SharedStore,
+    /// Tokens already verified, so repeated introspection skips the
+    /// signature check (revocation is still asked of the store every time).
+    verified: VerifiedCache,
 }
 
 impl Core {
@@ -65,6 +69,7 @@ impl Core {
             clients: ArcSwap::from_pointee(clients),
             keys: ArcSwap::from_pointee(keys),
             store,
+            verified: VerifiedCache::default(),
         }
     }
 
@@ -92,6 +97,8 @@ impl Core {
     /// Replaces the key set (hot reload / rotation).
     pub fn replace_keys(&self, keys: KeySet) {
         self.keys.store(Arc::new(keys));
+        // A dropped key must stop verifying at once, cached tokens included.
+        self.verified.clear();
     }
 
     /// RFC 8414 authorization server metadata.
