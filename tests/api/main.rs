@@ -7,6 +7,8 @@ mod common;
 mod cli;
 mod client_credentials;
 mod grpc;
+mod hostile;
 mod http_protocol;
 mod introspection;
 mod keys;
+mod redis_store;
