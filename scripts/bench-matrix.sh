@@ -72,6 +72,11 @@ for store in $STORES; do
   done
 done
 
+if [ -n "$REDIS_PID" ]; then
+  # Evidence for the store targets: Redis commands per workload type.
+  redis-cli -p "$REDIS_PORT" info commandstats > target/bench/redis-commandstats.txt || true
+fi
+
 echo
 echo "== report"
 if [ ! -x target/bench-venv/bin/python ] || ! target/bench-venv/bin/python -c 'import matplotlib' 2>/dev/null; then

@@ -112,6 +112,20 @@ def main():
 
     lines += ["", "## Targets (memory store, ratios from one run)", "", "| target | measured | limit | |", "|---|---:|---:|---|"]
     lines += [f"| {n} | {v} | {l} | {s} |" for n, v, l, s in checks]
+    stats = os.path.join(os.path.dirname(a.raw), "redis-commandstats.txt")
+    if "redis" in stores and os.path.exists(stats):
+        issued = sum(r["requests"] for r in rows if r["store"] == "redis" and r["op"] == "issue")
+        intro = sum(r["requests"] for r in rows if r["store"] == "redis" and r["op"] != "issue")
+        lines += ["", "## Redis commands during the Redis rows", "",
+                  f"Measured requests: {issued:,} issue, {intro:,} introspection (plus a few warm-up "
+                  "requests per connection and the tokens issued up front). Redis `INFO commandstats`:", "",
+                  "| command | calls |", "|---|---:|"]
+        with open(stats) as f:
+            for line in f:
+                if line.startswith("cmdstat_"):
+                    name, rest = line[len("cmdstat_"):].split(":", 1)
+                    calls = dict(kv.split("=") for kv in rest.strip().split(","))["calls"]
+                    lines.append(f"| {name} | {int(calls):,} |")
     lines += ["", "![throughput and CPU per token](chart.png)", ""]
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(lines))
