@@ -214,9 +214,13 @@ impl Server {
             .add_service(AuthorizationServiceServer::new(
                 grpc::AuthorizationService::new(core.clone()),
             ))
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), async move {
-                grpc_stop.cancelled().await
-            });
+            // tonic ignores the builder's tcp_nodelay for a caller-supplied
+            // listener; without it, Nagle + delayed ACK held gRPC Issue
+            // responses ~40 ms (measured with tokend-bench).
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                async move { grpc_stop.cancelled().await },
+            );
 
         let http_addr = http_listener.local_addr()?;
         let app = http::router(http::HttpState {

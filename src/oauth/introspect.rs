@@ -7,12 +7,14 @@
 //! Introspection fails closed: when the store cannot say whether a token was
 //! revoked, the answer is `temporarily_unavailable`, never `active: true`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Credentials;
 use super::error::OAuthError;
 use super::refresh::{refresh_gid, revoked_gid_key};
 use super::{Core, lifecycle, now_unix};
+use crate::token::cache::TokenKey;
 use crate::token::{AccessClaims, jwt};
 
 pub use super::refresh::RefreshInfo;
@@ -59,14 +61,7 @@ impl Core {
                 None => Introspection::Inactive,
             });
         }
-        let keys = self.keys();
-        let claims = match jwt::verify(
-            &keys,
-            token,
-            &self.settings.issuer,
-            now_unix(),
-            self.settings.leeway_secs,
-        ) {
+        let claims = match self.verify_cached(token) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(reason = %e, "introspected token is not valid");
@@ -76,7 +71,29 @@ impl Core {
         if self.is_revoked(&claims).await? {
             return Ok(Introspection::Inactive);
         }
-        Ok(Introspection::Active(Box::new(claims)))
+        Ok(Introspection::Active(Box::new(AccessClaims::clone(
+            &claims,
+        ))))
+    }
+
+    /// Verifies `token`, or finds it already verified in the bounded cache
+    /// (expiry is re-checked on every hit; see `token::cache`).
+    fn verify_cached(&self, token: &str) -> Result<Arc<AccessClaims>, jwt::VerifyError> {
+        let (now, leeway) = (now_unix(), self.settings.leeway_secs);
+        let key = TokenKey::of(token);
+        if let Some(c) = self.verified.get(&key, now, leeway) {
+            return Ok(c);
+        }
+        let keys = self.keys();
+        let claims = Arc::new(jwt::verify(
+            &keys,
+            token,
+            &self.settings.issuer,
+            now,
+            leeway,
+        )?);
+        self.verified.insert(key, claims.clone(), now, leeway);
+        Ok(claims)
     }
 
     /// Whether a validly signed token has been revoked: its `jti` one by one,

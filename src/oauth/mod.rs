@@ -26,6 +26,7 @@ pub use lifecycle::{AdminError, ClientState, DisabledClients};
 
 use crate::store::SharedStore;
 use crate::token::KeySet;
+use crate::token::cache::VerifiedCache;
 use client::GrantType;
 
 /// Token lifetimes and issuer, from `[tokens]` and `issuer`.
@@ -71,6 +72,9 @@ pub struct Core {
     /// Per-replica copy of the store's disabled flags, for the token path
     /// (see [`lifecycle`]).
     disabled: DisabledClients,
+    /// Tokens already verified, so repeated introspection skips the
+    /// signature check (revocation is still asked of the store every time).
+    verified: VerifiedCache,
 }
 
 impl Core {
@@ -81,6 +85,7 @@ impl Core {
             keys: ArcSwap::from_pointee(keys),
             store,
             disabled: DisabledClients::default(),
+            verified: VerifiedCache::default(),
         }
     }
 
@@ -120,6 +125,8 @@ impl Core {
     /// Replaces the key set (hot reload / rotation).
     pub fn replace_keys(&self, keys: KeySet) {
         self.keys.store(Arc::new(keys));
+        // A dropped key must stop verifying at once, cached tokens included.
+        self.verified.clear();
     }
 
     /// RFC 8414 authorization server metadata.

@@ -47,3 +47,31 @@ async fn gcra_allows_burst_then_paces() {
         "keys are independent"
     );
 }
+
+/// Issue 7: millions of revocations (one TTL'd mark each, as `Core::revoke`
+/// writes) keep the store bounded by live marks, given the server's 30 s
+/// prune. 2M marks over 200 s of paused time at 10k/s, 3 s TTL each.
+#[tokio::test(start_paused = true)]
+async fn millions_of_revocations_stay_bounded() {
+    let s = MemoryStore::new();
+    let (per_sec, ttl, prune_every) = (10_000u64, 3u64, 30u64);
+    let mut peak = 0;
+    for sec in 0..200u64 {
+        for i in 0..per_sec {
+            let key = format!("rev:jti:{sec}-{i}");
+            s.put(&key, b"1", Some(Duration::from_secs(ttl)))
+                .await
+                .unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        if sec % prune_every == prune_every - 1 {
+            peak = peak.max(s.len());
+            s.prune_expired();
+        }
+    }
+    let bound = usize::try_from(per_sec * (ttl + prune_every + 1)).unwrap();
+    assert!(peak <= bound, "peak {peak} > bound {bound}");
+    tokio::time::advance(Duration::from_secs(ttl + 1)).await;
+    s.prune_expired();
+    assert!(s.is_empty());
+}

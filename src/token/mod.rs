@@ -1,7 +1,8 @@
 //! Token material: signing keys and the JWKS (`keys`), RFC 9068 JWT access
 //! tokens (`jwt`), and opaque random handles for codes and refresh tokens
-//! (`opaque`).
+//! (`opaque`), and the verified-token cache used by introspection (`cache`).
 
+pub mod cache;
 pub mod jwt;
 pub mod keys;
 pub mod opaque;

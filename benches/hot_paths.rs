@@ -1,0 +1,200 @@
+//! Criterion micro-benchmarks of tokend's hot pieces (issue 7): JWT mint and
+//! verify through tokend's own code (`tokend::token::jwt`, `KeySet`) next to the
+//! raw aws-lc-rs signature and verification for the same keys (the floor),
+//! client authentication (`Registry::authenticate`, SHA-256 and cached
+//! argon2id), and HTTP parameter parsing (form and JSON).
+//!
+//! `cargo bench --bench hot_paths` measures; `cargo test --all-targets` runs
+//! each benchmark once in criterion's test mode, so they keep compiling in CI.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey, RsaKeyPair,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+use secrecy::SecretString;
+use tokend::oauth::client::{ClientConfig, SecretHash, argon2_hash};
+use tokend::oauth::{Credentials, PresentedVia, Registry};
+use tokend::token::keys::generate_pem;
+use tokend::token::{AccessClaims, Algorithm, KeySet, SigningKey, jwt};
+use tokend::transport::http::Params;
+
+const ISSUER: &str = "http://127.0.0.1:8080";
+
+/// Claims shaped like a client_credentials token with partner claims.
+fn claims(now: i64) -> AccessClaims {
+    let extra = serde_json::json!({"organisation_id": 74, "roles": ["ADMIN"]});
+    AccessClaims {
+        iss: ISSUER.into(),
+        sub: "orders-service".into(),
+        aud: vec!["orders-api".into()],
+        exp: now + 3600,
+        iat: now,
+        nbf: now,
+        jti: "0f6a3b1c2d4e5f60718293a4b5c6d7e8".into(),
+        client_id: "orders-service".into(),
+        scope: "orders:read orders:write".into(),
+        gid: None,
+        iat_ms: Some(now * 1000),
+        extra: extra.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+fn now() -> i64 {
+    tokend::oauth::now_unix()
+}
+
+/// Raw aws-lc-rs sign of `msg` with the key in `pem_text`.
+/// A raw signing closure.
+type RawSign = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
+/// The raw signer and the public key bytes.
+fn raw_signer(alg: Algorithm, pem_text: &str) -> (RawSign, Vec<u8>) {
+    let der = pem::parse(pem_text).unwrap().into_contents();
+    let rng = SystemRandom::new();
+    match alg {
+        Algorithm::RS256 => {
+            let kp = RsaKeyPair::from_pkcs8(&der)
+                .or_else(|_| RsaKeyPair::from_der(&der))
+                .unwrap();
+            let public = kp.public_key().as_ref().to_vec();
+            (
+                Box::new(move |m| {
+                    let mut sig = vec![0; kp.public_modulus_len()];
+                    kp.sign(&signature::RSA_PKCS1_SHA256, &rng, m, &mut sig)
+                        .unwrap();
+                    sig
+                }),
+                public,
+            )
+        }
+        Algorithm::ES256 => {
+            let kp = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                .unwrap();
+            let public = kp.public_key().as_ref().to_vec();
+            (
+                Box::new(move |m| kp.sign(&rng, m).unwrap().as_ref().to_vec()),
+                public,
+            )
+        }
+        Algorithm::EdDSA => {
+            let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
+            let public = kp.public_key().as_ref().to_vec();
+            (Box::new(move |m| kp.sign(m).as_ref().to_vec()), public)
+        }
+    }
+}
+
+fn verification_alg(alg: Algorithm) -> &'static dyn signature::VerificationAlgorithm {
+    match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+        Algorithm::EdDSA => &signature::ED25519,
+    }
+}
+
+fn jwt_benches(c: &mut Criterion) {
+    for alg in Algorithm::ALL {
+        let pem_text = generate_pem(alg).unwrap();
+        let keys = KeySet::new(
+            SigningKey::from_pem(alg, pem_text.as_bytes()).unwrap(),
+            vec![],
+        );
+        let cl = claims(now());
+        let token = jwt::mint(keys.active(), &cl).unwrap();
+        let (input, sig_b64) = token.rsplit_once('.').unwrap();
+        let sig =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig_b64)
+                .unwrap();
+        let (raw_sign, public) = raw_signer(alg, &pem_text);
+        let parsed = ParsedPublicKey::new(verification_alg(alg), &public).unwrap();
+
+        let mut g = c.benchmark_group(format!("jwt/{alg}"));
+        g.bench_function("raw_sign", |b| {
+            b.iter(|| raw_sign(black_box(input.as_bytes())))
+        });
+        g.bench_function("mint", |b| {
+            b.iter(|| jwt::mint(keys.active(), black_box(&cl)).unwrap())
+        });
+        g.bench_function("raw_verify", |b| {
+            b.iter(|| parsed.verify_sig(black_box(input.as_bytes()), black_box(&sig)))
+        });
+        g.bench_function("verify", |b| {
+            b.iter(|| jwt::verify(&keys, black_box(&token), ISSUER, now(), 30).unwrap())
+        });
+        g.finish();
+    }
+}
+
+fn client(id: &str, hash: &str) -> ClientConfig {
+    serde_json::from_value(serde_json::json!({
+        "client_id": id,
+        "secret_hashes": [hash],
+        "scopes": ["orders:read"],
+    }))
+    .unwrap()
+}
+
+fn auth_benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let registry = Registry::new(&[
+        client("sha", &SecretHash::sha256_of(secret)),
+        client("argon", &argon2_hash("a human-chosen secret").unwrap()),
+    ])
+    .unwrap();
+    let creds = |id: &str, s: &str| Credentials {
+        client_id: id.into(),
+        secret: Some(SecretString::from(s.to_owned())),
+        via: PresentedVia::Grpc,
+    };
+    let sha = creds("sha", secret);
+    let argon = creds("argon", "a human-chosen secret");
+    // The first argon2 check is slow (tens of ms) and fills the cache.
+    rt.block_on(registry.authenticate(&argon)).unwrap();
+    let mut g = c.benchmark_group("authenticate");
+    g.bench_function("sha256", |b| {
+        b.iter(|| rt.block_on(registry.authenticate(black_box(&sha))).unwrap())
+    });
+    g.bench_function("argon2id_cached", |b| {
+        b.iter(|| {
+            rt.block_on(registry.authenticate(black_box(&argon)))
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn params_benches(c: &mut Criterion) {
+    let form =
+        b"grant_type=client_credentials&scope=orders%3Aread+orders%3Awrite&audience=orders-api";
+    let json = br#"{"grant_type":"client_credentials","client_id":"orders-service","client_secret":"0123456789abcdef","scope":"orders:read orders:write"}"#;
+    let mut g = c.benchmark_group("params");
+    g.bench_function("form", |b| {
+        b.iter(|| Params::from_form(black_box(form)).unwrap())
+    });
+    g.bench_function("json", |b| {
+        b.iter(|| Params::from_json(black_box(json)).unwrap())
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    // Short runs: a full `cargo bench` stays around a minute on 2 cores.
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = jwt_benches, auth_benches, params_benches
+}
+criterion_main!(benches);

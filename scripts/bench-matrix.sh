@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Runs the standard benchmark matrix of issue 7: 3 algorithms (RS256, ES256,
+# EdDSA) x gRPC/HTTP x memory/Redis store, each cell driven by the release
+# `tokend-bench` against a release `tokend` child process over loopback.
+# Writes docs/bench/results.md (table + target checks) and docs/bench/chart.png.
+#
+#   ./scripts/bench-matrix.sh                      # full matrix, ~3 s per workload
+#   BENCH_STORES=memory ./scripts/bench-matrix.sh  # memory rows only
+#   BENCH_DURATION=5 BENCH_CONCURRENCY=32 ./scripts/bench-matrix.sh
+#
+# Starts its own redis-server on a free loopback port (installs Debian's
+# package when missing) and a matplotlib venv under target/ for the chart.
+# Exit status 1 when any cell had a non-success response or did not run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_DURATION:-3}
+CONCURRENCY=${BENCH_CONCURRENCY:-16}
+STORES=${BENCH_STORES:-memory redis}
+ALGS=${BENCH_ALGS:-RS256 ES256 EdDSA}
+RAW=target/bench/results.jsonl
+OUT=docs/bench
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+echo "== cargo build --release --bins"
+cargo build --release --bins
+
+mkdir -p target/bench "$OUT"
+rm -f "$RAW"
+
+REDIS_PID=""
+REDIS_DIR=""
+cleanup() {
+  if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
+  if [ -n "$REDIS_DIR" ]; then rm -rf "$REDIS_DIR"; fi
+}
+trap cleanup EXIT
+
+if [[ " $STORES " == *" redis "* ]]; then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "== installing redis-server (Debian package)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+  fi
+  REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  REDIS_DIR=$(mktemp -d)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$REDIS_DIR" --logfile "$REDIS_DIR/redis.log" &
+  REDIS_PID=$!
+  for _ in $(seq 100); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  echo "== redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
+fi
+
+failed=()
+for store in $STORES; do
+  case $store in
+    memory) url="memory://" ;;
+    redis) url="redis://127.0.0.1:$REDIS_PORT/0" ;;
+    *) echo "unknown store $store"; exit 2 ;;
+  esac
+  for alg in $ALGS; do
+    echo
+    echo "==== $alg, $store"
+    if ! target/release/tokend-bench --alg "$alg" --store "$url" \
+        --duration "$DURATION" --concurrency "$CONCURRENCY" --json "$RAW"; then
+      failed+=("$alg/$store")
+    fi
+  done
+done
+
+if [ -n "$REDIS_PID" ]; then
+  # Evidence for the store targets: Redis commands per workload type.
+  redis-cli -p "$REDIS_PORT" info commandstats > target/bench/redis-commandstats.txt || true
+fi
+
+echo
+echo "== report"
+if [ ! -x target/bench-venv/bin/python ] || ! target/bench-venv/bin/python -c 'import matplotlib' 2>/dev/null; then
+  python3 -m venv target/bench-venv
+  target/bench-venv/bin/pip install -q matplotlib
+fi
+target/bench-venv/bin/python scripts/bench_report.py "$RAW" "$OUT" \
+  --duration "$DURATION" --concurrency "$CONCURRENCY" --failed "${failed[*]:-}"
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "cells with errors or that did not run: ${failed[*]}"
+  exit 1
+fi

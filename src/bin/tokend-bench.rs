@@ -1,0 +1,987 @@
+//! `tokend-bench`: the load generator of issue 7.
+//!
+//! It starts a release `tokend` as a child process (generated key file per
+//! algorithm via `tokend keygen`, generated config, `memory://` or a given
+//! `redis://` URL), or attaches to a running one, then drives it over loopback
+//! with gRPC `Issue`, HTTP `POST /oauth/token`, and gRPC/HTTP introspection.
+//!
+//! For each workload it prints requests/s and latency percentiles (wall clock:
+//! noisy on a shared machine), every response status (a run of 401s must never
+//! look fast; any non-success makes the exit code 1), the **server's CPU time
+//! per request** from `/proc/PID/stat` utime+stime deltas (the stable figure),
+//! its peak RSS (`VmHWM`), and, measured in the same run, the raw aws-lc-rs
+//! sign/verify cost per operation for the same key and the ratio between the
+//! two. Load is bounded in time and count and stops by itself.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey, RsaKeyPair,
+};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use parking_lot::Mutex;
+use tokend::pb::token_service_client::TokenServiceClient;
+use tokend::pb::{IntrospectRequest, IssueRequest};
+use tokend::token::Algorithm;
+use tonic::transport::Channel;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "tokend-bench",
+    about = "Load generator for tokend: throughput, latency, server CPU per request vs the signature floor"
+)]
+struct Args {
+    /// Workloads to run, in order. `*-introspect` introspects each issued
+    /// token once (verification every time); `*-introspect-hot` introspects
+    /// one token again and again (the verified-token cache).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "grpc-issue,http-issue,grpc-introspect,http-introspect,grpc-introspect-hot,http-introspect-hot"
+    )]
+    targets: Vec<Target>,
+    /// Concurrent requests in flight (one connection each).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    concurrency: u64,
+    /// Seconds per workload (at most 600).
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Stop each workload after this many requests (whichever comes first).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Signing algorithm of the spawned server: RS256, ES256 or EdDSA.
+    #[arg(long, default_value = "RS256", value_parser = parse_alg)]
+    alg: Algorithm,
+    /// Store of the spawned server: memory:// or a redis:// URL.
+    #[arg(long, default_value = "memory://")]
+    store: String,
+    /// The tokend binary to spawn (default: next to this binary).
+    #[arg(long)]
+    tokend: Option<PathBuf>,
+    /// Attach to a running tokend with this PID instead of spawning one
+    /// (needs --grpc/--http, --client-id, --client-secret; --key-file for the floor).
+    #[arg(long)]
+    attach_pid: Option<u32>,
+    /// gRPC address of an attached server (host:port).
+    #[arg(long)]
+    grpc: Option<String>,
+    /// HTTP address of an attached server (host:port).
+    #[arg(long)]
+    http: Option<String>,
+    /// Client id used for all requests (attach mode).
+    #[arg(long, default_value = "bench-client")]
+    client_id: String,
+    /// Client secret (attach mode).
+    #[arg(long, env = "TOKEND_BENCH_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// The server's signing key (PEM), for the raw signature floor (attach mode).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Append one JSON object per workload to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    GrpcIssue,
+    HttpIssue,
+    GrpcIntrospect,
+    HttpIntrospect,
+    GrpcIntrospectHot,
+    HttpIntrospectHot,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Self::GrpcIssue => "grpc-issue",
+            Self::HttpIssue => "http-issue",
+            Self::GrpcIntrospect => "grpc-introspect",
+            Self::HttpIntrospect => "http-introspect",
+            Self::GrpcIntrospectHot => "grpc-introspect-hot",
+            Self::HttpIntrospectHot => "http-introspect-hot",
+        }
+    }
+    fn grpc(self) -> bool {
+        matches!(
+            self,
+            Self::GrpcIssue | Self::GrpcIntrospect | Self::GrpcIntrospectHot
+        )
+    }
+    fn issue(self) -> bool {
+        matches!(self, Self::GrpcIssue | Self::HttpIssue)
+    }
+    fn cold(self) -> bool {
+        matches!(self, Self::GrpcIntrospect | Self::HttpIntrospect)
+    }
+}
+
+fn parse_alg(s: &str) -> Result<Algorithm, String> {
+    Algorithm::parse(s).ok_or_else(|| format!("unknown algorithm {s:?}: use RS256, ES256 or EdDSA"))
+}
+
+// === the server under test ===
+
+struct Server {
+    pid: u32,
+    grpc: String,
+    http: String,
+    client_id: String,
+    secret: String,
+    key_file: Option<PathBuf>,
+    child: Option<Child>,
+    dir: Option<PathBuf>,
+}
+
+impl Server {
+    fn spawn(args: &Args) -> anyhow::Result<Self> {
+        let tokend = match &args.tokend {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("binary has no directory")?
+                .join("tokend"),
+        };
+        if !tokend.exists() {
+            bail!(
+                "{} not found: run `cargo build --release --bins` or pass --tokend",
+                tokend.display()
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("tokend-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let key_file = dir.join("signing.pem");
+        let st = Command::new(&tokend)
+            .args(["keygen", "--alg", args.alg.as_str(), "--out"])
+            .arg(&key_file)
+            .stdout(Stdio::null())
+            .status()
+            .context("tokend keygen")?;
+        if !st.success() {
+            bail!("tokend keygen failed");
+        }
+        let secret = tokend::token::opaque::hex(&random_bytes());
+        let hash = tokend::oauth::client::SecretHash::sha256_of(&secret);
+        // A per-run key prefix, so runs sharing a Redis never see each
+        // other's revocations.
+        let prefix = format!("bench{}:", std::process::id());
+        let config = format!(
+            r#"issuer = "http://127.0.0.1"
+[http]
+listen = "127.0.0.1:0"
+[grpc]
+listen = "127.0.0.1:0"
+[store]
+url = "{store}"
+key_prefix = "{prefix}"
+[signing]
+algorithm = "{alg}"
+key_file = "{key}"
+[log]
+level = "warn"
+[server]
+shutdown_grace_secs = 2
+
+[[clients]]
+client_id = "bench-client"
+secret_hashes = ["{hash}"]
+grant_types = ["client_credentials"]
+scopes = ["orders:read", "orders:write"]
+default_scopes = ["orders:read"]
+audience = ["orders-api"]
+claims = {{ organisation_id = 74, roles = ["ADMIN"] }}
+"#,
+            store = args.store,
+            alg = args.alg.as_str(),
+            key = key_file.display(),
+        );
+        let cfg_path = dir.join("tokend.toml");
+        std::fs::write(&cfg_path, config)?;
+        let mut child = Command::new(&tokend)
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start tokend")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel::<Result<(String, String), String>>();
+        // Keeps draining the server's log so it never blocks on a full pipe;
+        // warnings and errors are shown.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            let mut last = Vec::new();
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("tokend: HTTP on http://") {
+                    let mut it = rest.split_whitespace();
+                    let http = it.next().unwrap_or_default().to_owned();
+                    let grpc = it.nth(2).unwrap_or_default().to_owned();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Ok((http, grpc)));
+                    }
+                    continue;
+                }
+                if tx.is_some() {
+                    last.push(line);
+                } else {
+                    eprintln!("  [tokend] {line}");
+                }
+            }
+            if let Some(tx) = tx {
+                let _ = tx.send(Err(last.join("\n")));
+            }
+        });
+        let pid = child.id();
+        let mut server = Self {
+            pid,
+            grpc: String::new(),
+            http: String::new(),
+            client_id: "bench-client".into(),
+            secret,
+            key_file: Some(key_file),
+            child: Some(child),
+            dir: Some(dir),
+        };
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok((http, grpc))) => {
+                server.http = http;
+                server.grpc = grpc;
+                Ok(server)
+            }
+            Ok(Err(log)) => bail!("tokend exited during start-up:\n{log}"),
+            Err(_) => bail!("tokend did not start within 20 s"),
+        }
+    }
+
+    fn attach(args: &Args, pid: u32) -> anyhow::Result<Self> {
+        let secret = args
+            .client_secret
+            .clone()
+            .context("--attach-pid needs --client-secret (or TOKEND_BENCH_CLIENT_SECRET)")?;
+        if args.grpc.is_none() && args.http.is_none() {
+            bail!("--attach-pid needs --grpc and/or --http");
+        }
+        Ok(Self {
+            pid,
+            grpc: args.grpc.clone().unwrap_or_default(),
+            http: args.http.clone().unwrap_or_default(),
+            client_id: args.client_id.clone(),
+            secret,
+            key_file: args.key_file.clone(),
+            child: None,
+            dir: None,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM for a graceful drain; SIGKILL if it lingers.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn random_bytes() -> [u8; 32] {
+    let mut b = [0; 32];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    b
+}
+
+// === /proc readings ===
+
+/// Clock ticks per second of /proc/PID/stat times.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in ticks.
+fn proc_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    // The command name may contain spaces; fields resume after its ')'.
+    let rest = stat.rsplit_once(')').context("bad /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state is field 3, utime 14, stime 15 (1-based in proc(5)).
+    let utime: u64 = f.get(11).context("no utime")?.parse()?;
+    let stime: u64 = f.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// Peak resident set size (VmHWM) in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// CPU time of the calling thread in nanoseconds (schedstat is ns-precise,
+/// unlike the 10 ms ticks of /proc/PID/stat).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+// === the signature floor ===
+
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    sign_us: f64,
+    verify_us: f64,
+}
+
+/// Raw aws-lc-rs sign and verify of `token`'s signing input with the server's
+/// key, on one thread, in CPU time.
+fn measure_floor(alg: Algorithm, pem_text: &[u8], token: &str) -> anyhow::Result<Floor> {
+    let der = pem::parse(pem_text)?.into_contents();
+    let (input, sig_b64) = token.rsplit_once('.').context("not a JWT")?;
+    let sig = URL_SAFE_NO_PAD.decode(sig_b64)?;
+    let msg = input.as_bytes();
+    let rng = SystemRandom::new();
+    type SignFn = Box<dyn Fn() -> usize>;
+    let (sign, public, valg): (
+        SignFn,
+        Vec<u8>,
+        &'static dyn signature::VerificationAlgorithm,
+    ) = match alg {
+        Algorithm::RS256 => {
+            let kp = RsaKeyPair::from_pkcs8(&der)
+                .or_else(|_| RsaKeyPair::from_der(&der))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let public = kp.public_key().as_ref().to_vec();
+            let m = msg.to_vec();
+            let sign: SignFn = Box::new(move || {
+                let mut out = vec![0; kp.public_modulus_len()];
+                kp.sign(&signature::RSA_PKCS1_SHA256, &rng, &m, &mut out)
+                    .expect("sign");
+                out.len()
+            });
+            (sign, public, &signature::RSA_PKCS1_2048_8192_SHA256)
+        }
+        Algorithm::ES256 => {
+            let kp = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let public = kp.public_key().as_ref().to_vec();
+            let m = msg.to_vec();
+            let sign: SignFn = Box::new(move || kp.sign(&rng, &m).expect("sign").as_ref().len());
+            (sign, public, &signature::ECDSA_P256_SHA256_FIXED)
+        }
+        Algorithm::EdDSA => {
+            let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let public = kp.public_key().as_ref().to_vec();
+            let m = msg.to_vec();
+            let sign: SignFn = Box::new(move || kp.sign(&m).as_ref().len());
+            (sign, public, &signature::ED25519)
+        }
+    };
+    let key = ParsedPublicKey::new(valg, &public).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if key.verify_sig(msg, &sig).is_err() {
+        bail!("the key file does not verify the server's tokens (wrong --key-file?)");
+    }
+    let per_op = |f: &mut dyn FnMut()| {
+        for _ in 0..20 {
+            f();
+        }
+        let budget = 300_000_000; // 0.3 s of CPU
+        let start = thread_cpu_ns();
+        let mut n = 0u64;
+        while thread_cpu_ns() - start < budget {
+            for _ in 0..20 {
+                f();
+            }
+            n += 20;
+        }
+        (thread_cpu_ns() - start) as f64 / 1000.0 / n as f64
+    };
+    let sign_us = per_op(&mut || {
+        std::hint::black_box(sign());
+    });
+    let verify_us = per_op(&mut || {
+        std::hint::black_box(key.verify_sig(msg, &sig).is_ok());
+    });
+    Ok(Floor { sign_us, verify_us })
+}
+
+// === clients ===
+
+enum Conn {
+    Grpc(TokenServiceClient<Channel>),
+    Http(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+}
+
+struct Ctx {
+    /// The server process, for /proc readings.
+    pid: u32,
+    /// Clock ticks per second of /proc/PID/stat.
+    ticks: f64,
+    server_grpc: String,
+    server_http: String,
+    client_id: String,
+    secret: String,
+    basic: String,
+}
+
+async fn connect(ctx: &Ctx, grpc: bool) -> anyhow::Result<Conn> {
+    if grpc {
+        let ch = Channel::from_shared(format!("http://{}", ctx.server_grpc))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .context("gRPC connect")?;
+        Ok(Conn::Grpc(TokenServiceClient::new(ch)))
+    } else {
+        let tcp = tokio::net::TcpStream::connect(&ctx.server_http)
+            .await
+            .context("HTTP connect")?;
+        tcp.set_nodelay(true)?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        Ok(Conn::Http(send))
+    }
+}
+
+/// One request's outcome: a status label, and the token when one was issued.
+struct Outcome {
+    status: String,
+    ok: bool,
+    token: Option<String>,
+}
+
+impl Outcome {
+    fn fail(status: impl Into<String>) -> Self {
+        Self {
+            status: status.into(),
+            ok: false,
+            token: None,
+        }
+    }
+}
+
+async fn one_request(conn: &mut Conn, ctx: &Ctx, issue: bool, token: &str) -> Outcome {
+    match conn {
+        Conn::Grpc(c) => {
+            if issue {
+                let r = c
+                    .issue(IssueRequest {
+                        grant_type: "client_credentials".into(),
+                        client_id: ctx.client_id.clone(),
+                        client_secret: ctx.secret.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+                match r {
+                    Ok(r) if !r.get_ref().access_token.is_empty() => Outcome {
+                        status: "grpc OK".into(),
+                        ok: true,
+                        token: Some(r.into_inner().access_token),
+                    },
+                    Ok(_) => Outcome::fail("grpc OK without a token"),
+                    Err(s) => Outcome::fail(format!("grpc {:?}", s.code())),
+                }
+            } else {
+                let r = c
+                    .introspect(IntrospectRequest {
+                        client_id: ctx.client_id.clone(),
+                        client_secret: ctx.secret.clone(),
+                        token: token.to_owned(),
+                        ..Default::default()
+                    })
+                    .await;
+                match r {
+                    Ok(r) if r.get_ref().active => Outcome {
+                        status: "grpc OK active".into(),
+                        ok: true,
+                        token: None,
+                    },
+                    Ok(_) => Outcome::fail("grpc OK inactive"),
+                    Err(s) => Outcome::fail(format!("grpc {:?}", s.code())),
+                }
+            }
+        }
+        Conn::Http(send) => {
+            let (path, body) = if issue {
+                ("/oauth/token", "grant_type=client_credentials".to_owned())
+            } else {
+                (
+                    "/oauth/introspect",
+                    // base64url tokens need no percent-encoding.
+                    format!("token={token}"),
+                )
+            };
+            let req = http::Request::post(path)
+                .header(http::header::HOST, ctx.server_http.as_str())
+                .header(http::header::AUTHORIZATION, ctx.basic.as_str())
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(Full::new(Bytes::from(body)))
+                .expect("valid request");
+            if send.ready().await.is_err() {
+                return Outcome::fail("http connection closed");
+            }
+            let res = match send.send_request(req).await {
+                Ok(r) => r,
+                Err(_) => return Outcome::fail("http transport error"),
+            };
+            let status = res.status();
+            let Ok(body) = res.into_body().collect().await.map(|b| b.to_bytes()) else {
+                return Outcome::fail("http body error");
+            };
+            if status != http::StatusCode::OK {
+                return Outcome::fail(format!("http {}", status.as_u16()));
+            }
+            let v: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => return Outcome::fail("http 200 not JSON"),
+            };
+            if issue {
+                match v["access_token"].as_str() {
+                    Some(t) => Outcome {
+                        status: "http 200".into(),
+                        ok: true,
+                        token: Some(t.to_owned()),
+                    },
+                    None => Outcome::fail("http 200 without a token"),
+                }
+            } else if v["active"] == true {
+                Outcome {
+                    status: "http 200 active".into(),
+                    ok: true,
+                    token: None,
+                }
+            } else {
+                Outcome::fail("http 200 inactive")
+            }
+        }
+    }
+}
+
+// === a workload ===
+
+#[derive(Default)]
+struct TaskResult {
+    latencies_us: Vec<u32>,
+    statuses: BTreeMap<String, u64>,
+    tokens: Vec<String>,
+}
+
+struct Report {
+    requests: u64,
+    errors: u64,
+    statuses: BTreeMap<String, u64>,
+    seconds: f64,
+    p50_us: u32,
+    p90_us: u32,
+    p99_us: u32,
+    cpu_us_per_req: f64,
+    peak_rss_kib: Option<u64>,
+}
+
+/// Most tokens kept from issue workloads for cold introspection.
+const MAX_POOL: usize = 200_000;
+
+async fn run_target(
+    target: Target,
+    args: &Args,
+    ctx: Arc<Ctx>,
+    pool: Arc<Mutex<Vec<String>>>,
+    take: usize,
+    hot_token: Option<String>,
+) -> anyhow::Result<Report> {
+    let duration = Duration::from_secs_f64(args.duration.clamp(0.1, 600.0));
+    let limit = args.requests.unwrap_or(u64::MAX);
+    // Cold introspection consumes its own share of the token pool.
+    let cold: Option<Arc<Mutex<Vec<String>>>> = if target.cold() {
+        let mut p = pool.lock();
+        let n = take.min(p.len());
+        let at = p.len() - n;
+        Some(Arc::new(Mutex::new(p.split_off(at))))
+    } else {
+        None
+    };
+    let issued = Arc::new(AtomicU64::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(args.concurrency as usize + 1));
+    let mut handles = Vec::new();
+    for _ in 0..args.concurrency {
+        let ctx = ctx.clone();
+        let barrier = barrier.clone();
+        let issued = issued.clone();
+        let cold = cold.clone();
+        let hot = hot_token.clone().unwrap_or_default();
+        handles.push(tokio::spawn(async move {
+            let mut conn = connect(&ctx, target.grpc()).await;
+            if let Ok(c) = conn.as_mut() {
+                // Warm the connection (and, for hot introspection, the
+                // server's cache) outside the measured window.
+                if cold.is_none() {
+                    let _ = one_request(c, &ctx, target.issue(), &hot).await;
+                }
+            }
+            barrier.wait().await;
+            let mut conn = conn?;
+            let mut r = TaskResult::default();
+            let deadline = tokio::time::Instant::now() + duration;
+            while tokio::time::Instant::now() < deadline {
+                if issued.fetch_add(1, Ordering::Relaxed) >= limit {
+                    break;
+                }
+                let token = match &cold {
+                    Some(p) => match p.lock().pop() {
+                        Some(t) => t,
+                        None => break,
+                    },
+                    None => String::new(),
+                };
+                let token = if cold.is_some() { token } else { hot.clone() };
+                let t0 = Instant::now();
+                let out = one_request(&mut conn, &ctx, target.issue(), &token).await;
+                let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
+                r.latencies_us.push(us);
+                *r.statuses.entry(out.status).or_default() += 1;
+                if let Some(t) = out.token
+                    && r.tokens.len() < MAX_POOL
+                {
+                    r.tokens.push(t);
+                }
+                if !out.ok && matches!(conn, Conn::Http(_)) {
+                    // A failed HTTP exchange may have closed the connection.
+                    match connect(&ctx, false).await {
+                        Ok(c) => conn = c,
+                        Err(_) => break,
+                    }
+                }
+            }
+            anyhow::Ok(r)
+        }));
+    }
+    barrier.wait().await;
+    let cpu0 = proc_cpu_ticks(ctx.pid)?;
+    let t0 = Instant::now();
+    let mut all = TaskResult::default();
+    for h in handles {
+        let r = h.await.context("load task panicked")??;
+        all.latencies_us.extend(r.latencies_us);
+        for (k, v) in r.statuses {
+            *all.statuses.entry(k).or_default() += v;
+        }
+        all.tokens.extend(r.tokens);
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let cpu1 = proc_cpu_ticks(ctx.pid)?;
+    {
+        let mut p = pool.lock();
+        let room = MAX_POOL.saturating_sub(p.len());
+        p.extend(all.tokens.into_iter().take(room));
+    }
+    let requests = all.latencies_us.len() as u64;
+    let ok: u64 = all
+        .statuses
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "grpc OK" | "grpc OK active" | "http 200" | "http 200 active"
+            )
+        })
+        .map(|(_, v)| *v)
+        .sum();
+    all.latencies_us.sort_unstable();
+    let pct = |p: f64| -> u32 {
+        if all.latencies_us.is_empty() {
+            return 0;
+        }
+        let i =
+            ((all.latencies_us.len() as f64 * p).ceil() as usize).clamp(1, all.latencies_us.len());
+        all.latencies_us[i - 1]
+    };
+    let cpu_us = (cpu1 - cpu0) as f64 / ctx.ticks * 1e6;
+    Ok(Report {
+        requests,
+        errors: requests - ok,
+        statuses: all.statuses,
+        seconds,
+        p50_us: pct(0.50),
+        p90_us: pct(0.90),
+        p99_us: pct(0.99),
+        cpu_us_per_req: if requests > 0 {
+            cpu_us / requests as f64
+        } else {
+            0.0
+        },
+        peak_rss_kib: peak_rss_kib(ctx.pid),
+    })
+}
+
+fn ms(us: u32) -> String {
+    format!("{:.2} ms", f64::from(us) / 1000.0)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("tokend-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn store_label(url: &str) -> &'static str {
+    if url.starts_with("redis") || url.starts_with("rediss") {
+        "redis"
+    } else if url.starts_with("memory") {
+        "memory"
+    } else {
+        "other"
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<bool> {
+    let server = match args.attach_pid {
+        Some(pid) => Server::attach(&args, pid)?,
+        None => Server::spawn(&args)?,
+    };
+    let ticks = clock_ticks();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let ctx = Arc::new(Ctx {
+        pid: server.pid,
+        ticks,
+        server_grpc: server.grpc.clone(),
+        server_http: server.http.clone(),
+        client_id: server.client_id.clone(),
+        secret: server.secret.clone(),
+        basic: format!(
+            "Basic {}",
+            STANDARD.encode(format!(
+                "{}:{}",
+                form_encode(&server.client_id),
+                form_encode(&server.secret)
+            ))
+        ),
+    });
+    let store = if args.attach_pid.is_some() {
+        "attached"
+    } else {
+        store_label(&args.store)
+    };
+    let alg = args.alg;
+    println!(
+        "tokend-bench: server pid {} (gRPC {}, HTTP {}), {alg}, store {store}, concurrency {}, {} s per workload",
+        server.pid, server.grpc, server.http, args.concurrency, args.duration
+    );
+
+    // One token up front: the floor signs exactly this signing input, and
+    // hot introspection asks about it.
+    let prefer_grpc = !server.grpc.is_empty();
+    let sample = rt.block_on(async {
+        let mut c = connect(&ctx, prefer_grpc).await?;
+        let out = one_request(&mut c, &ctx, true, "").await;
+        match out.token {
+            Some(t) => anyhow::Ok(t),
+            None => bail!("the first token request failed: {}", out.status),
+        }
+    })?;
+    let floor = match &server.key_file {
+        Some(k) => {
+            let pem_text = std::fs::read(k).with_context(|| format!("{}", k.display()))?;
+            let f = std::thread::scope(|s| {
+                s.spawn(|| measure_floor(alg, &pem_text, &sample))
+                    .join()
+                    .expect("floor thread")
+            })?;
+            println!(
+                "floor (raw aws-lc-rs, one thread, CPU time, this run): {alg} sign {:.1} us/op, verify {:.1} us/op",
+                f.sign_us, f.verify_us
+            );
+            Some(f)
+        }
+        None => {
+            println!("floor: skipped (no --key-file)");
+            None
+        }
+    };
+
+    let pool = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut all_ok = true;
+    let mut json_lines = Vec::new();
+    let cold_total = args.targets.iter().filter(|t| t.cold()).count();
+    let mut cold_seen = 0;
+    for &target in &args.targets {
+        let needs = if target.grpc() {
+            &server.grpc
+        } else {
+            &server.http
+        };
+        if needs.is_empty() {
+            bail!("{}: no address for this transport", target.name());
+        }
+        let mut take = 0;
+        if target.cold() {
+            if pool.lock().is_empty() {
+                // Nothing issued yet: issue a stock of tokens to introspect.
+                let n = args.requests.unwrap_or(2_000);
+                println!("(issuing {n} tokens to introspect)");
+                let stock = Args {
+                    requests: Some(n),
+                    duration: 600.0,
+                    ..args.clone()
+                };
+                let t = if prefer_grpc {
+                    Target::GrpcIssue
+                } else {
+                    Target::HttpIssue
+                };
+                rt.block_on(run_target(t, &stock, ctx.clone(), pool.clone(), 0, None))?;
+            }
+            take = pool.lock().len() / (cold_total - cold_seen).max(1);
+            cold_seen += 1;
+        }
+        let r = rt.block_on(run_target(
+            target,
+            &args,
+            ctx.clone(),
+            pool.clone(),
+            take,
+            Some(sample.clone()),
+        ))?;
+        let (floor_op, floor_us) = match (floor, target.issue()) {
+            (Some(f), true) => ("sign", Some(f.sign_us)),
+            (Some(f), false) => ("verify", Some(f.verify_us)),
+            (None, true) => ("sign", None),
+            (None, false) => ("verify", None),
+        };
+        let ratio = floor_us.map(|f| r.cpu_us_per_req / f);
+        let rps = r.requests as f64 / r.seconds;
+        println!("\n== {} ({alg}, store {store})", target.name());
+        println!(
+            "  requests    {} in {:.2} s, errors {}  [{}]",
+            r.requests,
+            r.seconds,
+            r.errors,
+            r.statuses
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!("  throughput  {rps:.0} req/s (wall clock; shared machine, indicative only)");
+        println!(
+            "  latency     p50 {}  p90 {}  p99 {}",
+            ms(r.p50_us),
+            ms(r.p90_us),
+            ms(r.p99_us)
+        );
+        match (floor_us, ratio) {
+            (Some(f), Some(x)) => println!(
+                "  server CPU  {:.1} us/request (utime+stime)  vs raw {alg} {floor_op} {f:.1} us/op  = {x:.2}x",
+                r.cpu_us_per_req
+            ),
+            _ => println!(
+                "  server CPU  {:.1} us/request (utime+stime)",
+                r.cpu_us_per_req
+            ),
+        }
+        if let Some(kib) = r.peak_rss_kib {
+            println!("  peak RSS    {:.1} MiB (VmHWM)", kib as f64 / 1024.0);
+        }
+        if r.errors > 0 || r.requests == 0 {
+            all_ok = false;
+            println!("  FAILED: {} non-success responses", r.errors);
+        }
+        json_lines.push(serde_json::json!({
+            "target": target.name(),
+            "transport": if target.grpc() { "grpc" } else { "http" },
+            "op": match target {
+                Target::GrpcIssue | Target::HttpIssue => "issue",
+                Target::GrpcIntrospect | Target::HttpIntrospect => "introspect",
+                _ => "introspect-hot",
+            },
+            "alg": alg.as_str(),
+            "store": store,
+            "concurrency": args.concurrency,
+            "requests": r.requests,
+            "errors": r.errors,
+            "statuses": r.statuses,
+            "seconds": r.seconds,
+            "rps": rps,
+            "p50_us": r.p50_us,
+            "p90_us": r.p90_us,
+            "p99_us": r.p99_us,
+            "server_cpu_us_per_req": r.cpu_us_per_req,
+            "floor_op": floor_op,
+            "floor_us": floor_us,
+            "ratio": ratio,
+            "peak_rss_mib": r.peak_rss_kib.map(|k| k as f64 / 1024.0),
+        }));
+    }
+    if let Some(path) = &args.json {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("{}", path.display()))?;
+        for l in json_lines {
+            writeln!(f, "{l}")?;
+        }
+    }
+    drop(rt);
+    drop(server);
+    Ok(all_ok)
+}
+
+/// RFC 6749 2.3.1: Basic credentials are form-urlencoded first.
+fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
