@@ -116,13 +116,26 @@ async fn percent_encoded_basic_credentials_are_decoded() {
 
 #[tokio::test]
 async fn wrong_secret_and_unknown_client_are_identical_401s() {
-    let app = TestApp::default_memory().await;
+    let other = tokend::oauth::client::SecretHash::sha256_of("the-other-clients-secret");
+    let extra = format!("[[clients]]\nclient_id = \"other\"\nsecret_hashes = [\"{other}\"]\n");
+    let app = TestApp::start(&crate::common::config_toml("memory://", "", &extra)).await;
+    // Control: the other client's own secret works for it.
+    let r = app
+        .post_form(
+            "/oauth/token",
+            Some(("other", "the-other-clients-secret")),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
     let mut answers = Vec::new();
     for (id, secret) in [
         ("orders-service", "wrong"),
         ("no-such-client", SECRET),
         ("orders-service", ""),
         ("partner", "s3cret-for-tests-but-not"),
+        // Another client's valid secret.
+        ("orders-service", "the-other-clients-secret"),
     ] {
         let r = app
             .post_form(

@@ -201,11 +201,39 @@ async fn forged_expired_and_tampered_tokens_are_inactive() {
     cases.push(("garbage", "not a token".into()));
     cases.push(("oversized", "a".repeat(20_000)));
     cases.push(("non-base64", "@@@.@@@.@@@".into()));
+    // Within the documented clock-skew leeway (30 s) a just-expired or
+    // not-yet-valid token is still accepted; beyond it, it is not.
+    let leeway_ok = [
+        ("expired 10 s ago", with("exp", json!(now - 10))),
+        ("valid in 10 s", with("nbf", json!(now + 10))),
+    ];
+    for (name, c) in leeway_ok {
+        assert_eq!(
+            app.introspect(&sign(&h, &c)).await["active"],
+            true,
+            "{name}"
+        );
+    }
+    cases.push(("expired 40 s ago", sign(&h, &with("exp", json!(now - 40)))));
+    cases.push(("valid in 40 s", sign(&h, &with("nbf", json!(now + 40)))));
+
+    let mut grpc = app.grpc_client().await;
     for (name, token) in cases {
         assert_eq!(
             app.introspect(&token).await,
             json!({"active": false}),
             "{name}"
         );
+        let r = grpc
+            .introspect(tokend::pb::IntrospectRequest {
+                client_id: "resource-server".into(),
+                client_secret: SECRET.into(),
+                token,
+                token_type_hint: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.active, "gRPC: {name}");
     }
 }
