@@ -167,6 +167,25 @@ fn auth_benches(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // No client enumeration: an unknown client id and a wrong secret must
+    // cost the same (both hash the presented secret and compare it).
+    let wrong = creds(
+        "sha",
+        "wrong-secret-of-the-same-length-as-the-real-one-0123456789abcdef",
+    );
+    let unknown = creds("nobody", secret);
+    g.bench_function("wrong_secret", |b| {
+        b.iter(|| {
+            rt.block_on(registry.authenticate(black_box(&wrong)))
+                .unwrap_err()
+        })
+    });
+    g.bench_function("unknown_client", |b| {
+        b.iter(|| {
+            rt.block_on(registry.authenticate(black_box(&unknown)))
+                .unwrap_err()
+        })
+    });
     g.finish();
 }
 
