@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod oauth;
 pub mod server;
 pub mod store;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::health::{self, Readiness};
@@ -20,6 +20,9 @@ use crate::oauth::{Core, Registry, Settings};
 use crate::pb::token_service_server::TokenServiceServer;
 use crate::store::{self, SharedStore};
 use crate::token::{KeySet, SigningKey};
+use crate::transport::access::{AccessLayer, Transport};
+use crate::transport::listen::{self, ListenOptions, Protocols};
+use crate::transport::tls::Tls;
 use crate::transport::{grpc, http};
 
 /// A built, bound, not yet running tokend.
@@ -30,6 +33,8 @@ pub struct Server {
     health_reporter: tonic_health::server::HealthReporter,
     http_listener: TcpListener,
     grpc_listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    tls: Option<Tls>,
     config: Config,
 }
 
@@ -71,7 +76,10 @@ impl Server {
         let keys = load_keys(&config)?;
         let registry = Registry::new(&config.clients)
             .map_err(|e| anyhow::anyhow!("invalid clients:\n  {}", e.join("\n  ")))?;
-        let store = store::connect(&config.store).await.context("store")?;
+        let tls = Tls::load(&config.tls)?;
+        let store: SharedStore = Arc::new(store::instrumented::Instrumented::new(
+            store::connect(&config.store).await.context("store")?,
+        ));
         let core = Arc::new(Core::new(
             Settings::from_config(&config),
             registry,
@@ -87,6 +95,14 @@ impl Server {
         let grpc_listener = TcpListener::bind(&config.grpc.listen)
             .await
             .with_context(|| format!("grpc.listen: cannot bind {}", config.grpc.listen))?;
+        let admin_listener = match &config.admin.listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("admin.listen: cannot bind {a}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             core,
             store,
@@ -94,8 +110,17 @@ impl Server {
             health_reporter,
             http_listener,
             grpc_listener,
+            admin_listener,
+            tls,
             config,
         })
+    }
+
+    /// The `[admin]` listener's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener"))
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -121,6 +146,8 @@ impl Server {
             health_reporter,
             http_listener,
             grpc_listener,
+            admin_listener,
+            tls,
             config,
         } = self;
         let health_service = tonic_health::pb::health_server::HealthServer::new(
@@ -138,6 +165,32 @@ impl Server {
             background.clone(),
         ));
         tokio::spawn(prune_loop(store.clone(), background.clone()));
+        let metrics_handle = crate::metrics::install();
+        crate::metrics::signing_keys(&core.keys());
+        tokio::spawn(crate::metrics::upkeep(
+            metrics_handle.clone(),
+            background.clone(),
+        ));
+        if let Some(t) = tls.clone() {
+            tokio::spawn(t.watch(
+                Duration::from_secs(config.tls.reload_check_secs.max(1)),
+                background.clone(),
+            ));
+        }
+        let limits = &config.server;
+        let opts = ListenOptions {
+            max_connections: usize::try_from(limits.max_connections).unwrap_or(usize::MAX),
+            header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+            tls,
+        };
+        let max_requests = usize::try_from(limits.max_concurrent_requests)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let request_timeout = Duration::from_secs(limits.request_timeout_secs);
+        let label: Arc<dyn Fn(&str) -> String + Send + Sync> = {
+            let core = core.clone();
+            Arc::new(move |id: &str| core.client_label(id))
+        };
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
@@ -149,37 +202,82 @@ impl Server {
             .build_v1alpha()?;
         let grpc_addr = grpc_listener.local_addr()?;
         let grpc_stop = stop_servers.clone();
+        let grpc_conns = listen::accept(
+            grpc_listener,
+            opts.clone(),
+            Protocols::H2,
+            stop_servers.clone(),
+        );
         let grpc_server = tonic::transport::Server::builder()
             // Long-lived HTTP/2 connections would pin clients to one replica
             // behind a ClusterIP Service; recycle them so load spreads.
             .max_connection_age(Duration::from_secs(300))
-            .tcp_nodelay(true)
+            .layer(AccessLayer::<tonic::body::Body>::new(
+                Transport::Grpc,
+                label.clone(),
+                max_requests,
+                request_timeout,
+                |e| tonic::Status::from(e).into_http(),
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(TokenServiceServer::new(grpc::TokenService::new(
                 core.clone(),
             )))
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), async move {
+            .serve_with_incoming_shutdown(ReceiverStream::new(grpc_conns), async move {
                 grpc_stop.cancelled().await
             });
 
         let http_addr = http_listener.local_addr()?;
-        let app = http::router(http::HttpState {
+        let mut app = http::router(http::HttpState {
             core: core.clone(),
             readiness: readiness.clone(),
             max_body: usize::try_from(config.http.max_body_bytes).unwrap_or(usize::MAX),
         });
-        let http_stop = stop_servers.clone();
-        let http_server = axum::serve(
+        if admin_listener.is_none() {
+            app = app.merge(crate::metrics::router(metrics_handle.clone()));
+        }
+        let app = app.layer(AccessLayer::<axum::body::Body>::new(
+            Transport::Http,
+            label,
+            max_requests,
+            request_timeout,
+            <crate::oauth::OAuthError as axum::response::IntoResponse>::into_response,
+        ));
+        let http_conns = listen::accept(
             http_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_stop.cancelled().await });
+            opts.clone(),
+            Protocols::Http,
+            stop_servers.clone(),
+        );
+        let http_server = listen::serve_http(
+            http_conns,
+            app,
+            opts.header_read_timeout,
+            stop_servers.clone(),
+        );
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(l) = admin_listener {
+            // Plain HTTP: scrapers live inside the cluster network.
+            let admin_opts = ListenOptions {
+                tls: None,
+                ..opts.clone()
+            };
+            let conns = listen::accept(l, admin_opts, Protocols::Http, stop_servers.clone());
+            tokio::spawn(listen::serve_http(
+                conns,
+                crate::metrics::router(metrics_handle.clone()),
+                opts.header_read_timeout,
+                stop_servers.clone(),
+            ));
+        }
 
         tracing::info!(
             %http_addr,
             %grpc_addr,
+            admin_addr = ?admin_addr,
+            tls = opts.tls.is_some(),
             store = store.backend(),
             kid = core.keys().active().kid(),
             alg = %core.keys().active().alg(),
@@ -187,7 +285,7 @@ impl Server {
         );
 
         let grpc_task = tokio::spawn(grpc_server);
-        let http_task = tokio::spawn(async move { http_server.await });
+        let http_task = tokio::spawn(http_server);
 
         shutdown.cancelled().await;
         tracing::info!(
@@ -206,7 +304,7 @@ impl Server {
         match drained {
             Ok((g, h)) => {
                 g.context("gRPC server task")?.context("gRPC server")?;
-                h.context("HTTP server task")?.context("HTTP server")?;
+                h.context("HTTP server task")?;
                 tracing::info!("stopped");
             }
             Err(_) => {

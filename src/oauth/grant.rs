@@ -58,8 +58,7 @@ impl Core {
         }
         let grant_type =
             GrantType::parse(&req.grant_type).ok_or(OAuthError::UnsupportedGrantType)?;
-        let registry = self.clients();
-        let client: Arc<Client> = registry.authenticate(creds).await?;
+        let client: Arc<Client> = self.authenticate(creds).await?;
         if !client.allows(grant_type) {
             return Err(OAuthError::unauthorized_client(
                 "this client may not use this grant type",
@@ -123,6 +122,12 @@ impl Core {
             tracing::error!(error = %e, "signing failed");
             OAuthError::ServerError("could not sign the token".into())
         })?;
+        metrics::counter!(
+            "tokend_tokens_issued_total",
+            "grant_type" => g.grant_type.as_str(),
+            "client_id" => g.client.id.clone()
+        )
+        .increment(1);
         let extra = if g.client.claims_in_response {
             g.client.claims.clone()
         } else {

@@ -34,7 +34,7 @@ impl Core {
         token: &str,
         _hint: Option<&str>,
     ) -> Result<Introspection, OAuthError> {
-        self.clients().authenticate(creds).await?;
+        self.authenticate(creds).await?;
         if token.is_empty() {
             return Err(OAuthError::invalid_request("token is required"));
         }
@@ -73,7 +73,7 @@ impl Core {
         token: &str,
         hint: Option<&str>,
     ) -> Result<(), OAuthError> {
-        let client = self.clients().authenticate(creds).await?;
+        let client = self.authenticate(creds).await?;
         if token.is_empty() {
             return Err(OAuthError::invalid_request("token is required"));
         }

@@ -12,6 +12,7 @@ pub mod client;
 pub mod error;
 pub mod grant;
 pub mod introspect;
+pub mod limits;
 pub mod scope;
 
 pub use client::{Client, Credentials, PresentedVia, Registry};
@@ -31,6 +32,10 @@ pub struct Settings {
     pub refresh_ttl: Option<Duration>,
     pub code_ttl: Duration,
     pub leeway_secs: i64,
+    /// Default per-client rate limit (`[rate_limit]`).
+    pub rate_limit: limits::RateLimit,
+    /// Secret-guessing back-off (`[auth_throttle]`).
+    pub throttle: limits::ThrottlePolicy,
 }
 
 impl Settings {
@@ -44,6 +49,17 @@ impl Settings {
             },
             code_ttl: Duration::from_secs(cfg.tokens.code_ttl_secs),
             leeway_secs: i64::try_from(cfg.tokens.leeway_secs).unwrap_or(i64::MAX),
+            rate_limit: limits::RateLimit {
+                per_sec: cfg.rate_limit.per_sec,
+                burst: u32::try_from(cfg.rate_limit.burst).unwrap_or(u32::MAX),
+            },
+            throttle: limits::ThrottlePolicy {
+                enabled: cfg.auth_throttle.enabled,
+                threshold: u32::try_from(cfg.auth_throttle.threshold).unwrap_or(u32::MAX),
+                base: Duration::from_secs(cfg.auth_throttle.base_secs),
+                max: Duration::from_secs(cfg.auth_throttle.max_secs),
+                reset: Duration::from_secs(cfg.auth_throttle.reset_secs),
+            },
         }
     }
 }
