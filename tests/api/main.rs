@@ -10,3 +10,4 @@ mod grpc;
 mod http_protocol;
 mod introspection;
 mod keys;
+mod ops;

@@ -118,6 +118,7 @@ pub mod tempdir {
 pub struct TestApp {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    pub admin: Option<SocketAddr>,
     pub http_client: reqwest::Client,
     pub core: std::sync::Arc<tokend::oauth::Core>,
     shutdown: CancellationToken,
@@ -144,12 +145,14 @@ impl TestApp {
         let server = Server::build(cfg).await.expect("server builds");
         let http = server.http_addr();
         let grpc = server.grpc_addr();
+        let admin = server.admin_addr();
         let core = server.core();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         let app = Self {
             http,
             grpc,
+            admin,
             http_client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
