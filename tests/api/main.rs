@@ -11,3 +11,4 @@ mod http_protocol;
 mod introspection;
 mod keys;
 mod ops;
+mod process;
