@@ -355,10 +355,35 @@ async fn sigterm_during_a_burst_drains_and_exits_zero() {
         before >= 40,
         "the burst did not get going ({before} answers)"
     );
+    // One request is in flight for sure: its body is only half sent.
+    let addr = p.http.trim_start_matches("http://").to_owned();
+    let mut held = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let auth = basic_header("orders-service", SECRET);
+    held.write_all(
+        format!(
+            "POST /oauth/token HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 29\r\n\r\ngrant_type="
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     p.sigterm();
     for w in workers {
         w.await.unwrap().unwrap();
     }
+    // New connections are refused now, and the held request still finishes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "the listener still accepts after SIGTERM"
+    );
+    held.write_all(b"client_credentials").await.unwrap();
+    let mut response = String::new();
+    held.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("access_token"), "{response}");
     let (code, logs) = p.wait();
     assert_eq!(code, Some(0), "{logs}");
     assert!(logs.contains("shutting down"), "{logs}");
