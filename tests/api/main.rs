@@ -12,3 +12,4 @@ mod introspection;
 mod keys;
 mod ops;
 mod process;
+mod tls;
