@@ -320,7 +320,8 @@ where
                 "transport" => transport
             )
             .record(elapsed.as_secs_f64());
-            if outcome != "ok" {
+            // Probes answering "not ready" are not OAuth errors.
+            if outcome != "ok" && !is_probe(&endpoint) {
                 metrics::counter!(
                     "tokend_oauth_errors_total",
                     "error" => outcome,
