@@ -136,10 +136,28 @@ impl Tls {
         (m(&self.cert_file), m(&self.key_file))
     }
 
-    /// Reloads on SIGHUP and when the files change, until `stop`.
-    pub async fn watch(self, every: Duration, stop: CancellationToken) {
+    /// Reloads on SIGHUP and when the files change, until `stop`. The SIGHUP
+    /// handler is installed before this returns (SIGHUP's default action
+    /// would end the process), so call it before serving.
+    pub fn watch(
+        self,
+        every: Duration,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         #[cfg(unix)]
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        #[cfg(not(unix))]
+        let hup: Option<()> = None;
+        self.watch_loop(every, stop, hup)
+    }
+
+    async fn watch_loop(
+        self,
+        every: Duration,
+        stop: CancellationToken,
+        #[cfg(unix)] mut hup: Option<tokio::signal::unix::Signal>,
+        #[cfg(not(unix))] _hup: Option<()>,
+    ) {
         let mut seen = self.mtimes();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

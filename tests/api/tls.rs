@@ -272,3 +272,66 @@ impl TlsApp {
         self.task.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_of_a_running_tokend_serve() {
+    let dir = TempDir::new();
+    let ca = ca("tokend test CA");
+    let (cert1, key1, der1) = leaf(&ca, "tokend-1");
+    std::fs::write(dir.path().join("cert.pem"), &cert1).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key1).unwrap();
+    let port = crate::common::free_port();
+    // File polling practically off: only SIGHUP can explain a reload.
+    let toml = tls_config(&dir, "")
+        .replace("reload_check_secs = 1", "reload_check_secs = 3600")
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        );
+    let path = dir.path().join("tokend.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ca_pem = ca.pem();
+    let mut served = None;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            served = Some(https_get(addr, &ca_pem, None, "/healthz").await.unwrap().1);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(served.as_deref(), Some(der1.as_slice()));
+
+    let (cert2, key2, der2) = leaf(&ca, "tokend-2");
+    std::fs::write(dir.path().join("key.pem"), &key2).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), &cert2).unwrap();
+    let hup = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(hup(child.id()).success());
+    let mut rotated = false;
+    for _ in 0..50 {
+        let (_, served) = https_get(addr, &ca_pem, None, "/healthz").await.unwrap();
+        if served == der2 {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(rotated, "SIGHUP did not reload the certificate");
+}
