@@ -405,3 +405,77 @@ async fn request_timeout_and_concurrency_limit_answer_at_once() {
     // With the slot free again, requests succeed.
     app.token("orders-service", &[]).await;
 }
+
+#[tokio::test]
+async fn readiness_turns_not_serving_at_once_on_shutdown() {
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let app = TestApp::default_memory().await;
+    let mut health = HealthClient::new(app.grpc_channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "tokend.v1.TokenService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // An HTTP request in flight keeps the server draining meanwhile.
+    let _held = hanging_post(&app).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.shutdown.cancel();
+    let next = tokio::time::timeout(Duration::from_secs(2), watch.message())
+        .await
+        .expect("health update")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+}
+
+#[tokio::test]
+async fn grpc_concurrency_limit_and_request_timeout() {
+    let app = TestApp::start(&with_server(
+        "max_concurrent_requests = 1\nrequest_timeout_secs = 1",
+    ))
+    .await;
+    // A raw HTTP/2 stream whose gRPC message never completes holds the slot.
+    let tcp = tokio::net::TcpStream::connect(app.grpc).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut h2 = h2.ready().await.unwrap();
+    let req = http::Request::post(format!("http://{}/tokend.v1.TokenService/Issue", app.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (held, mut body) = h2.send_request(req, false).unwrap();
+    // A 5-byte gRPC frame header announcing 100 bytes, then nothing.
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 100]), false)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let err = app
+        .grpc_client()
+        .await
+        .issue(issue("partner", SECRET))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(error_reason(&err), "temporarily_unavailable");
+
+    // The held call is ended by the request timeout, with the same error.
+    let res = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(res.headers()["grpc-status"], "14");
+    // And the slot is free again.
+    app.grpc_client()
+        .await
+        .issue(issue("partner", SECRET))
+        .await
+        .unwrap();
+}
