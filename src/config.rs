@@ -109,6 +109,10 @@ pub struct StoreSettings {
     pub key_prefix: String,
     #[serde(default = "default_store_timeout", deserialize_with = "de_num")]
     pub timeout_ms: u64,
+    /// From `TOKEND_STORE_PASSWORD` only (never the file, so Helm can mount it
+    /// from a Secret); overrides a password in `url`.
+    #[serde(skip)]
+    pub password: Option<secrecy::SecretString>,
 }
 
 impl Default for StoreSettings {
@@ -117,6 +121,7 @@ impl Default for StoreSettings {
             url: default_store_url(),
             key_prefix: default_key_prefix(),
             timeout_ms: default_store_timeout(),
+            password: None,
         }
     }
 }
@@ -473,6 +478,11 @@ impl Config {
             }
             None => (toml::Table::new(), "built-in defaults".to_string()),
         };
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let store_password = env
+            .iter()
+            .find(|(k, v)| k == "TOKEND_STORE_PASSWORD" && !v.is_empty())
+            .map(|(_, v)| secrecy::SecretString::from(v.clone()));
         apply_env(&mut table, env)?;
         let mut cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
@@ -480,6 +490,7 @@ impl Config {
                 let inner = e.into_inner();
                 anyhow::anyhow!("{origin}: {path}: {}", inner.message())
             })?;
+        cfg.store.password = store_password;
         if let Some(extra) = cfg.clients_file.clone() {
             let extra = resolve(path, &extra);
             cfg.clients.extend(load_clients_file(&extra)?);
@@ -571,6 +582,12 @@ impl Config {
         }
         if self.store.timeout_ms == 0 {
             problems.push("store.timeout_ms: must be positive".into());
+        }
+        if !crate::store::is_memory(&self.store.url)
+            && let Err(e) =
+                crate::store::redis::validate_url(&self.store.url, self.store.password.as_ref())
+        {
+            problems.push(format!("store.url: {e}"));
         }
         if let Err(e) = crate::telemetry::parse_level(&self.log.level) {
             problems.push(format!("log.level: {e}"));
@@ -708,9 +725,23 @@ mod tests {
         assert_eq!(cfg.http.listen, "0.0.0.0:9000");
         assert_eq!(cfg.tokens.access_ttl_secs, 60);
         assert_eq!(cfg.issuer, "https://auth.example");
+        {
+            use secrecy::ExposeSecret;
+            let pw = cfg.store.password.as_ref().expect("password from env");
+            assert_eq!(pw.expose_secret(), "hunter2");
+            assert!(!format!("{cfg:?}").contains("hunter2"), "Debug hides it");
+        }
 
         let err = Config::load(None, env(&[("TOKEND_HTTP_LISTN", "x")])).unwrap_err();
         assert!(format!("{err:#}").contains("listn"), "{err:#}");
+        let cfg = Config::load(
+            None,
+            env(&[("TOKEND_STORE_URL", "redis+cluster://:hunter2@a:1/5")]),
+        )
+        .unwrap();
+        let problems = cfg.validate().join("\n");
+        assert!(problems.contains("store.url:"), "{problems}");
+        assert!(!problems.contains("hunter2"), "{problems}");
         let err =
             Config::load(None, env(&[("TOKEND_TOKENS_ACCESS_TTL_SECS", "soon")])).unwrap_err();
         assert!(format!("{err:#}").contains("access_ttl_secs"), "{err:#}");

@@ -15,8 +15,10 @@ use async_trait::async_trait;
 
 pub mod instrumented;
 pub mod memory;
+pub mod redis;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// A store call failed (unreachable, timed out, protocol error). The message
 /// names the operation and the cause, never a value.
@@ -88,15 +90,26 @@ pub trait Store: Send + Sync + 'static {
 
 pub type SharedStore = Arc<dyn Store>;
 
-/// Builds the backend named by `[store] url`.
+/// Builds the backend named by `[store] url`. Redis backends connect lazily
+/// (see [`RedisStore::new`]): this fails only on a malformed URL, never because
+/// Redis is down.
 pub async fn connect(settings: &crate::config::StoreSettings) -> anyhow::Result<SharedStore> {
-    match settings.url.as_str() {
-        "memory://" | "memory:" | "memory" => Ok(Arc::new(MemoryStore::new())),
-        other => {
-            let scheme = other.split("://").next().unwrap_or(other);
-            anyhow::bail!("store.url: unsupported scheme {scheme:?}: this build supports memory://")
-        }
+    if is_memory(&settings.url) {
+        return Ok(Arc::new(MemoryStore::new()));
     }
+    let store = RedisStore::new(
+        &settings.url,
+        settings.password.as_ref(),
+        &settings.key_prefix,
+        Duration::from_millis(settings.timeout_ms),
+    )
+    .map_err(|e| anyhow::anyhow!("store.url: {e:#}"))?;
+    Ok(Arc::new(store))
+}
+
+/// Whether `url` names the embedded backend.
+pub fn is_memory(url: &str) -> bool {
+    matches!(url, "memory://" | "memory:" | "memory")
 }
 
 #[cfg(test)]

@@ -142,6 +142,14 @@ impl TestApp {
     }
 
     pub async fn start_config(cfg: Config) -> Self {
+        let app = Self::start_config_unready(cfg).await;
+        app.wait_ready().await;
+        app
+    }
+
+    /// Starts tokend without waiting for readiness (e.g. while its Redis is
+    /// down).
+    pub async fn start_config_unready(cfg: Config) -> Self {
         let server = Server::build(cfg).await.expect("server builds");
         let http = server.http_addr();
         let grpc = server.grpc_addr();
@@ -149,7 +157,7 @@ impl TestApp {
         let core = server.core();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
-        let app = Self {
+        Self {
             http,
             grpc,
             admin,
@@ -161,9 +169,31 @@ impl TestApp {
             shutdown,
             task: Some(task),
             _dir: None,
-        };
-        app.wait_ready().await;
-        app
+        }
+    }
+
+    /// A handle on a tokend running elsewhere (a `tokend serve` child
+    /// process); `core` is a placeholder and stopping it does nothing.
+    pub fn remote(http: SocketAddr, grpc: SocketAddr) -> Self {
+        let placeholder = tokend::oauth::Core::new(
+            tokend::oauth::Settings::from_config(&Config::load(None, Vec::new()).unwrap()),
+            tokend::oauth::Registry::new(&[]).unwrap(),
+            tokend::token::KeySet::new(
+                tokend::token::SigningKey::generate(tokend::token::Algorithm::ES256).unwrap(),
+                Vec::new(),
+            ),
+            std::sync::Arc::new(tokend::store::MemoryStore::new()),
+        );
+        Self {
+            http,
+            grpc,
+            admin: None,
+            http_client: reqwest::Client::new(),
+            core: std::sync::Arc::new(placeholder),
+            shutdown: CancellationToken::new(),
+            task: None,
+            _dir: None,
+        }
     }
 
     /// Memory store, ephemeral RS256 key.
@@ -292,20 +322,7 @@ impl RedisServer {
     }
 
     fn wait_ping(&self) {
-        for _ in 0..200 {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::{Read, Write};
-                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-                if s.write_all(b"PING\r\n").is_ok() {
-                    let mut buf = [0u8; 7];
-                    if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
-                        return;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server on port {} did not answer PING", self.port);
+        wait_ping(self.port);
     }
 
     /// Kills the process (SIGKILL) and waits for it.
@@ -380,4 +397,129 @@ pub fn error_reason(status: &tonic::Status) -> String {
         .get_details_error_info()
         .map(|i| i.reason)
         .unwrap_or_else(|| panic!("status without ErrorInfo: {status:?}"))
+}
+
+/// A 3-node Redis Cluster (3 primaries, no replicas) of child processes on
+/// free loopback ports, in a fresh directory; killed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    _dir: tempdir::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, joins them with `redis-cli --cluster create`, and
+    /// waits for `cluster_state:ok` on every node.
+    pub fn start() -> Self {
+        let dir = tempdir::TempDir::new();
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 3 {
+            let p = free_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let mut children = Vec::new();
+        for p in &ports {
+            let node_dir = dir.path().join(p.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &p.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+                .arg("--cluster-config-file")
+                .arg(node_dir.join("nodes.conf"))
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot start redis-server ({e}). Install it: apt-get install -y \
+                         redis-server redis-tools"
+                    )
+                });
+            children.push(child);
+        }
+        let cluster = Self {
+            ports,
+            children,
+            _dir: dir,
+        };
+        for p in &cluster.ports {
+            wait_ping(*p);
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-cli ({e}). Install it: apt-get install -y redis-tools")
+            });
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for p in &cluster.ports {
+            let mut ok = false;
+            for _ in 0..200 {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &p.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    ok = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(ok, "cluster node {p} never reached cluster_state:ok");
+        }
+        cluster
+    }
+
+    /// `redis+cluster://` URL naming every node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until something on `port` answers PING with PONG.
+pub fn wait_ping(port: u16) {
+    for _ in 0..200 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            if s.write_all(b"PING\r\n").is_ok() {
+                let mut buf = [0u8; 7];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("redis-server on port {port} did not answer PING");
 }

@@ -258,8 +258,8 @@ previous_key_files = {{ include "tokend.toml.value" $prev }}
 {{- if and (eq $mode "ephemeral") $multi -}}
 {{- fail "signing: no key (signing.existingSecret, signing.key or signing.autoGenerate): an ephemeral key differs per pod, so it needs replicaCount 1 and autoscaling.enabled false" -}}
 {{- end -}}
-{{- if and (eq $mode "generate") (ne .Values.config.signing.algorithm "EdDSA") -}}
-{{- fail (printf "signing.autoGenerate makes an Ed25519 key but config.signing.algorithm is %s: set it to EdDSA, or create a key with `tokend keygen --alg %s` and use signing.existingSecret" .Values.config.signing.algorithm .Values.config.signing.algorithm) -}}
+{{- if and (eq $mode "generate") (not (has .Values.config.signing.algorithm (list "RS256" "EdDSA"))) -}}
+{{- fail (printf "signing.autoGenerate can make RS256 and EdDSA keys, not %s (Helm writes EC keys in SEC1, tokend reads PKCS#8): create one with `tokend keygen --alg %s` and use signing.existingSecret" .Values.config.signing.algorithm .Values.config.signing.algorithm) -}}
 {{- end -}}
 {{- if and .Values.signing.existingSecret (or .Values.signing.key .Values.signing.previousKeys) -}}
 {{- fail "signing: set either signing.existingSecret or signing.key/previousKeys, not both" -}}

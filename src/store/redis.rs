@@ -1,0 +1,417 @@
+//! The Redis backend: the [`Store`] trait on one Redis (`redis://`,
+//! `rediss://`) or a Redis Cluster (`redis+cluster://`, `rediss+cluster://`),
+//! shared by every replica so revocations, codes and rate counters are one
+//! truth across them.
+//!
+//! Connections are the redis crate's self-healing handles (the
+//! `ConnectionManager`, or the cluster connection), created lazily: tokend starts
+//! and serves what needs no store while Redis is down, readiness says "not
+//! ready", and the first call after Redis returns reconnects. Handles are cloned
+//! per call (they multiplex one connection), never locked.
+//!
+//! Every call is bounded by `[store] timeout_ms` with a tokio timeout around the
+//! whole command, connection attempts included, so a Redis that accepts TCP and
+//! never answers costs a request at most that long and then a `StoreError`.
+//!
+//! Key layout: `<key_prefix><key>`, value as given, TTL as given (`PX`, ms,
+//! rounded up); rate-limit state lives at `<key_prefix><key>` too, holding the
+//! GCRA theoretical arrival time in µs (server clock) with a TTL ending when
+//! it is no longer ahead of now. Every operation touches one key, except
+//! `get_many`, which the cluster client splits per slot and reassembles in key
+//! order; so no hash tags are needed, and none are imposed: keys spread over the
+//! whole cluster.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Script, Value};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{RateDecision, Store, StoreError, StoreResult};
+
+/// GCRA in one script so that read-compute-write is atomic across replicas.
+/// Mirrors `MemoryStore::rate_limit` exactly, in microseconds, on the Redis
+/// server's clock (one clock for every replica). ARGV: interval, tolerance (µs).
+/// Returns {allowed (0/1), retry_after (µs)}.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
+if tat < now then tat = now end
+local nxt = tat + interval
+if nxt - now > tolerance then
+  return {0, nxt - now - tolerance}
+end
+redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.max(1, math.ceil((nxt - now) / 1000)))
+return {1, 0}
+";
+
+/// Which Redis deployment a handle talks to.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// [`Store`] on Redis or Redis Cluster.
+pub struct RedisStore {
+    conn: Conn,
+    prefix: String,
+    timeout: Duration,
+    gcra: Script,
+}
+
+/// Where to connect, parsed from `[store] url` (and the password override).
+enum Target {
+    Single(redis::ConnectionInfo),
+    Cluster {
+        nodes: Vec<String>,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+/// Parses a store URL. Errors never repeat the URL (it may hold a password).
+fn parse_target(url: &str, password: Option<&SecretString>) -> Result<Target, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "expected SCHEME://...".to_string())?;
+    match scheme {
+        "redis" | "rediss" => {
+            let info = url
+                .into_connection_info()
+                .map_err(|e| format!("not a valid {scheme}:// URL ({})", e.category()))?;
+            let info = match password {
+                Some(p) => {
+                    let redis = info
+                        .redis_settings()
+                        .clone()
+                        .set_password(p.expose_secret());
+                    info.set_redis_settings(redis)
+                }
+                None => info,
+            };
+            Ok(Target::Single(info))
+        }
+        "redis+cluster" | "rediss+cluster" => {
+            let node_scheme = scheme.trim_end_matches("+cluster");
+            let (auth, hosts) = match rest.rsplit_once('@') {
+                Some((a, h)) => (Some(a), h),
+                None => (None, rest),
+            };
+            let hosts = hosts.trim_end_matches('/');
+            if hosts.contains('/') || hosts.contains('?') {
+                return Err(
+                    "a cluster URL takes no database or options (cluster has db 0 only)".into(),
+                );
+            }
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .map_err(|_| "user/password is not valid percent-encoded UTF-8".to_string())
+            };
+            let (mut username, mut url_password) = (None, None);
+            if let Some(auth) = auth {
+                let (u, p) = auth.split_once(':').unwrap_or((auth, ""));
+                if !u.is_empty() {
+                    username = Some(decode(u)?);
+                }
+                if !p.is_empty() {
+                    url_password = Some(decode(p)?);
+                }
+            }
+            let mut nodes = Vec::new();
+            for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                let with_port = if h
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                {
+                    h.to_string()
+                } else {
+                    format!("{h}:6379")
+                };
+                nodes.push(format!("{node_scheme}://{with_port}"));
+            }
+            if nodes.is_empty() {
+                return Err("a cluster URL needs at least one host:port".into());
+            }
+            Ok(Target::Cluster {
+                nodes,
+                username,
+                password: password
+                    .map(|p| p.expose_secret().to_owned())
+                    .or(url_password),
+            })
+        }
+        other => Err(format!(
+            "unsupported scheme {other:?}: expected memory://, redis://, rediss://, \
+             redis+cluster:// or rediss+cluster://"
+        )),
+    }
+}
+
+/// Checks a store URL without connecting (for `check-config`).
+pub fn validate_url(url: &str, password: Option<&SecretString>) -> Result<(), String> {
+    parse_target(url, password).map(|_| ())
+}
+
+impl RedisStore {
+    /// Creates the store without waiting for Redis: the connection is made on
+    /// first use and remade after failures, so a Redis that is down at boot only
+    /// makes tokend not ready.
+    pub fn new(
+        url: &str,
+        password: Option<&SecretString>,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let conn = match parse_target(url, password).map_err(anyhow::Error::msg)? {
+            Target::Single(info) => {
+                let client = redis::Client::open(info)?;
+                // Short reconnect backoff: a Redis that comes back is in use again
+                // within a readiness interval, and a failed attempt ends (and the
+                // next call starts a new one) instead of retrying for minutes.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(20))
+                    .set_max_delay(Duration::from_millis(200));
+                Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+            }
+            Target::Cluster {
+                nodes,
+                username,
+                password,
+            } => {
+                let mut b = ClusterClientBuilder::new(nodes)
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100);
+                if let Some(u) = username {
+                    b = b.username(u);
+                }
+                if let Some(p) = password {
+                    b = b.password(p);
+                }
+                let client = b.build()?;
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout);
+                Conn::Cluster(client.get_pending_async_connection_with_config(config))
+            }
+        };
+        Ok(Self {
+            conn,
+            prefix: key_prefix.to_owned(),
+            timeout,
+            gcra: Script::new(GCRA),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Runs one command on a fresh clone of the handle, bounded by the timeout.
+    async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> StoreResult<T> {
+        let fut = async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
+            }
+        };
+        self.bounded(op, fut).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> StoreResult<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            // Redis error texts name the failure (connection refused, NOSCRIPT,
+            // ...), never our values.
+            Ok(Err(e)) => Err(StoreError::new(op, e)),
+            Err(_) => Err(StoreError::new(
+                op,
+                format!("timed out after {} ms", self.timeout.as_millis()),
+            )),
+        }
+    }
+}
+
+/// `SET key value [PX ms]`, TTLs rounded up to whole milliseconds (never 0,
+/// which Redis rejects).
+fn set_cmd(key: String, value: &[u8], ttl: Option<Duration>) -> Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    if let Some(ttl) = ttl {
+        cmd.arg("PX").arg(ttl_ms(ttl));
+    }
+    cmd
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+}
+
+async fn invoke<C: ConnectionLike>(
+    script: &Script,
+    key: &str,
+    interval: u64,
+    tolerance: u64,
+    con: &mut C,
+) -> redis::RedisResult<(i64, i64)> {
+    script
+        .key(key)
+        .arg(interval)
+        .arg(tolerance)
+        .invoke_async(con)
+        .await
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn backend(&self) -> &'static str {
+        match self.conn {
+            Conn::Single(_) => "redis",
+            Conn::Cluster(_) => "redis-cluster",
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<()> {
+        self.query::<()>("put", &set_cmd(self.key(key), value, ttl))
+            .await
+    }
+
+    async fn put_new(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<bool> {
+        let mut cmd = set_cmd(self.key(key), value, ttl);
+        cmd.arg("NX");
+        let reply: Value = self.query("put_new", &cmd).await?;
+        Ok(!matches!(reply, Value::Nil))
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.query("get", redis::cmd("GET").arg(self.key(key)))
+            .await
+    }
+
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for k in keys {
+            cmd.arg(self.key(k));
+        }
+        let values: Vec<Option<Vec<u8>>> = self.query("get_many", &cmd).await?;
+        if values.len() != keys.len() {
+            return Err(StoreError::new(
+                "get_many",
+                format!("{} values for {} keys", values.len(), keys.len()),
+            ));
+        }
+        Ok(values)
+    }
+
+    async fn take(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.query("take", redis::cmd("GETDEL").arg(self.key(key)))
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.query::<()>("delete", redis::cmd("DEL").arg(self.key(key)))
+            .await
+    }
+
+    async fn rate_limit(&self, key: &str, per_sec: f64, burst: u32) -> StoreResult<RateDecision> {
+        // Same arithmetic as the memory backend, in whole microseconds.
+        let interval = Duration::from_secs_f64(1.0 / per_sec.max(1e-9));
+        let tolerance = interval * burst.max(1);
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 4).max(1);
+        let (interval, tolerance) = (micros(interval), micros(tolerance));
+        let key = self.key(key);
+        let fut = async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => invoke(&self.gcra, &key, interval, tolerance, &mut c).await,
+                Conn::Cluster(mut c) => invoke(&self.gcra, &key, interval, tolerance, &mut c).await,
+            }
+        };
+        let (allowed, retry_us) = self.bounded("rate_limit", fut).await?;
+        Ok(RateDecision {
+            allowed: allowed == 1,
+            retry_after: Duration::from_micros(u64::try_from(retry_us).unwrap_or(0)),
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        // On a cluster the client sends PING to every primary: readiness then
+        // means every slot is reachable.
+        self.query::<()>("ping", &redis::cmd("PING")).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_errors_hide_secrets() {
+        assert!(matches!(
+            parse_target("redis://u:p@127.0.0.1:6380/2", None),
+            Ok(Target::Single(_))
+        ));
+        let pw = SecretString::from("from-env");
+        let Ok(Target::Single(info)) = parse_target("redis://:url-pw@h:1/0", Some(&pw)) else {
+            panic!("parses");
+        };
+        assert_eq!(info.redis_settings().password(), Some("from-env"));
+        assert_eq!(info.redis_settings().db(), 0);
+        let Ok(Target::Cluster {
+            nodes,
+            username,
+            password,
+        }) = parse_target("rediss+cluster://app:s%40cret@a:7000,b:7001,c", None)
+        else {
+            panic!("parses");
+        };
+        assert_eq!(
+            nodes,
+            ["rediss://a:7000", "rediss://b:7001", "rediss://c:6379"]
+        );
+        assert_eq!(username.as_deref(), Some("app"));
+        assert_eq!(password.as_deref(), Some("s@cret"));
+        let Ok(Target::Cluster { password, .. }) =
+            parse_target("redis+cluster://:x@a:1", Some(&pw))
+        else {
+            panic!("parses");
+        };
+        assert_eq!(password.as_deref(), Some("from-env"));
+
+        for bad in [
+            "http://:hunter2@h:1",
+            "redis+cluster://:hunter2@a:1/3",
+            "redis+cluster://:hunter2@",
+            "redis://:hunter2@h:notaport",
+        ] {
+            let e = parse_target(bad, None).err().expect(bad);
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn ttls_round_up_to_a_millisecond() {
+        assert_eq!(ttl_ms(Duration::from_micros(1)), 1);
+        assert_eq!(ttl_ms(Duration::from_micros(1500)), 2);
+        assert_eq!(ttl_ms(Duration::from_secs(3)), 3000);
+    }
+}

@@ -1,0 +1,334 @@
+//! tokend on Redis, end to end: replicas (real `tokend serve` processes and
+//! in-process apps) sharing revocations, restarts, a Redis Cluster, and the
+//! behaviour while Redis is down (fail-closed introspection, issuance going on,
+//! readiness on both health protocols flipping and recovering).
+
+use std::future::Future;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokend::config::Config;
+use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::common::{
+    RedisCluster, RedisServer, SECRET, TestApp, config_toml, error_reason, free_port,
+    tempdir::TempDir, write_temp,
+};
+
+/// The readiness budget of the issue: both probes follow Redis within 2 s.
+const FLIP: Duration = Duration::from_secs(2);
+
+/// Polls `check` until it holds or `within` has passed; true if it held.
+async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes a fresh RS256 key with the real CLI, so replicas share it.
+fn keygen(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("signing.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(["keygen", "--alg", "RS256", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "keygen failed");
+    path
+}
+
+fn signing(key: &Path) -> String {
+    format!("algorithm = \"RS256\"\nkey_file = \"{}\"", key.display())
+}
+
+/// An in-process tokend on `store_url` with a short store timeout.
+async fn app_on(store_url: &str, key: &Path, ready: bool) -> TestApp {
+    let (dir, path) = write_temp("tokend.toml", &config_toml(store_url, &signing(key), ""));
+    let mut cfg = Config::load(Some(&path), Vec::new()).unwrap();
+    cfg.store.timeout_ms = 200;
+    drop(dir);
+    if ready {
+        TestApp::start_config(cfg).await
+    } else {
+        TestApp::start_config_unready(cfg).await
+    }
+}
+
+async fn readyz(app: &TestApp) -> u16 {
+    match app.http_client.get(app.url("/readyz")).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// gRPC health status of "" and of the token service (1 = SERVING,
+/// 2 = NOT_SERVING); `None` when the two disagree.
+async fn grpc_health(app: &TestApp) -> Option<i32> {
+    let mut h = HealthClient::new(app.grpc_channel().await);
+    let mut seen = Vec::new();
+    for service in ["", "tokend.v1.TokenService"] {
+        let r = h
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .ok()?
+            .into_inner();
+        seen.push(r.status);
+    }
+    (seen[0] == seen[1]).then_some(seen[0])
+}
+
+async fn is_ready(app: &TestApp) -> bool {
+    readyz(app).await == 200 && grpc_health(app).await == Some(1)
+}
+
+async fn is_not_ready(app: &TestApp) -> bool {
+    readyz(app).await == 503 && grpc_health(app).await == Some(2)
+}
+
+async fn issue(app: &TestApp) -> String {
+    app.token("orders-service", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn revoke(app: &TestApp, token: &str) -> reqwest::Response {
+    app.post_form(
+        "/oauth/revoke",
+        Some(("orders-service", SECRET)),
+        &[("token", token)],
+    )
+    .await
+}
+
+async fn introspect_raw(app: &TestApp, token: &str) -> reqwest::Response {
+    app.post_form(
+        "/oauth/introspect",
+        Some(("resource-server", SECRET)),
+        &[("token", token)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn redis_outage_fails_closed_keeps_issuing_and_recovers() {
+    let dir = TempDir::new();
+    let key = keygen(dir.path());
+    let mut redis = RedisServer::start();
+    let app = app_on(&redis.url(), &key, true).await;
+    assert!(is_ready(&app).await);
+    let token = issue(&app).await;
+    assert_eq!(app.introspect(&token).await["active"], true);
+    let revoked = issue(&app).await;
+    assert_eq!(revoke(&app, &revoked).await.status(), 200);
+
+    redis.kill();
+    assert!(
+        eventually(FLIP, || is_not_ready(&app)).await,
+        "/readyz and gRPC health did not turn NOT_SERVING within 2 s of Redis going away"
+    );
+    // Introspection cannot read revocations: 503, never active.
+    for t in [&token, &revoked] {
+        let r = introspect_raw(&app, t).await;
+        assert_eq!(r.status(), 503);
+        assert_eq!(
+            r.json::<serde_json::Value>().await.unwrap()["error"],
+            "temporarily_unavailable"
+        );
+    }
+    let mut grpc = app.grpc_client().await;
+    let status = grpc
+        .introspect(IntrospectRequest {
+            client_id: "resource-server".into(),
+            client_secret: SECRET.into(),
+            token: token.clone(),
+            token_type_hint: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(error_reason(&status), "temporarily_unavailable");
+    let r = revoke(&app, &token).await;
+    assert_eq!(r.status(), 503);
+    let status = grpc
+        .revoke(RevokeRequest {
+            client_id: "orders-service".into(),
+            client_secret: SECRET.into(),
+            token: token.clone(),
+            token_type_hint: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    // Issuing client_credentials needs no store.
+    let fresh = issue(&app).await;
+    let issued = grpc
+        .issue(IssueRequest {
+            grant_type: "client_credentials".into(),
+            client_id: "orders-service".into(),
+            client_secret: SECRET.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!issued.access_token.is_empty());
+
+    // A new, empty Redis on the same address: back without a restart.
+    redis.restart();
+    assert!(
+        eventually(FLIP, || is_ready(&app)).await,
+        "/readyz and gRPC health did not turn SERVING within 2 s of Redis returning"
+    );
+    assert_eq!(app.introspect(&fresh).await["active"], true);
+    assert_eq!(app.introspect(&issued.access_token).await["active"], true);
+    assert_eq!(revoke(&app, &fresh).await.status(), 200);
+    assert_eq!(app.introspect(&fresh).await, json!({"active": false}));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn starts_while_redis_is_down_and_becomes_ready_when_it_appears() {
+    let dir = TempDir::new();
+    let key = keygen(dir.path());
+    let port = free_port();
+    let app = app_on(&format!("redis://127.0.0.1:{port}/0"), &key, false).await;
+    // Serving, not ready.
+    assert!(eventually(FLIP, || is_not_ready(&app)).await);
+    let token = issue(&app).await;
+    assert_eq!(introspect_raw(&app, &token).await.status(), 503);
+
+    let _redis = RedisServer::start_on(port);
+    assert!(
+        eventually(FLIP, || is_ready(&app)).await,
+        "not ready within 2 s of Redis appearing"
+    );
+    assert_eq!(app.introspect(&token).await["active"], true);
+    app.stop().await;
+}
+
+/// A real `tokend serve` process.
+struct Process {
+    child: Child,
+    app: TestApp,
+}
+
+impl Process {
+    /// Starts `tokend serve` on fresh ports with `config` (a template with
+    /// `HTTP_PORT` and `GRPC_PORT`) and waits until it is ready.
+    async fn start(dir: &Path, name: &str, config: &str) -> Self {
+        let (http, grpc) = (free_port(), free_port());
+        let text = config
+            .replace(
+                "127.0.0.1:0\"\n[grpc]",
+                &format!("127.0.0.1:{http}\"\n[grpc]"),
+            )
+            .replace(
+                "127.0.0.1:0\"\n[store]",
+                &format!("127.0.0.1:{grpc}\"\n[store]"),
+            );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let app = TestApp::remote(
+            format!("127.0.0.1:{http}").parse().unwrap(),
+            format!("127.0.0.1:{grpc}").parse().unwrap(),
+        );
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                readyz(&app).await == 200
+            })
+            .await,
+            "tokend serve ({name}) did not become ready"
+        );
+        Self { child, app }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn two_processes_share_revocations_across_restarts() {
+    let dir = TempDir::new();
+    let key = keygen(dir.path());
+    let redis = RedisServer::start();
+    let config = config_toml(&redis.url(), &signing(&key), "");
+    let a = Process::start(dir.path(), "a", &config).await;
+    let b = Process::start(dir.path(), "b", &config).await;
+
+    let revoked = issue(&a.app).await;
+    let kept = issue(&a.app).await;
+    // Same key on both: B accepts A's tokens, so "inactive" below means revoked.
+    assert_eq!(b.app.introspect(&kept).await["active"], true);
+    assert_eq!(b.app.introspect(&revoked).await["active"], true);
+    assert_eq!(revoke(&b.app, &revoked).await.status(), 200);
+    assert_eq!(a.app.introspect(&revoked).await, json!({"active": false}));
+    assert_eq!(a.app.introspect(&kept).await["active"], true);
+
+    // Restart A: the revocation lives in Redis, not in the process.
+    a.kill();
+    let a = Process::start(dir.path(), "a2", &config).await;
+    assert_eq!(a.app.introspect(&revoked).await, json!({"active": false}));
+    assert_eq!(a.app.introspect(&kept).await["active"], true);
+    drop(b);
+}
+
+#[tokio::test]
+async fn revocation_through_a_redis_cluster() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let dir = TempDir::new();
+    let key = keygen(dir.path());
+    let a = app_on(&cluster.url(), &key, true).await;
+    let b = app_on(&cluster.url(), &key, true).await;
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        tokens.push(issue(&a).await);
+    }
+    // Several jtis, so the revocation marks land on several nodes.
+    for t in &tokens[..4] {
+        assert_eq!(revoke(&b, t).await.status(), 200);
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        let want = i >= 4;
+        assert_eq!(a.introspect(t).await["active"], want, "token {i} via a");
+        assert_eq!(b.introspect(t).await["active"], want, "token {i} via b");
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -1,0 +1,402 @@
+//! The store conformance suite: every behaviour of the `Store` trait, written
+//! once in `cases` and run against the memory backend, a real `redis-server`
+//! and a real 3-node Redis Cluster, so the backends cannot drift apart.
+//! After it, Redis-only behaviour: TTLs on every key, take-once across two
+//! replicas, a Redis that never answers, and a Redis that is down at first.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{RedisCluster, RedisServer, free_port};
+use tokend::store::{MemoryStore, RedisStore, SharedStore};
+
+/// Makes a store namespaced by the given key prefix. Two calls with the same
+/// prefix see the same data where the backend is shared (Redis).
+type Factory = dyn Fn(&str) -> SharedStore + Send + Sync;
+
+fn redis_store(url: &str, prefix: &str) -> SharedStore {
+    Arc::new(RedisStore::new(url, None, prefix, Duration::from_millis(1000)).expect("store"))
+}
+
+mod cases {
+    use super::*;
+
+    const SHORT: Duration = Duration::from_millis(150);
+
+    pub async fn put_get_overwrite_delete(make: &Factory) {
+        let s = make("t:");
+        assert_eq!(s.get("k").await.unwrap(), None);
+        s.put("k", b"one", Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"one"[..]));
+        s.put("k", b"two\0bytes", None).await.unwrap();
+        assert_eq!(
+            s.get("k").await.unwrap().as_deref(),
+            Some(&b"two\0bytes"[..])
+        );
+        s.delete("k").await.unwrap();
+        assert_eq!(s.get("k").await.unwrap(), None);
+        s.delete("never-existed").await.unwrap();
+        s.ping().await.unwrap();
+    }
+
+    pub async fn ttl_expiry(make: &Factory) {
+        let s = make("t:");
+        s.put("a", b"1", Some(SHORT)).await.unwrap();
+        assert!(s.put_new("b", b"2", Some(SHORT)).await.unwrap());
+        s.put("c", b"3", Some(SHORT)).await.unwrap();
+        s.put("forever", b"4", None).await.unwrap();
+        assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+        tokio::time::sleep(SHORT * 3).await;
+        assert_eq!(s.get("a").await.unwrap(), None);
+        assert_eq!(s.get("b").await.unwrap(), None);
+        assert_eq!(
+            s.take("c").await.unwrap(),
+            None,
+            "expired entries cannot be taken"
+        );
+        assert_eq!(s.get("forever").await.unwrap().as_deref(), Some(&b"4"[..]));
+        assert!(
+            s.put_new("a", b"5", Some(SHORT)).await.unwrap(),
+            "an expired key is free again"
+        );
+        assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"5"[..]));
+        // Overwriting replaces the TTL too.
+        s.put("a", b"6", Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        tokio::time::sleep(SHORT * 3).await;
+        assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"6"[..]));
+    }
+
+    pub async fn put_new_only_when_absent(make: &Factory) {
+        let s = make("t:");
+        let ttl = Some(Duration::from_secs(60));
+        assert!(s.put_new("n", b"first", ttl).await.unwrap());
+        assert!(!s.put_new("n", b"second", ttl).await.unwrap());
+        assert_eq!(s.get("n").await.unwrap().as_deref(), Some(&b"first"[..]));
+        s.delete("n").await.unwrap();
+        assert!(s.put_new("n", b"third", ttl).await.unwrap());
+        assert_eq!(s.get("n").await.unwrap().as_deref(), Some(&b"third"[..]));
+    }
+
+    pub async fn take_is_once_under_concurrency(make: &Factory) {
+        let s = make("t:");
+        s.put("code", b"grant", Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.take("code").await.unwrap() })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            if let Some(v) = t.await.unwrap() {
+                winners.push(v);
+            }
+        }
+        assert_eq!(winners, vec![b"grant".to_vec()], "exactly one take wins");
+        assert_eq!(s.get("code").await.unwrap(), None);
+        assert_eq!(s.take("code").await.unwrap(), None);
+    }
+
+    pub async fn get_many_keeps_order(make: &Factory) {
+        let s = make("t:");
+        // Enough keys to land in every slot range of a 3-node cluster.
+        let keys: Vec<String> = (0..24).map(|i| format!("rev:jti:{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            if i % 3 != 1 {
+                s.put(k, i.to_string().as_bytes(), Some(Duration::from_secs(60)))
+                    .await
+                    .unwrap();
+            }
+        }
+        let got = s.get_many(&keys).await.unwrap();
+        let want: Vec<Option<Vec<u8>>> = (0..24)
+            .map(|i| (i % 3 != 1).then(|| i.to_string().into_bytes()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            s.get_many(&[]).await.unwrap(),
+            Vec::<Option<Vec<u8>>>::new()
+        );
+        let one = s.get_many(&["nope".to_string()]).await.unwrap();
+        assert_eq!(one, vec![None]);
+    }
+
+    pub async fn rate_limit_bursts_then_paces(make: &Factory) {
+        let s = make("t:");
+        for i in 0..3 {
+            assert!(
+                s.rate_limit("c", 2.0, 3).await.unwrap().allowed,
+                "burst request {i}"
+            );
+        }
+        let refused = s.rate_limit("c", 2.0, 3).await.unwrap();
+        assert!(!refused.allowed);
+        assert!(
+            refused.retry_after > Duration::ZERO
+                && refused.retry_after <= Duration::from_millis(500),
+            "{refused:?}"
+        );
+        assert!(
+            s.rate_limit("other", 2.0, 3).await.unwrap().allowed,
+            "keys are independent"
+        );
+        tokio::time::sleep(refused.retry_after + Duration::from_millis(30)).await;
+        assert!(
+            s.rate_limit("c", 2.0, 3).await.unwrap().allowed,
+            "one more after retry_after"
+        );
+        assert!(!s.rate_limit("c", 2.0, 3).await.unwrap().allowed);
+    }
+
+    pub async fn prefixes_isolate(make: &Factory) {
+        let a = make("deploy-a:");
+        let b = make("deploy-b:");
+        let ttl = Some(Duration::from_secs(60));
+        a.put("k", b"a", ttl).await.unwrap();
+        assert_eq!(b.get("k").await.unwrap(), None);
+        assert!(b.put_new("k", b"b", ttl).await.unwrap());
+        assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
+        assert_eq!(b.take("k").await.unwrap().as_deref(), Some(&b"b"[..]));
+        assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
+        for _ in 0..3 {
+            assert!(a.rate_limit("r", 1.0, 3).await.unwrap().allowed);
+        }
+        assert!(!a.rate_limit("r", 1.0, 3).await.unwrap().allowed);
+        assert!(b.rate_limit("r", 1.0, 3).await.unwrap().allowed);
+        // The same prefix is the same namespace (where the backend is shared).
+        let a2 = make("deploy-a:");
+        if a2.backend() != "memory" {
+            assert_eq!(a2.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
+        }
+    }
+}
+
+/// One `#[tokio::test]` per case for a backend.
+macro_rules! conformance {
+    ($backend:ident, $fixture:expr) => {
+        mod $backend {
+            use super::*;
+            conformance!(@case $fixture, put_get_overwrite_delete);
+            conformance!(@case $fixture, ttl_expiry);
+            conformance!(@case $fixture, put_new_only_when_absent);
+            conformance!(@case $fixture, take_is_once_under_concurrency);
+            conformance!(@case $fixture, get_many_keeps_order);
+            conformance!(@case $fixture, rate_limit_bursts_then_paces);
+            conformance!(@case $fixture, prefixes_isolate);
+        }
+    };
+    (@case $fixture:expr, $case:ident) => {
+        #[tokio::test]
+        async fn $case() {
+            let (_guard, make) = $fixture;
+            cases::$case(&*make).await;
+        }
+    };
+}
+
+conformance!(memory, {
+    let make: Box<Factory> = Box::new(|_| Arc::new(MemoryStore::new()));
+    ((), make)
+});
+
+conformance!(redis, {
+    let server = RedisServer::start();
+    let url = server.url();
+    let make: Box<Factory> = Box::new(move |p| redis_store(&url, p));
+    (server, make)
+});
+
+/// The whole suite against one 3-node cluster (starting a cluster takes
+/// seconds, so the cases share it, each under its own prefix).
+#[tokio::test]
+async fn redis_cluster_passes_the_suite() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let url = cluster.url();
+    let run = |tag: &'static str| {
+        let url = url.clone();
+        move |p: &str| -> SharedStore { redis_store(&url, &format!("{tag}:{p}")) }
+    };
+    let s = run("probe")("");
+    assert_eq!(s.backend(), "redis-cluster");
+    cases::put_get_overwrite_delete(&run("1")).await;
+    cases::ttl_expiry(&run("2")).await;
+    cases::put_new_only_when_absent(&run("3")).await;
+    cases::take_is_once_under_concurrency(&run("4")).await;
+    cases::get_many_keeps_order(&run("5")).await;
+    cases::rate_limit_bursts_then_paces(&run("6")).await;
+    cases::prefixes_isolate(&run("7")).await;
+    drop(cluster);
+}
+
+// === Redis-only behaviour ===
+
+/// Every key tokend writes carries a TTL unless the caller asked for none.
+#[tokio::test]
+async fn redis_keys_carry_ttls_and_the_prefix() {
+    let server = RedisServer::start();
+    let s = redis_store(&server.url(), "tokend:");
+    s.put("rev:jti:x", b"1", Some(Duration::from_secs(90)))
+        .await
+        .unwrap();
+    assert!(
+        s.put_new("code:y", b"1", Some(Duration::from_millis(1500)))
+            .await
+            .unwrap()
+    );
+    s.rate_limit("rl:client", 10.0, 5).await.unwrap();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["tokend:code:y", "tokend:rev:jti:x", "tokend:rl:client"]
+    );
+    for (key, max_ms) in [
+        ("tokend:rev:jti:x", 90_000),
+        ("tokend:code:y", 1_500),
+        ("tokend:rl:client", 100),
+    ] {
+        let pttl: i64 = ::redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(pttl > 0 && pttl <= max_ms, "{key}: PTTL {pttl}");
+    }
+}
+
+/// Two replicas (two stores, two connections) redeem one code 50 times
+/// concurrently: exactly one succeeds.
+#[tokio::test]
+async fn take_once_across_two_replicas() {
+    let server = RedisServer::start();
+    let replicas = [
+        redis_store(&server.url(), "tokend:"),
+        redis_store(&server.url(), "tokend:"),
+    ];
+    replicas[0]
+        .put("code:abc", b"grant", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let s = replicas[i % 2].clone();
+            tokio::spawn(async move { s.take("code:abc").await.unwrap() })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap().is_some());
+    }
+    assert_eq!(wins, 1);
+}
+
+/// A "Redis" that accepts connections and never answers: every call fails
+/// with a StoreError after about the timeout instead of hanging.
+#[tokio::test]
+async fn silent_redis_times_out_instead_of_hanging() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold connections open, saying nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let s: SharedStore = Arc::new(
+        RedisStore::new(
+            &format!("redis://127.0.0.1:{port}/0"),
+            None,
+            "t:",
+            Duration::from_millis(200),
+        )
+        .unwrap(),
+    );
+    let guard = Duration::from_secs(5);
+    let key = ["k".to_string()];
+    let results = [
+        tokio::time::timeout(guard, s.ping()).await.map(|r| r.err()),
+        tokio::time::timeout(guard, s.put("k", b"v", None))
+            .await
+            .map(|r| r.err()),
+        tokio::time::timeout(guard, s.get("k"))
+            .await
+            .map(|r| r.err()),
+        tokio::time::timeout(guard, s.get_many(&key))
+            .await
+            .map(|r| r.err()),
+        tokio::time::timeout(guard, s.take("k"))
+            .await
+            .map(|r| r.err()),
+        tokio::time::timeout(guard, s.rate_limit("k", 1.0, 1))
+            .await
+            .map(|r| r.err()),
+    ];
+    for r in results {
+        let err = r
+            .expect("the store call hung")
+            .expect("the store call failed");
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
+}
+
+/// A Redis that is down when tokend starts: the store is created anyway,
+/// calls fail fast, and it works once Redis is up, with no restart.
+#[tokio::test]
+async fn redis_down_at_start_then_up() {
+    let port = free_port();
+    let s = redis_store(&format!("redis://127.0.0.1:{port}/0"), "t:");
+    let err = s.ping().await.unwrap_err();
+    assert_eq!(err.op, "ping");
+    assert!(s.get("k").await.is_err());
+    let _server = RedisServer::start_on(port);
+    let mut ok = false;
+    for _ in 0..40 {
+        if s.ping().await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the store never reconnected");
+    s.put("k", b"v", None).await.unwrap();
+    assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+/// `rediss://` builds a TLS client (one rustls provider, aws-lc-rs, is
+/// compiled in; none would panic here) and a handshake against a plain-text
+/// Redis fails as a StoreError, not a panic or a hang.
+#[tokio::test]
+async fn rediss_against_plain_redis_is_a_store_error() {
+    let server = RedisServer::start();
+    let s: SharedStore = Arc::new(
+        RedisStore::new(
+            &format!("rediss://127.0.0.1:{}/0", server.port),
+            None,
+            "t:",
+            Duration::from_millis(500),
+        )
+        .unwrap(),
+    );
+    let r = tokio::time::timeout(Duration::from_secs(5), s.ping())
+        .await
+        .expect("the TLS attempt hung");
+    assert!(r.is_err());
+}
