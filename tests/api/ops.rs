@@ -479,3 +479,54 @@ async fn grpc_concurrency_limit_and_request_timeout() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn with_redis_rate_limits_and_back_off_are_shared_by_replicas() {
+    let redis = crate::common::RedisServer::start();
+    let extra = "\n[rate_limit]\nper_sec = 0.01\nburst = 2\n\n[auth_throttle]\nthreshold = 3\nbase_secs = 60\nmax_secs = 60\n";
+    let a = TestApp::start(&config_toml(&redis.url(), "", extra)).await;
+    let b = TestApp::start(&config_toml(&redis.url(), "", extra)).await;
+    // Two tokens from replica A, the third from replica B is over the limit.
+    a.token("orders-service", &[]).await;
+    a.token("orders-service", &[]).await;
+    let r = b
+        .post_form(
+            "/oauth/token",
+            Some(("orders-service", SECRET)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "rate_limited"
+    );
+    let err = b
+        .grpc_client()
+        .await
+        .issue(issue("orders-service", SECRET))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+
+    // Failures counted on A back the address off on B too.
+    for _ in 0..3 {
+        let r = a
+            .post_form(
+                "/oauth/token",
+                Some(("partner", "guess")),
+                &[("grant_type", "client_credentials")],
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    let r = b
+        .post_form(
+            "/oauth/token",
+            Some(("partner", SECRET)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "60");
+}
