@@ -13,6 +13,8 @@ use crate::common::{SECRET, basic_header, config_toml, free_port, tempdir::TempD
 
 struct Proc {
     child: Child,
+    /// Drains stderr from the start: a full pipe would block tokend's logging.
+    stderr: std::thread::JoinHandle<String>,
     http: String,
     grpc: String,
     _dir: TempDir,
@@ -45,8 +47,17 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut child = child;
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        });
         let p = Self {
             child,
+            stderr,
             http: format!("http://127.0.0.1:{hp}"),
             grpc: format!("http://127.0.0.1:{gp}"),
             _dir: dir,
@@ -74,16 +85,9 @@ impl Proc {
 
     /// Waits for exit (bounded) and returns (exit code, stderr).
     fn wait(mut self) -> (Option<i32>, String) {
-        use std::io::Read;
-        let mut stderr = self.child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.code(), reader.join().unwrap());
+                return (status.code(), self.stderr.join().unwrap());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
