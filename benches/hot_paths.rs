@@ -152,6 +152,7 @@ fn auth_benches(c: &mut Criterion) {
         client_id: id.into(),
         secret: Some(SecretString::from(s.to_owned())),
         via: PresentedVia::Grpc,
+        peer: None,
     };
     let sha = creds("sha", secret);
     let argon = creds("argon", "a human-chosen secret");

@@ -44,6 +44,12 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminSettings,
     #[serde(default)]
+    pub tls: TlsSettings,
+    #[serde(default)]
+    pub rate_limit: RateLimitSettings,
+    #[serde(default)]
+    pub auth_throttle: AuthThrottleSettings,
+    #[serde(default)]
     pub clients: Vec<ClientConfig>,
 }
 
@@ -236,6 +242,21 @@ pub struct ServerSettings {
     /// for changes to hot-reload; 0 = only on SIGHUP.
     #[serde(default = "default_reload_poll", deserialize_with = "de_num")]
     pub reload_poll_secs: u64,
+    /// Time a client gets to send a complete set of HTTP/1 request headers
+    /// (and, with TLS, to finish the handshake): the slow-loris bound.
+    #[serde(default = "default_header_timeout", deserialize_with = "de_num")]
+    pub header_read_timeout_secs: u64,
+    /// Bound on one request, body read included, on both listeners.
+    #[serde(default = "default_request_timeout", deserialize_with = "de_num")]
+    pub request_timeout_secs: u64,
+    /// Requests handled at once per listener; more are answered at once with
+    /// `temporarily_unavailable` (HTTP 503, gRPC UNAVAILABLE).
+    #[serde(default = "default_max_requests", deserialize_with = "de_num")]
+    pub max_concurrent_requests: u64,
+    /// Open connections per listener; beyond it, new connections wait in the
+    /// kernel's accept queue until one closes.
+    #[serde(default = "default_max_connections", deserialize_with = "de_num")]
+    pub max_connections: u64,
 }
 
 impl Default for ServerSettings {
@@ -243,12 +264,154 @@ impl Default for ServerSettings {
         Self {
             shutdown_grace_secs: default_grace(),
             reload_poll_secs: default_reload_poll(),
+            header_read_timeout_secs: default_header_timeout(),
+            request_timeout_secs: default_request_timeout(),
+            max_concurrent_requests: default_max_requests(),
+            max_connections: default_max_connections(),
         }
     }
 }
 
 fn default_reload_poll() -> u64 {
     1
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_max_requests() -> u64 {
+    1024
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
+
+/// `[tls]`: optional TLS on both listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the certificate files are checked for changes (SIGHUP
+    /// reloads at once).
+    #[serde(default = "default_tls_reload", deserialize_with = "de_num")]
+    pub reload_check_secs: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_check_secs: default_tls_reload(),
+        }
+    }
+}
+
+fn default_tls_reload() -> u64 {
+    5
+}
+
+/// `[rate_limit]`: the default per-client token bucket (a client's
+/// `rate_limit_per_sec` / `rate_limit_burst` override it). `per_sec = 0`
+/// turns rate limiting off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    #[serde(default, deserialize_with = "de_f64")]
+    pub per_sec: f64,
+    /// Requests allowed at once on top of the sustained rate; 0 = `per_sec`.
+    #[serde(default, deserialize_with = "de_num")]
+    pub burst: u64,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_sec: 0.0,
+            burst: 0,
+        }
+    }
+}
+
+/// `[auth_throttle]`: back-off after failed client authentications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthThrottleSettings {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Failures (per client id, per peer address) before back-off starts.
+    #[serde(default = "default_throttle_threshold", deserialize_with = "de_num")]
+    pub threshold: u64,
+    /// First back-off; it doubles with every further failure.
+    #[serde(default = "default_throttle_base", deserialize_with = "de_num")]
+    pub base_secs: u64,
+    /// Longest back-off.
+    #[serde(default = "default_throttle_max", deserialize_with = "de_num")]
+    pub max_secs: u64,
+    /// Failures are forgotten this long after the last one.
+    #[serde(default = "default_throttle_reset", deserialize_with = "de_num")]
+    pub reset_secs: u64,
+}
+
+impl Default for AuthThrottleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: default_throttle_threshold(),
+            base_secs: default_throttle_base(),
+            max_secs: default_throttle_max(),
+            reset_secs: default_throttle_reset(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_throttle_threshold() -> u64 {
+    10
+}
+fn default_throttle_base() -> u64 {
+    1
+}
+fn default_throttle_max() -> u64 {
+    60
+}
+fn default_throttle_reset() -> u64 {
+    900
+}
+
+/// Decimal numbers from TOML floats, integers or (env overrides) strings.
+pub(crate) fn de_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        F(f64),
+        I(i64),
+        Str(String),
+    }
+    let v = match N::deserialize(d)? {
+        N::F(f) => f,
+        N::I(i) => i as f64,
+        N::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("expected a number, got {s:?}")))?,
+    };
+    if !v.is_finite() || v < 0.0 {
+        return Err(serde::de::Error::custom("expected a non-negative number"));
+    }
+    Ok(v)
 }
 
 fn default_grace() -> u64 {
@@ -329,6 +492,9 @@ const SECTIONS: &[&str] = &[
     "server",
     "authorization",
     "admin",
+    "tls",
+    "rate_limit",
+    "auth_throttle",
 ];
 const TOP_LEVEL: &[&str] = &["issuer", "clients_file"];
 /// Env variables read elsewhere (secrets), never mapped onto the file.
@@ -379,6 +545,15 @@ impl Config {
         if let Some(k) = cfg.signing.key_file.take() {
             cfg.signing.key_file = Some(resolve(path, &k));
         }
+        for f in [
+            &mut cfg.tls.cert_file,
+            &mut cfg.tls.key_file,
+            &mut cfg.tls.client_ca_file,
+        ] {
+            if let Some(p) = f.take() {
+                *f = Some(resolve(path, &p));
+            }
+        }
         cfg.signing.previous_key_files = cfg
             .signing
             .previous_key_files
@@ -407,14 +582,17 @@ impl Config {
             if addr.parse::<SocketAddr>().is_err() {
                 problems.push(format!("admin.listen: {addr:?} is not an IP:port address"));
             }
+            // Without token_hash the admin listener serves /metrics only.
             match &self.admin.token_hash {
-                None => problems.push(
-                    "admin.token_hash: required with admin.listen (sha256:<hex> of the admin secret, from `tokend hash-secret`)".into(),
-                ),
-                Some(h) if !matches!(
-                    crate::oauth::client::SecretHash::parse(h),
-                    Ok(crate::oauth::client::SecretHash::Sha256(_))
-                ) => problems.push("admin.token_hash: must be sha256:<64 hex digits>".into()),
+                None => {}
+                Some(h)
+                    if !matches!(
+                        crate::oauth::client::SecretHash::parse(h),
+                        Ok(crate::oauth::client::SecretHash::Sha256(_))
+                    ) =>
+                {
+                    problems.push("admin.token_hash: must be sha256:<64 hex digits>".into())
+                }
                 Some(_) => {}
             }
         }
@@ -451,6 +629,39 @@ impl Config {
                     );
                 }
             }
+        }
+        for (key, v) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+            ),
+            (
+                "server.max_concurrent_requests",
+                self.server.max_concurrent_requests,
+            ),
+            ("server.max_connections", self.server.max_connections),
+        ] {
+            if v == 0 {
+                problems.push(format!("{key}: must be positive"));
+            }
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => problems.push("tls.key_file: required with tls.cert_file".into()),
+            (None, Some(_)) => problems.push("tls.cert_file: required with tls.key_file".into()),
+            (None, None) if self.tls.client_ca_file.is_some() => {
+                problems.push("tls.client_ca_file: requires tls.cert_file and tls.key_file".into())
+            }
+            _ => {}
+        }
+        if self.auth_throttle.enabled && self.auth_throttle.threshold == 0 {
+            problems.push("auth_throttle.threshold: must be positive".into());
+        }
+        if self.auth_throttle.max_secs < self.auth_throttle.base_secs {
+            problems.push("auth_throttle.max_secs: must be at least base_secs".into());
         }
         if self.store.timeout_ms == 0 {
             problems.push("store.timeout_ms: must be positive".into());
@@ -530,10 +741,18 @@ fn apply_env(
             table.insert(lower, toml::Value::String(value));
             continue;
         }
-        let Some((section, key)) = lower.split_once('_') else {
+        // Longest section name first: `rate_limit_per_sec` is [rate_limit] per_sec.
+        let Some((section, key)) = SECTIONS
+            .iter()
+            .filter_map(|s| {
+                let key = lower.strip_prefix(s)?.strip_prefix('_')?;
+                Some((*s, key))
+            })
+            .max_by_key(|(s, _)| s.len())
+        else {
             continue;
         };
-        if !SECTIONS.contains(&section) || is_service_link(key) {
+        if is_service_link(key) {
             continue;
         }
         if key == "previous_key_files" {

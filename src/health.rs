@@ -99,6 +99,8 @@ pub async fn run_checks(
 ) {
     loop {
         let result = tokio::time::timeout(timeout, store.ping()).await;
+        let up = matches!(result, Ok(Ok(())));
+        metrics::gauge!("tokend_store_up").set(if up { 1.0 } else { 0.0 });
         match result {
             Ok(Ok(())) => readiness.set(true, "").await,
             Ok(Err(e)) => {

@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod oauth;
 pub mod reload;
 pub mod server;

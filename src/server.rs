@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::health::{self, Readiness};
@@ -22,6 +22,9 @@ use crate::pb::token_service_server::TokenServiceServer;
 use crate::reload::{ReloadOptions, Reloader};
 use crate::store::{self, SharedStore};
 use crate::token::{KeySet, SigningKey};
+use crate::transport::access::{AccessLayer, Transport};
+use crate::transport::listen::{self, ListenOptions, Protocols};
+use crate::transport::tls::Tls;
 use crate::transport::{grpc, http};
 
 /// A built, bound, not yet running tokend.
@@ -34,6 +37,7 @@ pub struct Server {
     grpc_listener: TcpListener,
     admin_listener: Option<TcpListener>,
     reload: Option<ReloadOptions>,
+    tls: Option<Tls>,
     config: Config,
 }
 
@@ -75,7 +79,10 @@ impl Server {
         let keys = load_keys(&config)?;
         let registry = Registry::new(&config.clients)
             .map_err(|e| anyhow::anyhow!("invalid clients:\n  {}", e.join("\n  ")))?;
-        let store = store::connect(&config.store).await.context("store")?;
+        let tls = Tls::load(&config.tls)?;
+        let store: SharedStore = Arc::new(store::instrumented::Instrumented::new(
+            store::connect(&config.store).await.context("store")?,
+        ));
         let core = Arc::new(Core::new(
             Settings::from_config(&config),
             registry,
@@ -112,6 +119,7 @@ impl Server {
             grpc_listener,
             admin_listener,
             reload: None,
+            tls,
             config,
         })
     }
@@ -122,7 +130,7 @@ impl Server {
         self
     }
 
-    /// The admin listener's address, when `[admin] listen` is set.
+    /// The `[admin]` listener's address, when one is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_listener
             .as_ref()
@@ -154,6 +162,7 @@ impl Server {
             grpc_listener,
             admin_listener,
             reload,
+            tls,
             config,
         } = self;
         let health_service = tonic_health::pb::health_server::HealthServer::new(
@@ -180,14 +189,31 @@ impl Server {
             let reloader = Reloader::new(core.clone(), config.clone(), opts);
             tokio::spawn(reloader.run(background.clone()));
         }
-        let admin_task = match admin_listener {
-            Some(l) => Some(tokio::spawn(serve_admin(
-                l,
-                core.clone(),
-                &config,
-                stop_servers.clone(),
-            )?)),
-            None => None,
+        let metrics_handle = crate::metrics::install();
+        crate::metrics::signing_keys(&core.keys());
+        tokio::spawn(crate::metrics::upkeep(
+            metrics_handle.clone(),
+            background.clone(),
+        ));
+        if let Some(t) = tls.clone() {
+            tokio::spawn(t.watch(
+                Duration::from_secs(config.tls.reload_check_secs.max(1)),
+                background.clone(),
+            ));
+        }
+        let limits = &config.server;
+        let opts = ListenOptions {
+            max_connections: usize::try_from(limits.max_connections).unwrap_or(usize::MAX),
+            header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+            tls,
+        };
+        let max_requests = usize::try_from(limits.max_concurrent_requests)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let request_timeout = Duration::from_secs(limits.request_timeout_secs);
+        let label: Arc<dyn Fn(&str) -> String + Send + Sync> = {
+            let core = core.clone();
+            Arc::new(move |id: &str| core.client_label(id))
         };
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -200,11 +226,23 @@ impl Server {
             .build_v1alpha()?;
         let grpc_addr = grpc_listener.local_addr()?;
         let grpc_stop = stop_servers.clone();
+        let grpc_conns = listen::accept(
+            grpc_listener,
+            opts.clone(),
+            Protocols::H2,
+            stop_servers.clone(),
+        );
         let grpc_server = tonic::transport::Server::builder()
             // Long-lived HTTP/2 connections would pin clients to one replica
             // behind a ClusterIP Service; recycle them so load spreads.
             .max_connection_age(Duration::from_secs(300))
-            .tcp_nodelay(true)
+            .layer(AccessLayer::<tonic::body::Body>::new(
+                Transport::Grpc,
+                label.clone(),
+                max_requests,
+                request_timeout,
+                |e| tonic::Status::from(e).into_http(),
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -214,30 +252,64 @@ impl Server {
             .add_service(AuthorizationServiceServer::new(
                 grpc::AuthorizationService::new(core.clone()),
             ))
-            // tonic ignores the builder's tcp_nodelay for a caller-supplied
-            // listener; without it, Nagle + delayed ACK held gRPC Issue
-            // responses ~40 ms (measured with tokend-bench).
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                async move { grpc_stop.cancelled().await },
-            );
+            .serve_with_incoming_shutdown(ReceiverStream::new(grpc_conns), async move {
+                grpc_stop.cancelled().await
+            });
 
         let http_addr = http_listener.local_addr()?;
-        let app = http::router(http::HttpState {
+        let mut app = http::router(http::HttpState {
             core: core.clone(),
             readiness: readiness.clone(),
             max_body: usize::try_from(config.http.max_body_bytes).unwrap_or(usize::MAX),
         });
-        let http_stop = stop_servers.clone();
-        let http_server = axum::serve(
+        if admin_listener.is_none() {
+            app = app.merge(crate::metrics::router(metrics_handle.clone()));
+        }
+        let app = app.layer(AccessLayer::<axum::body::Body>::new(
+            Transport::Http,
+            label,
+            max_requests,
+            request_timeout,
+            <crate::oauth::OAuthError as axum::response::IntoResponse>::into_response,
+        ));
+        let http_conns = listen::accept(
             http_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_stop.cancelled().await });
+            opts.clone(),
+            Protocols::Http,
+            stop_servers.clone(),
+        );
+        let http_server = listen::serve_http(
+            http_conns,
+            app,
+            opts.header_read_timeout,
+            stop_servers.clone(),
+        );
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let admin_task = match admin_listener {
+            Some(l) => {
+                // Plain HTTP (h2c for gRPC): operators and scrapers live inside
+                // the cluster network; keep this port private.
+                let admin_opts = ListenOptions {
+                    tls: None,
+                    ..opts.clone()
+                };
+                let app = admin_router(core.clone(), &config, metrics_handle.clone())?;
+                let conns = listen::accept(l, admin_opts, Protocols::Http, stop_servers.clone());
+                Some(tokio::spawn(listen::serve_http(
+                    conns,
+                    app,
+                    opts.header_read_timeout,
+                    stop_servers.clone(),
+                )))
+            }
+            None => None,
+        };
 
         tracing::info!(
             %http_addr,
             %grpc_addr,
+            admin_addr = ?admin_addr,
+            tls = opts.tls.is_some(),
             store = store.backend(),
             kid = core.keys().active().kid(),
             alg = %core.keys().active().alg(),
@@ -245,7 +317,7 @@ impl Server {
         );
 
         let grpc_task = tokio::spawn(grpc_server);
-        let http_task = tokio::spawn(async move { http_server.await });
+        let http_task = tokio::spawn(http_server);
 
         shutdown.cancelled().await;
         tracing::info!(
@@ -257,12 +329,10 @@ impl Server {
         let drained = tokio::time::timeout(grace, async {
             let g = grpc_task.await;
             let h = http_task.await;
-            if let Some(a) = admin_task {
-                match a.await {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "admin server"),
-                    Err(e) => tracing::warn!(error = %e, "admin server task"),
-                    Ok(Ok(())) => {}
-                }
+            if let Some(a) = admin_task
+                && let Err(e) = a.await
+            {
+                tracing::warn!(error = %e, "admin server task");
             }
             (g, h)
         })
@@ -271,7 +341,7 @@ impl Server {
         match drained {
             Ok((g, h)) => {
                 g.context("gRPC server task")?.context("gRPC server")?;
-                h.context("HTTP server task")?.context("HTTP server")?;
+                h.context("HTTP server task")?;
                 tracing::info!("stopped");
             }
             Err(_) => {
@@ -282,35 +352,30 @@ impl Server {
     }
 }
 
-/// The admin listener: `tokend.v1.ClientAdmin` (+ reflection) behind its own
-/// bearer authentication. Built as an axum router so other operator endpoints
-/// (metrics) can be merged onto the same port here.
-fn serve_admin(
-    listener: TcpListener,
+/// The admin listener's routes: Prometheus `/metrics`, and, when
+/// `[admin] token_hash` is set, `tokend.v1.ClientAdmin` (+ reflection) behind
+/// its own bearer authentication, on one port (gRPC is h2c, metrics HTTP/1.1).
+fn admin_router(
     core: Arc<Core>,
     config: &Config,
-    stop: CancellationToken,
-) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>> + Send + 'static> {
-    let Some(crate::oauth::client::SecretHash::Sha256(expected)) = config
-        .admin
-        .token_hash
-        .as_deref()
-        .and_then(|h| crate::oauth::client::SecretHash::parse(h).ok())
-    else {
-        anyhow::bail!("admin.token_hash: required with admin.listen (sha256:<hex>)");
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<axum::Router> {
+    let app = crate::metrics::router(metrics);
+    let Some(hash) = config.admin.token_hash.as_deref() else {
+        tracing::info!(
+            "admin listener serves /metrics only: no admin.token_hash, no ClientAdmin API"
+        );
+        return Ok(app);
     };
-    let addr = listener.local_addr()?;
-    let app =
+    let Ok(crate::oauth::client::SecretHash::Sha256(expected)) =
+        crate::oauth::client::SecretHash::parse(hash)
+    else {
+        anyhow::bail!("admin.token_hash: must be sha256:<64 hex digits>");
+    };
+    let admin =
         crate::transport::admin::router(core, crate::transport::admin::AdminAuth::new(expected))?;
-    tracing::info!(%addr, "admin API listening (tokend.v1.ClientAdmin)");
-    Ok(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    })
+    tracing::info!("admin API enabled (tokend.v1.ClientAdmin) on the admin listener");
+    Ok(app.merge(admin))
 }
 
 async fn prune_loop(store: SharedStore, stop: CancellationToken) {

@@ -1,9 +1,28 @@
 //! Log setup: `[log] format` (text or JSON) and `level`; `RUST_LOG`, when set,
 //! takes precedence over `level` for fine-grained filters.
+//!
+//! Whatever the level, [`ALWAYS`] caps the HTTP/2, HTTP/1, TLS and tonic
+//! internals at `info`: at debug/trace they dump frames and headers
+//! (`Authorization: Basic ...`) and bodies (client secrets). The access log
+//! (`tokend::access`) is tokend's own per-request record instead.
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
+
+/// Filter directives appended to every configuration (see the module docs).
+pub const ALWAYS: &[&str] = &[
+    "h2=info",
+    "hyper=info",
+    "hyper_util=info",
+    "tonic=info",
+    "tower=info",
+    "tower_http=info",
+    "axum=info",
+    "rustls=info",
+    "tokio_rustls=info",
+    "reqwest=info",
+];
 
 /// Checks a level or filter directive.
 pub fn parse_level(level: &str) -> Result<EnvFilter, String> {
@@ -17,6 +36,9 @@ pub fn init(settings: &LogSettings) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| parse_level(&settings.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let filter = ALWAYS.iter().fold(filter, |f, d| {
+        f.add_directive(d.parse().expect("static directive"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -164,7 +164,7 @@ proptest! {
         via in prop_oneof![Just(PresentedVia::Basic), Just(PresentedVia::Body), Just(PresentedVia::Grpc)],
     ) {
         let core = core();
-        let creds = Credentials { client_id, secret: secret.map(SecretString::from), via };
+        let creds = Credentials { client_id, secret: secret.map(SecretString::from), via, peer: None };
         let req = TokenRequest {
             grant_type, scope, audience, code, redirect_uri: None, code_verifier: None, refresh_token: refresh,
         };
@@ -179,6 +179,7 @@ proptest! {
         let core = core();
         let creds = Credentials {
             client_id: "svc".into(), secret: Some(SecretString::from("secret")), via: PresentedVia::Body,
+            peer: None,
         };
         let rt = rt();
         match rt.block_on(core.introspect(&creds, &token, hint.as_deref())) {

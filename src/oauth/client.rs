@@ -94,6 +94,16 @@ pub struct ClientConfig {
     pub claims: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub claims_in_response: bool,
+    /// Overrides `[rate_limit] per_sec` for this client (0 = unlimited).
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub rate_limit_per_sec: Option<f64>,
+    /// Overrides `[rate_limit] burst` for this client.
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+}
+
+fn de_opt_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    crate::config::de_f64(d).map(Some)
 }
 
 fn default_grants() -> Vec<String> {
@@ -167,6 +177,9 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub claims_in_response: bool,
+    /// Per-client rate limit overrides; `None` uses the `[rate_limit]` default.
+    pub rate_limit_per_sec: Option<f64>,
+    pub rate_limit_burst: Option<u32>,
 }
 
 impl Client {
@@ -279,6 +292,8 @@ impl ClientConfig {
             redirect_uris: self.redirect_uris.clone(),
             claims: self.claims.clone(),
             claims_in_response: self.claims_in_response,
+            rate_limit_per_sec: self.rate_limit_per_sec,
+            rate_limit_burst: self.rate_limit_burst,
         })
     }
 }
@@ -298,6 +313,9 @@ pub struct Credentials {
     pub client_id: String,
     pub secret: Option<SecretString>,
     pub via: PresentedVia,
+    /// The caller's network address, as plain data for the secret-guessing
+    /// defence; `None` when unknown.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// Bounded cache of argon2 successes: (client id, SHA-256 of secret).

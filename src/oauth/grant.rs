@@ -121,6 +121,12 @@ impl Core {
             tracing::error!(error = %e, "signing failed");
             OAuthError::ServerError("could not sign the token".into())
         })?;
+        metrics::counter!(
+            "tokend_tokens_issued_total",
+            "grant_type" => g.grant_type.as_str(),
+            "client_id" => g.client.id.clone()
+        )
+        .increment(1);
         let extra = if g.client.claims_in_response {
             g.client.claims.clone()
         } else {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod grant;
 pub mod introspect;
 pub mod lifecycle;
+pub mod limits;
 pub mod refresh;
 pub mod scope;
 
@@ -42,6 +43,10 @@ pub struct Settings {
     pub login_url: Option<String>,
     /// How long a login challenge waits for the login app.
     pub challenge_ttl: Duration,
+    /// Default per-client rate limit (`[rate_limit]`).
+    pub rate_limit: limits::RateLimit,
+    /// Secret-guessing back-off (`[auth_throttle]`).
+    pub throttle: limits::ThrottlePolicy,
 }
 
 impl Settings {
@@ -57,6 +62,17 @@ impl Settings {
             leeway_secs: i64::try_from(cfg.tokens.leeway_secs).unwrap_or(i64::MAX),
             login_url: cfg.authorization.login_url.clone(),
             challenge_ttl: Duration::from_secs(cfg.authorization.challenge_ttl_secs),
+            rate_limit: limits::RateLimit {
+                per_sec: cfg.rate_limit.per_sec,
+                burst: u32::try_from(cfg.rate_limit.burst).unwrap_or(u32::MAX),
+            },
+            throttle: limits::ThrottlePolicy {
+                enabled: cfg.auth_throttle.enabled,
+                threshold: u32::try_from(cfg.auth_throttle.threshold).unwrap_or(u32::MAX),
+                base: Duration::from_secs(cfg.auth_throttle.base_secs),
+                max: Duration::from_secs(cfg.auth_throttle.max_secs),
+                reset: Duration::from_secs(cfg.auth_throttle.reset_secs),
+            },
         }
     }
 }
@@ -103,18 +119,6 @@ impl Core {
 
     pub fn clients(&self) -> Arc<Registry> {
         self.clients.load_full()
-    }
-
-    /// Authenticates a caller against the registry, then refuses a client an
-    /// operator has disabled (the same `invalid_client` as a wrong secret).
-    pub async fn authenticate(&self, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
-        let client = self.clients().authenticate(creds).await?;
-        if self.disabled.contains(&client.id) {
-            return Err(OAuthError::InvalidClient {
-                basic: creds.via == PresentedVia::Basic,
-            });
-        }
-        Ok(client)
     }
 
     /// Replaces the client registry (hot reload).

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod instrumented;
 pub mod memory;
 pub mod redis;
 

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::access::RequestRecord;
 use crate::oauth::{Core, Credentials, Introspection, OAuthError, PresentedVia, TokenRequest};
 use crate::pb;
 
@@ -47,11 +48,13 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn credentials(client_id: String, client_secret: String) -> Credentials {
+fn credentials(client_id: String, client_secret: String, rec: &RequestRecord) -> Credentials {
+    rec.client(&client_id);
     Credentials {
         client_id,
         secret: non_empty(client_secret).map(SecretString::from),
         via: PresentedVia::Grpc,
+        peer: rec.peer_ip(),
     }
 }
 
@@ -73,8 +76,10 @@ impl pb::token_service_server::TokenService for TokenService {
         &self,
         request: Request<pb::IssueRequest>,
     ) -> Result<Response<pb::IssueResponse>, Status> {
+        let rec = RequestRecord::of(request.extensions());
         let r = request.into_inner();
-        let creds = credentials(r.client_id, r.client_secret);
+        rec.grant_type(&r.grant_type);
+        let creds = credentials(r.client_id, r.client_secret, &rec);
         let req = TokenRequest {
             grant_type: r.grant_type,
             // Each repeated entry may itself be space-delimited, as on HTTP.
@@ -89,7 +94,9 @@ impl pb::token_service_server::TokenService for TokenService {
             code_verifier: non_empty(r.code_verifier),
             refresh_token: non_empty(r.refresh_token),
         };
-        let t = self.core.token(&creds, req).await?;
+        let t = self.core.token(&creds, req).await;
+        rec.outcome(&t);
+        let t = t?;
         Ok(Response::new(pb::IssueResponse {
             access_token: t.access_token,
             token_type: t.token_type.to_string(),
@@ -104,13 +111,16 @@ impl pb::token_service_server::TokenService for TokenService {
         &self,
         request: Request<pb::IntrospectRequest>,
     ) -> Result<Response<pb::IntrospectResponse>, Status> {
+        let rec = RequestRecord::of(request.extensions());
         let r = request.into_inner();
-        let creds = credentials(r.client_id, r.client_secret);
+        let creds = credentials(r.client_id, r.client_secret, &rec);
         let hint = non_empty(r.token_type_hint);
         let answer = self
             .core
             .introspect(&creds, &r.token, hint.as_deref())
-            .await?;
+            .await;
+        rec.outcome(&answer);
+        let answer = answer?;
         Ok(Response::new(match answer {
             Introspection::Inactive => pb::IntrospectResponse::default(),
             Introspection::Refresh(r) => pb::IntrospectResponse {
@@ -146,10 +156,13 @@ impl pb::token_service_server::TokenService for TokenService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let rec = RequestRecord::of(request.extensions());
         let r = request.into_inner();
-        let creds = credentials(r.client_id, r.client_secret);
+        let creds = credentials(r.client_id, r.client_secret, &rec);
         let hint = non_empty(r.token_type_hint);
-        self.core.revoke(&creds, &r.token, hint.as_deref()).await?;
+        let done = self.core.revoke(&creds, &r.token, hint.as_deref()).await;
+        rec.outcome(&done);
+        done?;
         Ok(Response::new(pb::RevokeResponse {}))
     }
 }

@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 
+use super::access::RequestRecord;
 use crate::health::Readiness;
 use crate::oauth::{
     Core, Credentials, Introspection, OAuthError, PresentedVia, TokenRequest, scope,
@@ -73,6 +74,8 @@ impl IntoResponse for HttpError {
             "error_description": self.error.description(),
         });
         let mut res = (self.status, axum::Json(body)).into_response();
+        res.extensions_mut()
+            .insert(super::access::Outcome(self.error.code()));
         let h = res.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -234,7 +237,18 @@ pub fn decode_basic(value: &str) -> Option<(String, String)> {
 }
 
 /// Finds the client's credentials in the Basic header or the body.
-fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, OAuthError> {
+fn credentials(
+    headers: &HeaderMap,
+    params: &Params,
+    rec: &RequestRecord,
+) -> Result<Credentials, OAuthError> {
+    let mut creds = credentials_of(headers, params)?;
+    creds.peer = rec.peer_ip();
+    rec.client(&creds.client_id);
+    Ok(creds)
+}
+
+fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, OAuthError> {
     let body_id = params.get("client_id");
     let body_secret = params.get("client_secret");
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
@@ -254,6 +268,7 @@ fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, OAut
             client_id: id,
             secret: (!secret.is_empty()).then(|| SecretString::from(secret)),
             via: PresentedVia::Basic,
+            peer: None,
         });
     }
     let Some(id) = body_id else {
@@ -263,6 +278,7 @@ fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, OAut
         client_id: id.to_owned(),
         secret: body_secret.map(SecretString::from),
         via: PresentedVia::Body,
+        peer: None,
     })
 }
 
@@ -360,8 +376,10 @@ async fn authorize(
 }
 
 async fn token(State(s): State<HttpState>, req: Request) -> Result<Response, HttpError> {
+    let rec = RequestRecord::of(req.extensions());
     let (headers, params) = read_params(req, s.max_body).await?;
-    let creds = credentials(&headers, &params)?;
+    rec.grant_type(params.get("grant_type").unwrap_or(""));
+    let creds = credentials(&headers, &params, &rec)?;
     let mut audience: Vec<String> = params.get("audience").map(scope::split).unwrap_or_default();
     audience.extend(params.all("resource").map(str::to_owned));
     let req = TokenRequest {
@@ -389,8 +407,9 @@ async fn token(State(s): State<HttpState>, req: Request) -> Result<Response, Htt
 }
 
 async fn introspect(State(s): State<HttpState>, req: Request) -> Result<Response, HttpError> {
+    let rec = RequestRecord::of(req.extensions());
     let (headers, params) = read_params(req, s.max_body).await?;
-    let creds = credentials(&headers, &params)?;
+    let creds = credentials(&headers, &params, &rec)?;
     let token = params.get("token").unwrap_or("");
     let answer = s
         .core
@@ -429,8 +448,9 @@ async fn introspect(State(s): State<HttpState>, req: Request) -> Result<Response
 }
 
 async fn revoke(State(s): State<HttpState>, req: Request) -> Result<Response, HttpError> {
+    let rec = RequestRecord::of(req.extensions());
     let (headers, params) = read_params(req, s.max_body).await?;
-    let creds = credentials(&headers, &params)?;
+    let creds = credentials(&headers, &params, &rec)?;
     let token = params.get("token").unwrap_or("");
     s.core
         .revoke(&creds, token, params.get("token_type_hint"))

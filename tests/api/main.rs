@@ -13,5 +13,8 @@ mod http_protocol;
 mod introspection;
 mod keys;
 mod lifecycle;
+mod ops;
+mod process;
 mod redis_store;
 mod reload;
+mod tls;

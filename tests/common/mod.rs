@@ -122,7 +122,7 @@ pub struct TestApp {
     pub admin: Option<SocketAddr>,
     pub http_client: reqwest::Client,
     pub core: std::sync::Arc<tokend::oauth::Core>,
-    shutdown: CancellationToken,
+    pub shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempdir::TempDir>,
 }

@@ -1,0 +1,381 @@
+//! The per-request tower layer both transports share: request id, access log
+//! (one event per request), request metrics, the request timeout and the
+//! concurrency limit.
+//!
+//! Handlers learn nothing new here; they only note what the core told them
+//! (client id, grant type, outcome) in the [`RequestRecord`] this layer puts in
+//! the request's extensions, and read the caller's address from it. Labels
+//! are sanitised here: client ids only for configured clients, grant types
+//! only when known, so neither logs nor metrics carry caller-chosen text.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response};
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+use crate::oauth::OAuthError;
+use crate::oauth::client::GrantType;
+
+/// Which listener a request came through (the `transport` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Grpc,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+/// The caller's socket address, inserted by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The OAuth error code of an HTTP error response, set by the HTTP error
+/// conversion so the layer logs the exact code.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome(pub &'static str);
+
+#[derive(Default)]
+struct Fields {
+    client_id: Option<String>,
+    grant_type: Option<&'static str>,
+    outcome: Option<&'static str>,
+}
+
+/// What a handler notes about its request for the access log.
+#[derive(Clone, Default)]
+pub struct RequestRecord {
+    peer: Option<SocketAddr>,
+    fields: Arc<Mutex<Fields>>,
+}
+
+impl RequestRecord {
+    /// The record of a request (an empty one when the layer is absent).
+    pub fn of(ext: &http::Extensions) -> Self {
+        ext.get::<Self>().cloned().unwrap_or_default()
+    }
+
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer.map(|p| p.ip())
+    }
+
+    /// The client id the caller claimed (sanitised before logging).
+    pub fn client(&self, id: &str) {
+        self.fields.lock().client_id = Some(id.to_owned());
+    }
+
+    pub fn grant_type(&self, g: &str) {
+        self.fields.lock().grant_type = GrantType::parse(g).map(GrantType::as_str);
+    }
+
+    pub fn outcome<T>(&self, r: &Result<T, OAuthError>) {
+        self.fields.lock().outcome = Some(match r {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        });
+    }
+}
+
+/// Turns an OAuth error into this transport's response (for rejections the
+/// layer itself makes: overload and timeout).
+pub type Reject<B> = fn(OAuthError) -> Response<B>;
+
+/// See the module docs.
+pub struct AccessLayer<B> {
+    transport: Transport,
+    label: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    limit: Arc<Semaphore>,
+    timeout: Duration,
+    reject: Reject<B>,
+}
+
+// Manual impls: response bodies (tonic's) need not be `Clone`.
+impl<B> Clone for AccessLayer<B> {
+    fn clone(&self) -> Self {
+        Self {
+            transport: self.transport,
+            label: self.label.clone(),
+            limit: self.limit.clone(),
+            timeout: self.timeout,
+            reject: self.reject,
+        }
+    }
+}
+
+impl<S: Clone, B> Clone for AccessService<S, B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<B> AccessLayer<B> {
+    pub fn new(
+        transport: Transport,
+        label: Arc<dyn Fn(&str) -> String + Send + Sync>,
+        max_concurrent: usize,
+        timeout: Duration,
+        reject: Reject<B>,
+    ) -> Self {
+        Self {
+            transport,
+            label,
+            limit: Arc::new(Semaphore::new(max_concurrent)),
+            timeout,
+            reject,
+        }
+    }
+}
+
+impl<S, B> tower::Layer<S> for AccessLayer<B> {
+    type Service = AccessService<S, B>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+pub struct AccessService<S, B> {
+    inner: S,
+    layer: AccessLayer<B>,
+}
+
+/// Accepts a caller's `x-request-id` when it is short, plain text; else
+/// generates one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(crate::token::opaque::random_id)
+}
+
+fn peer_of<T>(req: &Request<T>) -> Option<SocketAddr> {
+    let ext = req.extensions();
+    ext.get::<PeerAddr>()
+        .map(|p| p.0)
+        .or_else(|| {
+            ext.get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|c| c.remote_addr)
+        })
+        .or_else(|| {
+            ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0)
+        })
+}
+
+const GRPC_SERVICES: &[&str] = &[
+    "tokend.v1.",
+    "grpc.health.v1.",
+    "grpc.reflection.v1.",
+    "grpc.reflection.v1alpha.",
+];
+const HTTP_ROUTES: &[&str] = &[
+    "/oauth/token",
+    "/oauth/introspect",
+    "/oauth/revoke",
+    "/oauth/authorize",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/jwks.json",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
+/// A bounded `endpoint` label: known routes / gRPC methods, else "other".
+fn endpoint(transport: Transport, path: &str) -> String {
+    match transport {
+        Transport::Http if HTTP_ROUTES.contains(&path) => path.to_owned(),
+        Transport::Grpc => {
+            let p = path.trim_start_matches('/');
+            if GRPC_SERVICES.iter().any(|s| p.starts_with(s))
+                && p.len() <= 100
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"./_".contains(&b))
+            {
+                p.to_owned()
+            } else {
+                "other".to_owned()
+            }
+        }
+        Transport::Http => "other".to_owned(),
+    }
+}
+
+/// Probes and scrapes are logged at debug, not info, to keep the access log
+/// readable.
+fn is_probe(endpoint: &str) -> bool {
+    matches!(endpoint, "/healthz" | "/readyz" | "/metrics") || endpoint.starts_with("grpc.")
+}
+
+/// The outcome when no handler noted one: from the response itself.
+fn fallback_outcome<B>(transport: Transport, res: &Response<B>) -> &'static str {
+    if let Some(o) = res.extensions().get::<Outcome>() {
+        return o.0;
+    }
+    match transport {
+        Transport::Http => match res.status().as_u16() {
+            200..=399 => "ok",
+            503 => "temporarily_unavailable",
+            500..=599 => "server_error",
+            _ => "invalid_request",
+        },
+        Transport::Grpc => match res
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+        {
+            None | Some("0") => "ok",
+            Some("3" | "12") => "invalid_request",
+            Some("14") => "temporarily_unavailable",
+            Some(_) => "server_error",
+        },
+    }
+}
+
+impl<S, ReqB, B> tower::Service<Request<ReqB>> for AccessService<S, B>
+where
+    S: tower::Service<Request<ReqB>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqB: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let start = Instant::now();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        let rid = request_id(req.headers());
+        let peer = peer_of(&req);
+        let record = RequestRecord {
+            peer,
+            fields: Arc::default(),
+        };
+        req.extensions_mut().insert(record.clone());
+        let endpoint = endpoint(layer.transport, req.uri().path());
+        Box::pin(async move {
+            let mut res = match layer.limit.clone().try_acquire_owned() {
+                Err(_) => (layer.reject)(OAuthError::TemporarilyUnavailable(
+                    "too many concurrent requests; retry later".into(),
+                )),
+                Ok(_permit) => match tokio::time::timeout(layer.timeout, inner.call(req)).await {
+                    Ok(Ok(res)) => res,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => (layer.reject)(OAuthError::TemporarilyUnavailable(
+                        "the request took too long".into(),
+                    )),
+                },
+            };
+            if let Ok(v) = HeaderValue::from_str(&rid) {
+                res.headers_mut().insert("x-request-id", v);
+            }
+            let fields = std::mem::take(&mut *record.fields.lock());
+            let outcome = fields
+                .outcome
+                .unwrap_or_else(|| fallback_outcome(layer.transport, &res));
+            let client_id = fields
+                .client_id
+                .as_deref()
+                .map(|c| (layer.label)(c))
+                .unwrap_or_default();
+            let elapsed = start.elapsed();
+            let transport = layer.transport.as_str();
+            metrics::histogram!(
+                "tokend_request_duration_seconds",
+                "endpoint" => endpoint.clone(),
+                "transport" => transport
+            )
+            .record(elapsed.as_secs_f64());
+            // Probes answering "not ready" are not OAuth errors.
+            if outcome != "ok" && !is_probe(&endpoint) {
+                metrics::counter!(
+                    "tokend_oauth_errors_total",
+                    "error" => outcome,
+                    "transport" => transport
+                )
+                .increment(1);
+            }
+            let latency_ms = elapsed.as_secs_f64() * 1000.0;
+            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+            let grant_type = fields.grant_type.unwrap_or("");
+            macro_rules! access {
+                ($lvl:expr) => {
+                    tracing::event!(
+                        target: "tokend::access",
+                        $lvl,
+                        transport,
+                        endpoint = %endpoint,
+                        client_id = %client_id,
+                        grant_type,
+                        outcome,
+                        latency_ms,
+                        peer = %peer,
+                        request_id = %rid,
+                        "request"
+                    )
+                };
+            }
+            if is_probe(&endpoint) {
+                access!(tracing::Level::DEBUG);
+            } else {
+                access!(tracing::Level::INFO);
+            }
+            Ok(res)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(endpoint(Transport::Http, "/oauth/token"), "/oauth/token");
+        assert_eq!(endpoint(Transport::Http, "/secret-in-path"), "other");
+        assert_eq!(
+            endpoint(Transport::Grpc, "/tokend.v1.TokenService/Issue"),
+            "tokend.v1.TokenService/Issue"
+        );
+        assert_eq!(endpoint(Transport::Grpc, "/evil.Service/X"), "other");
+        let mut h = http::HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+    }
+}

@@ -1,0 +1,227 @@
+//! Accepting connections for both listeners: the connection limit, optional
+//! TLS (with the handshake bounded by the header timeout, so a slow-loris
+//! cannot hold a handshake open), and the HTTP server loop (hyper with a
+//! header read timeout and graceful draining). gRPC gets the same accepted
+//! connections as tonic's incoming stream.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tower::ServiceExt;
+
+use super::access::PeerAddr;
+use super::tls::Tls;
+
+/// Listener options from `[server]` and `[tls]`.
+#[derive(Clone)]
+pub struct ListenOptions {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub tls: Option<Tls>,
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// An accepted (and, with TLS, handshaken) connection. It holds a slot of
+/// the connection limit until dropped.
+pub struct Conn {
+    io: Io,
+    local: Option<SocketAddr>,
+    peer: SocketAddr,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        TcpConnectInfo {
+            local_addr: self.local,
+            remote_addr: Some(self.peer),
+        }
+    }
+}
+
+/// Which ALPN protocols a listener offers.
+#[derive(Clone, Copy)]
+pub enum Protocols {
+    /// HTTP/2 only (gRPC).
+    H2,
+    /// HTTP/1.1 and HTTP/2.
+    Http,
+}
+
+/// Accepts connections until `stop` is cancelled; yields them (handshaken
+/// when TLS is on) on the returned channel.
+pub fn accept(
+    listener: TcpListener,
+    opts: ListenOptions,
+    protocols: Protocols,
+    stop: CancellationToken,
+) -> mpsc::Receiver<io::Result<Conn>> {
+    let (tx, rx) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    tokio::spawn(async move {
+        let local = listener.local_addr().ok();
+        loop {
+            // At the limit, stop accepting: new connections wait in the
+            // kernel's backlog instead of being reset.
+            let slot = tokio::select! {
+                () = stop.cancelled() => break,
+                s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => break },
+            };
+            let (tcp, peer) = tokio::select! {
+                () = stop.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            match &opts.tls {
+                None => {
+                    let conn = Conn {
+                        io: Io::Plain(tcp),
+                        local,
+                        peer,
+                        _slot: slot,
+                    };
+                    if tx.send(Ok(conn)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(tls) => {
+                    let acceptor = tls.acceptor(protocols);
+                    let tx = tx.clone();
+                    let limit = opts.header_read_timeout;
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => {
+                                let conn = Conn {
+                                    io: Io::Tls(Box::new(s)),
+                                    local,
+                                    peer,
+                                    _slot: slot,
+                                };
+                                let _ = tx.send(Ok(conn)).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Serves the HTTP router on accepted connections until `stop`, then drains:
+/// in-flight requests finish, idle keep-alive connections close. The caller
+/// bounds the drain with the shutdown grace.
+pub async fn serve_http(
+    mut conns: mpsc::Receiver<io::Result<Conn>>,
+    app: Router,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    loop {
+        let conn = tokio::select! {
+            () = stop.cancelled() => break,
+            c = conns.recv() => match c {
+                Some(Ok(c)) => c,
+                Some(Err(_)) => continue,
+                None => break,
+            },
+        };
+        let peer = conn.peer;
+        let app = app.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let fut = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(conn), svc)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(conns);
+    graceful.shutdown().await;
+}

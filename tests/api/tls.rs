@@ -1,0 +1,337 @@
+//! TLS on both listeners with a throwaway CA: HTTPS and gRPC over TLS,
+//! certificate rotation without restarting, and mTLS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokend::pb::IssueRequest;
+use tokend::pb::token_service_client::TokenServiceClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::common::{SECRET, basic_header, config_toml, tempdir::TempDir};
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A leaf certificate (PEM cert, PEM key, DER cert) signed by `ca`.
+fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, cn: &str) -> (String, String, Vec<u8>) {
+    let mut p = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, ca).unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// `GET path` over HTTPS/1.1; returns the response text and the server's
+/// certificate (DER), or the error text.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+    path: &str,
+) -> Result<(String, Vec<u8>), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = match client {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => b
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    Ok((String::from_utf8_lossy(&out).into_owned(), served))
+}
+
+async fn https_post_token(addr: std::net::SocketAddr, ca_pem: &str) -> (String, Vec<u8>) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let body = "grant_type=client_credentials";
+    let auth = basic_header("orders-service", SECRET);
+    tls.write_all(
+        format!(
+            "POST /oauth/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Authorization: {auth}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await.unwrap();
+    (String::from_utf8_lossy(&out).into_owned(), Vec::new())
+}
+
+async fn grpc_tls(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+) -> Result<String, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = client {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let ch = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let r = TokenServiceClient::new(ch)
+        .issue(IssueRequest {
+            grant_type: "client_credentials".into(),
+            client_id: "orders-service".into(),
+            client_secret: SECRET.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(r.into_inner().access_token)
+}
+
+fn tls_config(dir: &TempDir, extra: &str) -> String {
+    config_toml("memory://", "", "").replace(
+        "[store]",
+        &format!(
+            "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nreload_check_secs = 1\n{extra}\n[store]",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display()
+        ),
+    )
+}
+
+#[tokio::test]
+async fn both_listeners_speak_tls_and_pick_up_a_rotated_certificate() {
+    let dir = TempDir::new();
+    let ca = ca("tokend test CA");
+    let (cert1, key1, der1) = leaf(&ca, "tokend-1");
+    std::fs::write(dir.path().join("cert.pem"), &cert1).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key1).unwrap();
+    let app = TlsApp::start(&dir, &tls_config(&dir, "")).await;
+    let (http, grpc) = (app.http, app.grpc);
+
+    let ca_pem = ca.pem();
+    let (text, served) = https_get(http, &ca_pem, None, "/healthz").await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(served, der1);
+    // Plain HTTP on the TLS port gets nowhere.
+    let plain = reqwest::get(format!("http://{http}/healthz")).await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    let token = grpc_tls(grpc, &ca_pem, None).await.unwrap();
+    assert!(token.starts_with("eyJ"));
+
+    let (cert2, key2, der2) = leaf(&ca, "tokend-2");
+    std::fs::write(dir.path().join("key.pem"), &key2).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), &cert2).unwrap();
+    let mut rotated = false;
+    for _ in 0..60 {
+        let (_, served) = https_get(http, &ca_pem, None, "/healthz").await.unwrap();
+        if served == der2 {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rotated, "the new certificate was not served");
+    // Same listener, new handshakes on both ports work.
+    assert!(
+        grpc_tls(grpc, &ca_pem, None)
+            .await
+            .unwrap()
+            .starts_with("eyJ")
+    );
+    // The token endpoint over HTTPS, with the new certificate.
+    let (text, _) = https_post_token(http, &ca_pem).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn mtls_rejects_clients_without_a_certificate() {
+    let dir = TempDir::new();
+    let server_ca = ca("server CA");
+    let client_ca = ca("client CA");
+    let (cert, key, _) = leaf(&server_ca, "tokend");
+    std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key).unwrap();
+    std::fs::write(dir.path().join("client-ca.pem"), client_ca.pem()).unwrap();
+    let toml = tls_config(
+        &dir,
+        &format!(
+            "client_ca_file = \"{}\"",
+            dir.path().join("client-ca.pem").display()
+        ),
+    );
+    let app = TlsApp::start(&dir, &toml).await;
+    let ca_pem = server_ca.pem();
+    let (ccert, ckey, _) = leaf(&client_ca, "orders-service");
+    let (stranger_cert, stranger_key, _) = leaf(&server_ca, "stranger");
+
+    let ok = https_get(app.http, &ca_pem, Some((&ccert, &ckey)), "/healthz")
+        .await
+        .unwrap();
+    assert!(ok.0.starts_with("HTTP/1.1 200"), "{}", ok.0);
+    // No certificate, or one from another CA: no HTTP answer.
+    for client in [None, Some((stranger_cert.as_str(), stranger_key.as_str()))] {
+        match https_get(app.http, &ca_pem, client, "/healthz").await {
+            Err(_) => {}
+            Ok((text, _)) => assert!(!text.contains("200 OK"), "{text}"),
+        }
+    }
+    assert!(
+        grpc_tls(app.grpc, &ca_pem, Some((&ccert, &ckey)))
+            .await
+            .unwrap()
+            .starts_with("eyJ")
+    );
+    assert!(grpc_tls(app.grpc, &ca_pem, None).await.is_err());
+    app.stop().await;
+}
+
+/// Starts tokend from `toml` (TestApp's readiness probe speaks plain HTTP,
+/// so TLS servers are started by hand).
+struct TlsApp {
+    http: std::net::SocketAddr,
+    grpc: std::net::SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TlsApp {
+    async fn start(dir: &TempDir, toml: &str) -> Self {
+        let p = dir.path().join("tokend.toml");
+        std::fs::write(&p, toml).unwrap();
+        let cfg = tokend::config::Config::load(Some(&p), Vec::new()).unwrap();
+        let server = tokend::server::Server::build(cfg).await.unwrap();
+        let (http, grpc) = (server.http_addr(), server.grpc_addr());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
+        Self {
+            http,
+            grpc,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_of_a_running_tokend_serve() {
+    let dir = TempDir::new();
+    let ca = ca("tokend test CA");
+    let (cert1, key1, der1) = leaf(&ca, "tokend-1");
+    std::fs::write(dir.path().join("cert.pem"), &cert1).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key1).unwrap();
+    let port = crate::common::free_port();
+    // File polling practically off: only SIGHUP can explain a reload.
+    let toml = tls_config(&dir, "")
+        .replace("reload_check_secs = 1", "reload_check_secs = 3600")
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        );
+    let path = dir.path().join("tokend.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ca_pem = ca.pem();
+    let mut served = None;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            served = Some(https_get(addr, &ca_pem, None, "/healthz").await.unwrap().1);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(served.as_deref(), Some(der1.as_slice()));
+
+    let (cert2, key2, der2) = leaf(&ca, "tokend-2");
+    std::fs::write(dir.path().join("key.pem"), &key2).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), &cert2).unwrap();
+    let hup = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(hup(child.id()).success());
+    let mut rotated = false;
+    for _ in 0..50 {
+        let (_, served) = https_get(addr, &ca_pem, None, "/healthz").await.unwrap();
+        if served == der2 {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(rotated, "SIGHUP did not reload the certificate");
+}
