@@ -7,6 +7,7 @@ mod common;
 mod authorization_code;
 mod cli;
 mod client_credentials;
+mod faults;
 mod grpc;
 mod hostile;
 mod http_protocol;
