@@ -16,3 +16,4 @@ mod keys;
 mod lifecycle;
 mod redis_store;
 mod reload;
+mod soak;
