@@ -286,10 +286,14 @@ async fn soak_fixed_rate_keeps_errors_at_zero_and_resources_flat() {
     let keys_b = window(b0, f64::MAX, |s| s.1);
     let rss_a = window(a0, a1, |s| s.2);
     let rss_b = window(b0, f64::MAX, |s| s.2);
+    let span = |v: &[u64]| match (v.iter().min(), v.iter().max()) {
+        (Some(lo), Some(hi)) => format!("{lo}..={hi} ({} samples)", v.len()),
+        _ => "no samples".to_string(),
+    };
     let summary = format!(
         "soak {secs}s at {rate} rounds/s: ticks {i}, rounds {}, skipped {}, issued {}, \
-         introspected {}, revoked {}, expired checked {}, errors {}; keys early {:?} late {:?}; \
-         RSS KiB early {:?} late {:?}",
+         introspected {}, revoked {}, expired checked {}, errors {}; keys early {} late {}; \
+         RSS KiB early {} late {}",
         n(&counts.rounds),
         n(&counts.skipped),
         n(&counts.issued),
@@ -297,10 +301,10 @@ async fn soak_fixed_rate_keeps_errors_at_zero_and_resources_flat() {
         n(&counts.revoked),
         n(&counts.expired_checked),
         n(&counts.errors),
-        keys_a,
-        keys_b,
-        rss_a,
-        rss_b,
+        span(&keys_a),
+        span(&keys_b),
+        span(&rss_a),
+        span(&rss_b),
     );
     eprintln!("{summary}");
 
