@@ -23,6 +23,11 @@ pub const LOGIN_URL: &str = "https://login.example/login";
 /// Config with the authorization-code clients; `tokens` is the body of a
 /// `[tokens]` section.
 pub fn code_config(store_url: &str, tokens: &str) -> String {
+    code_config_signed(store_url, "algorithm = \"ES256\"", tokens)
+}
+
+/// [`code_config`] with the given `[signing]` body (e.g. a shared key file).
+pub fn code_config_signed(store_url: &str, signing: &str, tokens: &str) -> String {
     let hash = tokend::oauth::client::SecretHash::sha256_of(SECRET);
     let extra = format!(
         r#"
@@ -57,7 +62,7 @@ login_url = "{LOGIN_URL}"
 {tokens}
 "#
     );
-    config_toml(store_url, "algorithm = \"ES256\"", &extra)
+    config_toml(store_url, signing, &extra)
 }
 
 pub async fn code_app() -> TestApp {

@@ -3,10 +3,8 @@
 //! behaviour while Redis is down (fail-closed introspection, issuance going on,
 //! readiness on both health protocols flipping and recovering).
 
-use std::future::Future;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tokend::config::Config;
@@ -15,46 +13,12 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::common::{
-    RedisCluster, RedisServer, SECRET, TestApp, config_toml, error_reason, free_port,
-    tempdir::TempDir, write_temp,
+    RedisCluster, RedisServer, SECRET, TestApp, TokendProcess, config_toml, error_reason,
+    eventually, free_port, keygen, readyz, signing, tempdir::TempDir, write_temp,
 };
 
 /// The readiness budget of the issue: both probes follow Redis within 2 s.
 const FLIP: Duration = Duration::from_secs(2);
-
-/// Polls `check` until it holds or `within` has passed; true if it held.
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Writes a fresh RS256 key with the real CLI, so replicas share it.
-fn keygen(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("signing.pem");
-    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
-        .args(["keygen", "--alg", "RS256", "--out"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "keygen failed");
-    path
-}
-
-fn signing(key: &Path) -> String {
-    format!("algorithm = \"RS256\"\nkey_file = \"{}\"", key.display())
-}
 
 /// An in-process tokend on `store_url` with a short store timeout.
 async fn app_on(store_url: &str, key: &Path, ready: bool) -> TestApp {
@@ -69,16 +33,9 @@ async fn app_on(store_url: &str, key: &Path, ready: bool) -> TestApp {
     }
 }
 
-async fn readyz(app: &TestApp) -> u16 {
-    match app.http_client.get(app.url("/readyz")).send().await {
-        Ok(r) => r.status().as_u16(),
-        Err(_) => 0,
-    }
-}
-
 /// gRPC health status of "" and of the token service (1 = SERVING,
 /// 2 = NOT_SERVING); `None` when the two disagree.
-async fn grpc_health(app: &TestApp) -> Option<i32> {
+pub async fn grpc_health(app: &TestApp) -> Option<i32> {
     let mut h = HealthClient::new(app.grpc_channel().await);
     let mut seen = Vec::new();
     for service in ["", "tokend.v1.TokenService"] {
@@ -94,11 +51,11 @@ async fn grpc_health(app: &TestApp) -> Option<i32> {
     (seen[0] == seen[1]).then_some(seen[0])
 }
 
-async fn is_ready(app: &TestApp) -> bool {
+pub async fn is_ready(app: &TestApp) -> bool {
     readyz(app).await == 200 && grpc_health(app).await == Some(1)
 }
 
-async fn is_not_ready(app: &TestApp) -> bool {
+pub async fn is_not_ready(app: &TestApp) -> bool {
     readyz(app).await == 503 && grpc_health(app).await == Some(2)
 }
 
@@ -224,71 +181,14 @@ async fn starts_while_redis_is_down_and_becomes_ready_when_it_appears() {
     app.stop().await;
 }
 
-/// A real `tokend serve` process.
-struct Process {
-    child: Child,
-    app: TestApp,
-}
-
-impl Process {
-    /// Starts `tokend serve` on fresh ports with `config` (a template with
-    /// `HTTP_PORT` and `GRPC_PORT`) and waits until it is ready.
-    async fn start(dir: &Path, name: &str, config: &str) -> Self {
-        let (http, grpc) = (free_port(), free_port());
-        let text = config
-            .replace(
-                "127.0.0.1:0\"\n[grpc]",
-                &format!("127.0.0.1:{http}\"\n[grpc]"),
-            )
-            .replace(
-                "127.0.0.1:0\"\n[store]",
-                &format!("127.0.0.1:{grpc}\"\n[store]"),
-            );
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let app = TestApp::remote(
-            format!("127.0.0.1:{http}").parse().unwrap(),
-            format!("127.0.0.1:{grpc}").parse().unwrap(),
-        );
-        assert!(
-            eventually(Duration::from_secs(20), || async {
-                readyz(&app).await == 200
-            })
-            .await,
-            "tokend serve ({name}) did not become ready"
-        );
-        Self { child, app }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn two_processes_share_revocations_across_restarts() {
     let dir = TempDir::new();
     let key = keygen(dir.path());
     let redis = RedisServer::start();
     let config = config_toml(&redis.url(), &signing(&key), "");
-    let a = Process::start(dir.path(), "a", &config).await;
-    let b = Process::start(dir.path(), "b", &config).await;
+    let a = TokendProcess::start(dir.path(), "a", &config).await;
+    let b = TokendProcess::start(dir.path(), "b", &config).await;
 
     let revoked = issue(&a.app).await;
     let kept = issue(&a.app).await;
@@ -301,7 +201,7 @@ async fn two_processes_share_revocations_across_restarts() {
 
     // Restart A: the revocation lives in Redis, not in the process.
     a.kill();
-    let a = Process::start(dir.path(), "a2", &config).await;
+    let a = TokendProcess::start(dir.path(), "a2", &config).await;
     assert_eq!(a.app.introspect(&revoked).await, json!({"active": false}));
     assert_eq!(a.app.introspect(&kept).await["active"], true);
     drop(b);

@@ -189,7 +189,10 @@ impl TestApp {
             http,
             grpc,
             admin: None,
-            http_client: reqwest::Client::new(),
+            http_client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             core: std::sync::Arc::new(placeholder),
             shutdown: CancellationToken::new(),
             task: None,
@@ -302,18 +305,37 @@ pub struct RedisServer {
     pub port: u16,
     child: Child,
     dir: tempdir::TempDir,
+    persistent: bool,
 }
 
 impl RedisServer {
-    /// Starts redis-server; panics with the install command if it is missing.
+    /// Starts redis-server without persistence; panics with the install
+    /// command if it is missing.
     pub fn start() -> Self {
         Self::start_on(free_port())
     }
 
     pub fn start_on(port: u16) -> Self {
+        Self::spawn(port, false)
+    }
+
+    /// Starts redis-server with an append-only file fsynced on every write
+    /// (`--appendonly yes --appendfsync always`): a SIGKILLed server restarted
+    /// by [`RedisServer::restart`] (same port, same `--dir`) has every write
+    /// it acknowledged.
+    pub fn start_persistent() -> Self {
+        Self::spawn(free_port(), true)
+    }
+
+    fn spawn(port: u16, persistent: bool) -> Self {
         let dir = tempdir::TempDir::new();
-        let child = spawn_redis(port, dir.path());
-        let server = Self { port, child, dir };
+        let child = spawn_redis(port, dir.path(), persistent);
+        let server = Self {
+            port,
+            child,
+            dir,
+            persistent,
+        };
         server.wait_ping();
         server
     }
@@ -332,19 +354,32 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    /// Starts a new, empty redis-server on the same port (kills the old one
-    /// first if it still runs).
+    /// Starts a new redis-server on the same port and directory (kills the
+    /// old one first if it still runs). Empty unless started with
+    /// [`RedisServer::start_persistent`], which reloads its append-only file.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn_redis(self.port, self.dir.path());
+        self.child = spawn_redis(self.port, self.dir.path(), self.persistent);
         self.wait_ping();
     }
 }
 
-fn spawn_redis(port: u16, dir: &Path) -> Child {
+fn spawn_redis(port: u16, dir: &Path, persistent: bool) -> Child {
+    let persistence: &[&str] = if persistent {
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+    } else {
+        &["--save", "", "--appendonly", "no"]
+    };
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
+        .args(persistence)
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -523,4 +558,153 @@ pub fn wait_ping(port: u16) {
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("redis-server on port {port} did not answer PING");
+}
+
+/// Polls `check` every 50 ms until it holds or `within` has passed; true if
+/// it held.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes a fresh RS256 key into `dir` with the real CLI, so processes share
+/// it.
+pub fn keygen(dir: &Path) -> PathBuf {
+    let path = dir.join("signing.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(["keygen", "--alg", "RS256", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "keygen failed");
+    path
+}
+
+/// The `[signing]` body for an RS256 key file.
+pub fn signing(key: &Path) -> String {
+    format!("algorithm = \"RS256\"\nkey_file = \"{}\"", key.display())
+}
+
+/// HTTP status of `/readyz` (0 when the request fails).
+pub async fn readyz(app: &TestApp) -> u16 {
+    match app.http_client.get(app.url("/readyz")).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// A real `tokend serve` child process (the binary under test), killed on
+/// drop. Its stderr goes to `<dir>/<name>.log`.
+pub struct TokendProcess {
+    pub child: Child,
+    pub app: TestApp,
+    pub log: PathBuf,
+}
+
+impl TokendProcess {
+    /// Starts `tokend serve` on fresh ports with `config` (a
+    /// [`config_toml`] text: its HTTP and gRPC `127.0.0.1:0` are replaced by
+    /// free ports) and waits until it is ready.
+    pub async fn start(dir: &Path, name: &str, config: &str) -> Self {
+        Self::start_with_env(dir, name, config, &[]).await
+    }
+
+    /// Like [`TokendProcess::start`], with extra environment variables (the
+    /// `TOKEND_<SECTION>_<KEY>` overrides).
+    pub async fn start_with_env(
+        dir: &Path,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let (http, grpc) = (free_port(), free_port());
+        let text = config
+            .replace(
+                "127.0.0.1:0\"\n[grpc]",
+                &format!("127.0.0.1:{http}\"\n[grpc]"),
+            )
+            .replace(
+                "127.0.0.1:0\"\n[store]",
+                &format!("127.0.0.1:{grpc}\"\n[store]"),
+            );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let app = TestApp::remote(
+            format!("127.0.0.1:{http}").parse().unwrap(),
+            format!("127.0.0.1:{grpc}").parse().unwrap(),
+        );
+        let mut process = Self { child, app, log };
+        let ready = eventually(Duration::from_secs(30), || async {
+            readyz(&process.app).await == 200
+        })
+        .await;
+        if !ready {
+            let log = process.log_text();
+            process.kill_now();
+            panic!("tokend serve ({name}) did not become ready; its log:\n{log}");
+        }
+        process
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident set size in KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL (no graceful shutdown) and wait for it.
+    pub fn kill(mut self) {
+        self.kill_now();
+    }
+}
+
+impl Drop for TokendProcess {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
 }
