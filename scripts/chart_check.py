@@ -148,12 +148,12 @@ def values_sets() -> list[tuple[str, dict]]:
 
 
 def doc_examples() -> list[tuple[str, dict]]:
-    """The YAML values examples in the docs (chart README, DEPLOY_SECTION.md, the Deploy section of the
+    """The YAML values examples in the docs (chart README, the Deploy section of the
     top-level README): what the docs tell people to write must install. Blocks whose top-level keys are
     not chart values (other YAML) are ignored."""
     keys = set(yaml.safe_load((CHART / "values.yaml").read_text()))
     texts = []
-    for doc in (CHART / "README.md", CHART / "DEPLOY_SECTION.md"):
+    for doc in (CHART / "README.md",):
         if doc.exists():
             texts.append((doc.relative_to(ROOT), doc.read_text()))
     top = ROOT / "README.md"

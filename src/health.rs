@@ -19,6 +19,10 @@ use crate::store::SharedStore;
 pub const TOKEN_SERVICE: &str = "tokend.v1.TokenService";
 /// The gRPC health service name of the login-app API.
 pub const AUTHORIZATION_SERVICE: &str = "tokend.v1.AuthorizationService";
+/// gRPC health name for liveness probes: SERVING while the process runs,
+/// whatever the store does (readiness is "" and the service names above), so
+/// a Redis outage takes pods out of the Service without restarting them.
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 #[derive(Clone)]
 pub struct Readiness {

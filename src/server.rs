@@ -94,6 +94,12 @@ impl Server {
             tracing::warn!(error = %e, "cannot read disabled-client flags at start; retrying every second");
         }
         let health_reporter = tonic_health::server::HealthReporter::new();
+        health_reporter
+            .set_service_status(
+                crate::health::LIVENESS_SERVICE,
+                tonic_health::ServingStatus::Serving,
+            )
+            .await;
         let readiness = Readiness::new(health_reporter.clone());
         readiness.set(false, "starting").await;
         let http_listener = TcpListener::bind(&config.http.listen)
@@ -172,6 +178,11 @@ impl Server {
         let stop_servers = CancellationToken::new();
         let background = CancellationToken::new();
 
+        // The recorder first: the background tasks below record from their
+        // first iteration (tokend_store_up would otherwise be missing for a
+        // second after start).
+        let metrics_handle = crate::metrics::install();
+        crate::metrics::signing_keys(&core.keys());
         tokio::spawn(health::run_checks(
             readiness.clone(),
             store.clone(),
@@ -189,8 +200,6 @@ impl Server {
             let reloader = Reloader::new(core.clone(), config.clone(), opts);
             tokio::spawn(reloader.run(background.clone()));
         }
-        let metrics_handle = crate::metrics::install();
-        crate::metrics::signing_keys(&core.keys());
         tokio::spawn(crate::metrics::upkeep(
             metrics_handle.clone(),
             background.clone(),

@@ -156,7 +156,7 @@ async fn health_and_reflection() {
     use tonic_health::pb::health_client::HealthClient;
     let app = TestApp::default_memory().await;
     let mut h = HealthClient::new(app.grpc_channel().await);
-    for service in ["", "tokend.v1.TokenService"] {
+    for service in ["", "tokend.v1.TokenService", "liveness"] {
         let r = h
             .check(HealthCheckRequest {
                 service: service.into(),

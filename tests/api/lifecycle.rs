@@ -273,7 +273,7 @@ async fn disabled_client_cannot_authenticate_and_its_tokens_are_inactive() {
     assert!(!info.disabled);
     grpc_issue(&mut g, "partner").await.unwrap();
     // Enabling alone brings old tokens back: cutting a client off for good is
-    // disable + revoke (docs/clients.md).
+    // disable + revoke (README, "Client lifecycle").
     assert!(active(&app, &token).await);
 }
 
