@@ -1216,3 +1216,39 @@ async fn admin_bulk_revocation_covers_refresh_tokens() {
         "invalid_client"
     );
 }
+
+/// Issue 3's contract on a real Redis: 50 concurrent redemptions of one code,
+/// spread over two replicas sharing the store and the signing key, yield
+/// exactly one success; every other attempt is `invalid_grant`.
+#[tokio::test]
+async fn fifty_concurrent_redemptions_through_two_replicas_succeed_once() {
+    let redis = crate::common::RedisServer::start();
+    let dir = crate::common::tempdir::TempDir::new();
+    let key = crate::common::keygen(dir.path());
+    let toml = code_config_signed(&redis.url(), &crate::common::signing(&key), "");
+    let a = TestApp::start(&toml).await;
+    let b = TestApp::start(&toml).await;
+    let (code, verifier) = web_code(&a, "profile").await;
+    let attempts = (0..50).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        redeem(app, &code, &verifier)
+    });
+    let results = futures_join_all(attempts).await;
+    let mut ok = Vec::new();
+    for r in results {
+        match r.status().as_u16() {
+            200 => ok.push(r.json::<Value>().await.unwrap()),
+            _ => assert_eq!(error_of(r).await, (400, "invalid_grant".into())),
+        }
+    }
+    assert_eq!(ok.len(), 1, "exactly one of 50 redemptions succeeds");
+    // A replay after the winner finished, through the other replica, revokes
+    // the grant on both replicas (the losers above may already have).
+    assert_eq!(
+        error_of(redeem(&b, &code, &verifier).await).await,
+        (400, "invalid_grant".into())
+    );
+    let token = s(&ok[0]["access_token"]);
+    assert_eq!(a.introspect(&token).await["active"], false);
+    assert_eq!(b.introspect(&token).await["active"], false);
+}
