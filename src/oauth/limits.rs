@@ -183,7 +183,9 @@ impl Core {
         let found = match self.store.get_many(&wanted).await {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(error = %e, "auth throttle unavailable; not throttling");
+                // Debug, not warn: during an outage this is every request, and
+                // readiness and tokend_store_up already report it.
+                tracing::debug!(error = %e, "auth throttle unavailable; not throttling");
                 return Ok(None);
             }
         };
