@@ -969,6 +969,16 @@ redirect_uris = ["https://app.example/cb"]
         ]);
         assert!(e.contains("store.tls_key_file:"), "{e}");
         assert!(!e.contains("hunter2"), "never quotes the key file: {e}");
+        let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        std::fs::write(dir.join("other.key"), other).unwrap();
+        let e = problems(&[
+            ("TOKEND_STORE_TLS_CERT_FILE", "client.pem"),
+            ("TOKEND_STORE_TLS_KEY_FILE", "other.key"),
+        ]);
+        assert!(
+            e.starts_with("store.tls_key_file: does not go with store.tls_cert_file"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

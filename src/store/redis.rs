@@ -222,6 +222,11 @@ pub fn tls_certificates(s: &StoreSettings) -> Result<Option<TlsCertificates>, Ve
         (Some(c), Some(k)) => {
             let cert = read("store.tls_cert_file", c, check_cert_chain);
             let key = read("store.tls_key_file", k, check_key);
+            if let (Some(cert), Some(key)) = (&cert, &key)
+                && let Err(e) = check_pair(cert, key)
+            {
+                problems.push(format!("store.tls_key_file: {e}"));
+            }
             cert.zip(key)
                 .map(|(client_cert, client_key)| ClientTlsConfig {
                     client_cert,
@@ -285,6 +290,18 @@ fn check_key(path: &Path, pem: &[u8]) -> Result<(), String> {
             path.display()
         )
     })
+}
+
+/// The client key is usable and belongs to the first certificate of the chain.
+fn check_pair(cert: &[u8], key: &[u8]) -> Result<(), String> {
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid PEM ({e})"))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|_| "no PEM private key".to_string())?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .map(|_| ())
+        .map_err(|e| format!("does not go with store.tls_cert_file ({e})"))
 }
 
 impl RedisStore {
