@@ -111,6 +111,16 @@ pub struct StoreSettings {
     pub key_prefix: String,
     #[serde(default = "default_store_timeout", deserialize_with = "de_num")]
     pub timeout_ms: u64,
+    /// PEM CA certificate(s) that `rediss://` trusts instead of the system's
+    /// roots (a private CA of a managed or self-hosted Redis).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and private key, for a Redis that demands
+    /// client certificates (`tls-auth-clients yes`). Both or neither.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// From `TOKEND_STORE_PASSWORD` only (never the file, so Helm can mount it
     /// from a Secret); overrides a password in `url`.
     #[serde(skip)]
@@ -123,6 +133,9 @@ impl Default for StoreSettings {
             url: default_store_url(),
             key_prefix: default_key_prefix(),
             timeout_ms: default_store_timeout(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             password: None,
         }
     }
@@ -549,6 +562,9 @@ impl Config {
             &mut cfg.tls.cert_file,
             &mut cfg.tls.key_file,
             &mut cfg.tls.client_ca_file,
+            &mut cfg.store.tls_ca_file,
+            &mut cfg.store.tls_cert_file,
+            &mut cfg.store.tls_key_file,
         ] {
             if let Some(p) = f.take() {
                 *f = Some(resolve(path, &p));
@@ -671,6 +687,9 @@ impl Config {
                 crate::store::redis::validate_url(&self.store.url, self.store.password.as_ref())
         {
             problems.push(format!("store.url: {e}"));
+        }
+        if let Err(e) = crate::store::redis::tls_certificates(&self.store) {
+            problems.extend(e);
         }
         if let Err(e) = crate::telemetry::parse_level(&self.log.level) {
             problems.push(format!("log.level: {e}"));
@@ -884,6 +903,82 @@ redirect_uris = ["https://app.example/cb"]
         )
         .unwrap();
         assert!(bad.validate()[0].starts_with("authorization.login_url:"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn store_tls_files_resolve_override_and_are_checked() {
+        let dir = std::env::temp_dir().join(format!("tokend-cfg-store-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
+        std::fs::write(dir.join("client.pem"), &ca_pem).unwrap();
+        std::fs::write(dir.join("client.key"), ca_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("junk.key"), "hunter2-not-a-key").unwrap();
+        let p = dir.join("c.toml");
+        std::fs::write(
+            &p,
+            "[store]\nurl = \"rediss://h:6380/0\"\ntls_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+
+        let cfg = Config::load(Some(&p), Vec::new()).unwrap();
+        assert_eq!(cfg.store.tls_ca_file, Some(dir.join("ca.pem")));
+        assert_eq!(cfg.validate(), Vec::<String>::new());
+        let tls = crate::store::redis::tls_certificates(&cfg.store)
+            .unwrap()
+            .expect("CA set");
+        assert_eq!(tls.root_cert.as_deref(), Some(ca_pem.as_bytes()));
+        assert!(tls.client_tls.is_none());
+
+        // Env overrides (relative to the config file too) and a client pair.
+        let cfg = Config::load(
+            Some(&p),
+            env(&[
+                ("TOKEND_STORE_TLS_CERT_FILE", "client.pem"),
+                ("TOKEND_STORE_TLS_KEY_FILE", "client.key"),
+                ("TOKEND_STORE_URL", "rediss+cluster://a:1,b:2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.store.tls_key_file, Some(dir.join("client.key")));
+        assert_eq!(cfg.validate(), Vec::<String>::new());
+
+        let problems = |pairs: &[(&str, &str)]| {
+            Config::load(Some(&p), env(pairs))
+                .unwrap()
+                .validate()
+                .join("\n")
+        };
+        let e = problems(&[("TOKEND_STORE_TLS_CA_FILE", "missing.pem")]);
+        assert!(e.starts_with("store.tls_ca_file: cannot read"), "{e}");
+        let e = problems(&[("TOKEND_STORE_TLS_CA_FILE", "junk.key")]);
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e = problems(&[("TOKEND_STORE_URL", "redis://h:1/0")]);
+        assert!(e.contains("store.tls_ca_file: only for a rediss://"), "{e}");
+        let e = problems(&[("TOKEND_STORE_URL", "memory://")]);
+        assert!(e.contains("store.tls_ca_file: only for a rediss://"), "{e}");
+        let e = problems(&[("TOKEND_STORE_TLS_CERT_FILE", "client.pem")]);
+        assert!(e.contains("store.tls_key_file: required"), "{e}");
+        let e = problems(&[
+            ("TOKEND_STORE_TLS_CERT_FILE", "client.pem"),
+            ("TOKEND_STORE_TLS_KEY_FILE", "junk.key"),
+        ]);
+        assert!(e.contains("store.tls_key_file:"), "{e}");
+        assert!(!e.contains("hunter2"), "never quotes the key file: {e}");
+        let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        std::fs::write(dir.join("other.key"), other).unwrap();
+        let e = problems(&[
+            ("TOKEND_STORE_TLS_CERT_FILE", "client.pem"),
+            ("TOKEND_STORE_TLS_KEY_FILE", "other.key"),
+        ]);
+        assert!(
+            e.starts_with("store.tls_key_file: does not go with store.tls_cert_file"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

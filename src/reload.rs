@@ -205,6 +205,18 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.store.timeout_ms != new.store.timeout_ms,
     );
     check(
+        "store.tls_*_file",
+        (
+            &old.store.tls_ca_file,
+            &old.store.tls_cert_file,
+            &old.store.tls_key_file,
+        ) != (
+            &new.store.tls_ca_file,
+            &new.store.tls_cert_file,
+            &new.store.tls_key_file,
+        ),
+    );
+    check(
         "tokens",
         (
             old.tokens.access_ttl_secs,

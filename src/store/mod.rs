@@ -97,11 +97,14 @@ pub async fn connect(settings: &crate::config::StoreSettings) -> anyhow::Result<
     if is_memory(&settings.url) {
         return Ok(Arc::new(MemoryStore::new()));
     }
-    let store = RedisStore::new(
+    let tls = self::redis::tls_certificates(settings)
+        .map_err(|problems| anyhow::anyhow!("{}", problems.join("; ")))?;
+    let store = RedisStore::with_tls(
         &settings.url,
         settings.password.as_ref(),
         &settings.key_prefix,
         Duration::from_millis(settings.timeout_ms),
+        tls,
     )
     .map_err(|e| anyhow::anyhow!("store.url: {e:#}"))?;
     Ok(Arc::new(store))

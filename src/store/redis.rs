@@ -13,6 +13,12 @@
 //! whole command, connection attempts included, so a Redis that accepts TCP and
 //! never answers costs a request at most that long and then a `StoreError`.
 //!
+//! TLS (`rediss://`, `rediss+cluster://`) is the redis crate's rustls
+//! support on the process's one crypto provider (aws-lc-rs). The server is
+//! verified against the system's roots, or only against `[store] tls_ca_file`
+//! when that is set; `tls_cert_file`/`tls_key_file` add a client certificate.
+//! The files are read once, when the store is created.
+//!
 //! Key layout: `<key_prefix><key>`, value as given, TTL as given (`PX`, ms,
 //! rounded up); rate-limit state lives at `<key_prefix><key>` too, holding the
 //! GCRA theoretical arrival time in µs (server clock) with a TTL ending when
@@ -21,14 +27,21 @@
 //! order; so no hash tags are needed, and none are imposed: keys spread over the
 //! whole cluster.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Script, Value};
+use redis::{
+    ClientTlsConfig, Cmd, FromRedisValue, IntoConnectionInfo, Script, TlsCertificates, Value,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::StoreSettings;
 
 use super::{RateDecision, Store, StoreError, StoreResult};
 
@@ -161,6 +174,136 @@ pub fn validate_url(url: &str, password: Option<&SecretString>) -> Result<(), St
     parse_target(url, password).map(|_| ())
 }
 
+/// Whether `url` is one of the TLS schemes.
+fn is_tls_url(url: &str) -> bool {
+    matches!(
+        url.split_once("://"),
+        Some(("rediss" | "rediss+cluster", _))
+    )
+}
+
+/// Reads `[store] tls_ca_file`, `tls_cert_file` and `tls_key_file` into the
+/// redis crate's TLS material (`None` when none is set), checking that each
+/// file is readable PEM of the right kind and that they come with a `rediss`
+/// URL. Used by validation and at start. Problems name the key and the file,
+/// never file contents.
+pub fn tls_certificates(s: &StoreSettings) -> Result<Option<TlsCertificates>, Vec<String>> {
+    let set: Vec<&str> = [
+        ("store.tls_ca_file", &s.tls_ca_file),
+        ("store.tls_cert_file", &s.tls_cert_file),
+        ("store.tls_key_file", &s.tls_key_file),
+    ]
+    .into_iter()
+    .filter_map(|(k, f)| f.as_ref().map(|_| k))
+    .collect();
+    if set.is_empty() {
+        return Ok(None);
+    }
+    let mut problems = Vec::new();
+    if !is_tls_url(&s.url) {
+        problems.push(format!(
+            "{}: only for a rediss:// or rediss+cluster:// store.url",
+            set.join(", ")
+        ));
+    }
+    let mut read = |key: &str, path: &Path, check: fn(&Path, &[u8]) -> Result<(), String>| {
+        let checked = std::fs::read(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| check(path, &bytes).map(|()| bytes));
+        checked
+            .map_err(|e| problems.push(format!("{key}: {e}")))
+            .ok()
+    };
+    let root_cert = s
+        .tls_ca_file
+        .as_deref()
+        .and_then(|p| read("store.tls_ca_file", p, check_ca));
+    let client_tls = match (&s.tls_cert_file, &s.tls_key_file) {
+        (Some(c), Some(k)) => {
+            let cert = read("store.tls_cert_file", c, check_cert_chain);
+            let key = read("store.tls_key_file", k, check_key);
+            if let (Some(cert), Some(key)) = (&cert, &key)
+                && let Err(e) = check_pair(cert, key)
+            {
+                problems.push(format!("store.tls_key_file: {e}"));
+            }
+            cert.zip(key)
+                .map(|(client_cert, client_key)| ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                })
+        }
+        (Some(_), None) => {
+            problems.push("store.tls_key_file: required with store.tls_cert_file".into());
+            None
+        }
+        (None, Some(_)) => {
+            problems.push("store.tls_cert_file: required with store.tls_key_file".into());
+            None
+        }
+        (None, None) => None,
+    };
+    if problems.is_empty() {
+        Ok(Some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
+    } else {
+        Err(problems)
+    }
+}
+
+/// One or more PEM certificates, each usable as a trust anchor.
+fn check_ca(path: &Path, pem: &[u8]) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("{}: invalid PEM ({e})", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a usable CA certificate ({e})", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no PEM certificate found", path.display()));
+    }
+    Ok(())
+}
+
+/// One or more PEM certificates (the client's, then intermediates).
+fn check_cert_chain(path: &Path, pem: &[u8]) -> Result<(), String> {
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        cert.map_err(|e| format!("{}: invalid PEM ({e})", path.display()))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!("{}: no PEM certificate found", path.display()));
+    }
+    Ok(())
+}
+
+/// A PEM private key. The parser's error is not repeated: it could quote the
+/// file.
+fn check_key(path: &Path, pem: &[u8]) -> Result<(), String> {
+    PrivateKeyDer::from_pem_slice(pem).map(|_| ()).map_err(|_| {
+        format!(
+            "{}: no PEM private key found (PKCS#8, PKCS#1 or SEC1)",
+            path.display()
+        )
+    })
+}
+
+/// The client key is usable and belongs to the first certificate of the chain.
+fn check_pair(cert: &[u8], key: &[u8]) -> Result<(), String> {
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid PEM ({e})"))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|_| "no PEM private key".to_string())?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .map(|_| ())
+        .map_err(|e| format!("does not go with store.tls_cert_file ({e})"))
+}
+
 impl RedisStore {
     /// Creates the store without waiting for Redis: the connection is made on
     /// first use and remade after failures, so a Redis that is down at boot only
@@ -171,9 +314,28 @@ impl RedisStore {
         key_prefix: &str,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        Self::with_tls(url, password, key_prefix, timeout, None)
+    }
+
+    /// [`RedisStore::new`] with TLS material (see [`tls_certificates`]) for a
+    /// `rediss://` or `rediss+cluster://` URL: a CA to trust instead of the
+    /// system's roots and/or a client certificate.
+    pub fn with_tls(
+        url: &str,
+        password: Option<&SecretString>,
+        key_prefix: &str,
+        timeout: Duration,
+        tls: Option<TlsCertificates>,
+    ) -> anyhow::Result<Self> {
+        if tls.is_some() && !is_tls_url(url) {
+            anyhow::bail!("TLS certificates need a rediss:// or rediss+cluster:// URL");
+        }
         let conn = match parse_target(url, password).map_err(anyhow::Error::msg)? {
             Target::Single(info) => {
-                let client = redis::Client::open(info)?;
+                let client = match tls {
+                    Some(certs) => redis::Client::build_with_tls(info, certs)?,
+                    None => redis::Client::open(info)?,
+                };
                 // Short reconnect backoff: a Redis that comes back is in use again
                 // within a readiness interval, and a failed attempt ends (and the
                 // next call starts a new one) instead of retrying for minutes.
@@ -199,6 +361,9 @@ impl RedisStore {
                 }
                 if let Some(p) = password {
                     b = b.password(p);
+                }
+                if let Some(certs) = tls {
+                    b = b.certs(certs);
                 }
                 let client = b.build()?;
                 let config = ClusterConfig::new()

@@ -17,6 +17,7 @@ mod lifecycle;
 mod ops;
 mod process;
 mod redis_store;
+mod redis_tls;
 mod reload;
 mod soak;
 mod tls;

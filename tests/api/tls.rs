@@ -16,7 +16,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::common::{SECRET, basic_header, config_toml, tempdir::TempDir};
 
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+pub(crate) fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, name);
@@ -25,7 +25,7 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 }
 
 /// A leaf certificate (PEM cert, PEM key, DER cert) signed by `ca`.
-fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, cn: &str) -> (String, String, Vec<u8>) {
+pub(crate) fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, cn: &str) -> (String, String, Vec<u8>) {
     let mut p = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     p.distinguished_name.push(DnType::CommonName, cn);
     let key = KeyPair::generate().unwrap();
