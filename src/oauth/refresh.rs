@@ -241,7 +241,7 @@ impl Core {
         // Validate the request before the gate, so a mistake does not burn
         // the token.
         let scope = scope::narrow(&family.scope, &req.scope)?;
-        let audience = narrow_audience(&family.aud, &req.audience)?;
+        let audience = scope::narrow_audience(&family.aud, &req.audience)?;
         // Exactly one caller may rotate a given token; a concurrent second
         // one is a replay like any other.
         let gate = rotation_gate_key(&digest);
@@ -365,25 +365,6 @@ impl Core {
 
 fn reuse_error() -> OAuthError {
     OAuthError::invalid_grant("the refresh token was already used; the whole grant is revoked")
-}
-
-/// Narrows the family's audience; asking for another one is `invalid_target`.
-fn narrow_audience(granted: &[String], requested: &[String]) -> Result<Vec<String>, OAuthError> {
-    if requested.is_empty() {
-        return Ok(granted.to_vec());
-    }
-    let mut out: Vec<String> = Vec::new();
-    for a in requested {
-        if !granted.contains(a) {
-            return Err(OAuthError::invalid_target(
-                "the requested audience exceeds the one originally granted",
-            ));
-        }
-        if !out.contains(a) {
-            out.push(a.clone());
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

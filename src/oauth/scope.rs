@@ -58,15 +58,41 @@ pub fn narrow(granted: &[String], requested: &[String]) -> Result<Vec<String>, O
     if requested.len() > MAX_ITEMS {
         return Err(OAuthError::invalid_scope("too many scopes requested"));
     }
-    let mut out: Vec<String> = Vec::new();
-    for s in requested {
-        if !granted.contains(s) {
-            return Err(OAuthError::invalid_scope(
-                "the requested scope exceeds the scope originally granted",
-            ));
+    subset(granted, requested, || {
+        OAuthError::invalid_scope("the requested scope exceeds the scope originally granted")
+    })
+}
+
+/// Narrows a previously granted audience (refresh): asking for another one is
+/// `invalid_target`.
+pub fn narrow_audience(
+    granted: &[String],
+    requested: &[String],
+) -> Result<Vec<String>, OAuthError> {
+    if requested.is_empty() {
+        return Ok(granted.to_vec());
+    }
+    if requested.len() > MAX_ITEMS {
+        return Err(OAuthError::invalid_target("too many audiences requested"));
+    }
+    subset(granted, requested, || {
+        OAuthError::invalid_target("the requested audience exceeds the one originally granted")
+    })
+}
+
+/// `requested` without duplicates, in order, when every item is in `allowed`.
+fn subset(
+    allowed: &[String],
+    requested: &[String],
+    refuse: impl Fn() -> OAuthError,
+) -> Result<Vec<String>, OAuthError> {
+    let mut out: Vec<String> = Vec::with_capacity(requested.len());
+    for item in requested {
+        if !allowed.contains(item) {
+            return Err(refuse());
         }
-        if !out.contains(s) {
-            out.push(s.clone());
+        if !out.contains(item) {
+            out.push(item.clone());
         }
     }
     Ok(out)
@@ -81,18 +107,9 @@ pub fn audience(client: &Client, requested: &[String]) -> Result<Vec<String>, OA
     if requested.is_empty() {
         return Ok(client.audience.clone());
     }
-    let mut out: Vec<String> = Vec::new();
-    for a in requested {
-        if !client.audience.iter().any(|c| c == a) {
-            return Err(OAuthError::invalid_target(
-                "the requested audience is not allowed for this client",
-            ));
-        }
-        if !out.contains(a) {
-            out.push(a.clone());
-        }
-    }
-    Ok(out)
+    subset(&client.audience, requested, || {
+        OAuthError::invalid_target("the requested audience is not allowed for this client")
+    })
 }
 
 #[cfg(test)]
