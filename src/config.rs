@@ -251,6 +251,12 @@ pub struct ServerSettings {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(default = "default_grace", deserialize_with = "de_num")]
     pub shutdown_grace_secs: u64,
+    /// After SIGTERM, how long tokend keeps accepting new requests while
+    /// already reporting not ready, so load balancers and Kubernetes
+    /// endpoints stop sending traffic before the listeners close. 0 = close
+    /// at once.
+    #[serde(default, deserialize_with = "de_num")]
+    pub drain_delay_secs: u64,
     /// How often (seconds) `serve` checks the config, clients and key files
     /// for changes to hot-reload; 0 = only on SIGHUP.
     #[serde(default = "default_reload_poll", deserialize_with = "de_num")]
@@ -276,6 +282,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             shutdown_grace_secs: default_grace(),
+            drain_delay_secs: 0,
             reload_poll_secs: default_reload_poll(),
             header_read_timeout_secs: default_header_timeout(),
             request_timeout_secs: default_request_timeout(),

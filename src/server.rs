@@ -334,6 +334,16 @@ impl Server {
             "shutting down: draining requests"
         );
         readiness.shutting_down().await;
+        let drain_delay = Duration::from_secs(config.server.drain_delay_secs);
+        if !drain_delay.is_zero() {
+            // Not ready, still serving: endpoint lists catch up before the
+            // listeners close, so no new connection is refused meanwhile.
+            tracing::info!(
+                drain_delay_secs = drain_delay.as_secs(),
+                "not ready; still accepting while load balancers catch up"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
         stop_servers.cancel();
         let drained = tokio::time::timeout(grace, async {
             let g = grpc_task.await;

@@ -539,3 +539,42 @@ async fn with_redis_rate_limits_and_back_off_are_shared_by_replicas() {
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "60");
 }
+
+#[tokio::test]
+async fn drain_delay_keeps_serving_while_not_ready() {
+    let app = TestApp::start(&with_server("drain_delay_secs = 2")).await;
+    app.shutdown.cancel();
+    // Readiness turns off at once...
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let r = app
+            .http_client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness did not turn off"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while new connections and requests are still served during the delay.
+    let fresh = reqwest::Client::new();
+    let r = fresh
+        .post(app.url("/oauth/token"))
+        .header(
+            "Authorization",
+            crate::common::basic_header("orders-service", SECRET),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut grpc = app.grpc_client().await;
+    grpc.issue(issue("orders-service", SECRET)).await.unwrap();
+}
