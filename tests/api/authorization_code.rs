@@ -1016,11 +1016,8 @@ async fn grpc_issue_redeems_codes_and_refreshes() {
 async fn discovery_lists_the_code_flow() {
     let app = code_app().await;
     let m: Value = app
-        .http_client
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
+        .get("/.well-known/oauth-authorization-server")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -115,11 +115,8 @@ async fn malformed_bodies_and_headers_never_500() {
 async fn discovery_jwks_and_health() {
     let app = TestApp::default_memory().await;
     let m: serde_json::Value = app
-        .http_client
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
+        .get("/.well-known/oauth-authorization-server")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -153,11 +150,8 @@ async fn discovery_jwks_and_health() {
     );
 
     let jwks: serde_json::Value = app
-        .http_client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
+        .get("/.well-known/jwks.json")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -167,25 +161,10 @@ async fn discovery_jwks_and_health() {
     assert_eq!(key["alg"], "RS256");
     assert!(key.get("d").is_none(), "no private material in the JWKS");
 
-    let r = app
-        .http_client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/healthz").await;
     assert_eq!(r.status(), 200);
-    let r = app
-        .http_client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/readyz").await;
     assert_eq!(r.status(), 200);
-    let r = app
-        .http_client
-        .get(app.url("/oauth/token"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/oauth/token").await;
     assert_eq!(r.status(), 405);
 }

@@ -166,11 +166,8 @@ async fn forged_expired_and_tampered_tokens_are_inactive() {
     cases.push(("unknown kid", sign(&other_kid, &claims)));
     // Algorithm confusion: HS256 keyed with the public key material.
     let jwks: serde_json::Value = app
-        .http_client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
+        .get("/.well-known/jwks.json")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

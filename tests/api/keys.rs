@@ -8,11 +8,8 @@ use tokend::token::Algorithm;
 use crate::common::{TestApp, config_toml, jwt_parts, tempdir::TempDir};
 
 async fn jwks(app: &TestApp) -> JwkSet {
-    app.http_client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
+    app.get("/.well-known/jwks.json")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap()

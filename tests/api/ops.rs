@@ -280,12 +280,7 @@ async fn admin_listener_serves_metrics_instead_of_the_http_port() {
     let admin = app.admin.expect("admin listener");
     let m = metrics_text(format!("http://{admin}/metrics")).await;
     assert!(m.contains("tokend_build_info"), "{m}");
-    let r = app
-        .http_client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/metrics").await;
     assert_eq!(r.status(), 404);
 }
 
@@ -547,12 +542,7 @@ async fn drain_delay_keeps_serving_while_not_ready() {
     // Readiness turns off at once...
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     loop {
-        let r = app
-            .http_client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap();
+        let r = app.get("/readyz").await;
         if r.status() == 503 {
             break;
         }

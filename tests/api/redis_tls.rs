@@ -163,15 +163,7 @@ async fn fails_closed(app: &TestApp) -> String {
         assert_eq!(readyz(app).await, 503);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let body: serde_json::Value = app
-        .http_client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
     let reason = body["reason"].as_str().unwrap_or_default().to_owned();
     assert!(reason.starts_with("store unreachable"), "{body}");
     reason

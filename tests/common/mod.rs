@@ -238,6 +238,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET `path` on the HTTP listener.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http_client.get(self.url(path)).send().await.unwrap()
+    }
+
     /// POSTs a form body with optional Basic credentials.
     pub async fn post_form(
         &self,
