@@ -12,6 +12,12 @@
 //!   new address waits at most `max` after the attacker's last failure.
 //!   Refusals are `rate_limited` with a retry delay; the secret is not checked
 //!   while refused, so refusals reveal nothing about it.
+//!   Established callers cost no store read: each replica remembers, for
+//!   [`LOCAL_KNOWN_TTL`], the (client, address) pairs it has seen succeed (or
+//!   found marked in the store), and skips the pre-check for them, since they
+//!   are exempt from both back-offs anyway. Only their failures read the
+//!   counters (to update them). So issuing to a steady caller touches the
+//!   store not at all, and introspection only for the revocation check.
 //! - **Rate limiting.** After a successful authentication, one GCRA token per
 //!   request under the client's key (`Store::rate_limit`; atomic and shared
 //!   across replicas with Redis).
@@ -21,9 +27,12 @@
 //! read-modify-write, so under heavy concurrency a few failures may go
 //! uncounted; the back-off still grows.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -62,6 +71,73 @@ impl Default for ThrottlePolicy {
 
 /// How long a success marks an address as a known caller of a client.
 const KNOWN_CALLER_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a replica trusts its own memory that an address is a known caller
+/// of a client before asking the store again (and refreshing the store's
+/// 24 h mark).
+pub const LOCAL_KNOWN_TTL: Duration = Duration::from_secs(600);
+
+/// At most this many (client, address) pairs are remembered per replica; a
+/// full memory drops its expired entries, then everything (the cost of
+/// forgetting is one store read per caller).
+const LOCAL_KNOWN_MAX: usize = 100_000;
+
+/// The per-replica memory of known callers (see the module docs).
+#[derive(Default)]
+pub struct KnownCallers {
+    inner: Mutex<KnownInner>,
+}
+
+#[derive(Default)]
+struct KnownInner {
+    by_peer: HashMap<IpAddr, HashMap<Box<str>, Instant>>,
+    len: usize,
+}
+
+impl KnownCallers {
+    fn contains(&self, client_id: &str, peer: IpAddr, now: Instant) -> bool {
+        let inner = self.inner.lock();
+        inner
+            .by_peer
+            .get(&peer)
+            .and_then(|m| m.get(client_id))
+            .is_some_and(|until| *until > now)
+    }
+
+    fn remember(&self, client_id: &str, peer: IpAddr, now: Instant) {
+        let until = now + LOCAL_KNOWN_TTL;
+        let mut inner = self.inner.lock();
+        if inner.len >= LOCAL_KNOWN_MAX {
+            inner.by_peer.retain(|_, m| {
+                m.retain(|_, u| *u > now);
+                !m.is_empty()
+            });
+            inner.len = inner.by_peer.values().map(HashMap::len).sum();
+            if inner.len >= LOCAL_KNOWN_MAX {
+                inner.by_peer.clear();
+                inner.len = 0;
+            }
+        }
+        let added = inner
+            .by_peer
+            .entry(peer)
+            .or_default()
+            .insert(client_id.into(), until)
+            .is_none();
+        if added {
+            inner.len += 1;
+        }
+    }
+
+    /// Pairs remembered (for tests).
+    pub fn len(&self) -> usize {
+        self.inner.lock().len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// A failure record: consecutive failures and the end of the current block.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -136,7 +212,16 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// What the pre-check read, reused to update the records afterwards.
+/// What the pre-check found.
+enum Check {
+    /// The defence is off.
+    Off,
+    /// This replica knows the caller: nothing was read.
+    KnownLocally,
+    /// The records as read, reused to update them afterwards.
+    Read(Observed),
+}
+
 struct Observed {
     keys: Keys,
     peer: Failures,
@@ -150,32 +235,39 @@ impl Core {
     /// secret; see `lifecycle`), then applies the client's rate limit. Every
     /// authenticated endpoint uses it.
     pub async fn authenticate(&self, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
-        let observed = self.throttle_check(creds).await?;
+        let check = self.throttle_check(creds).await?;
         match self.clients().authenticate(creds).await {
             Ok(client) if self.disabled.contains(&client.id) => Err(OAuthError::InvalidClient {
                 basic: creds.via == super::PresentedVia::Basic,
             }),
             Ok(client) => {
-                if let Some(o) = observed {
-                    self.throttle_success(o).await;
+                if let Check::Read(o) = check {
+                    self.throttle_success(creds, o).await;
                 }
                 self.enforce_rate_limit(&client).await?;
                 Ok(client)
             }
             Err(e) => {
-                if let (Some(o), OAuthError::InvalidClient { .. }) = (observed, &e) {
-                    self.throttle_failure(o).await;
+                if let OAuthError::InvalidClient { .. } = &e {
+                    match check {
+                        Check::Off => {}
+                        Check::Read(o) => self.throttle_failure(o).await,
+                        // Skipped before; the counters are needed now.
+                        Check::KnownLocally => {
+                            if let Some(o) = self.read_records(creds).await {
+                                self.throttle_failure(o).await;
+                            }
+                        }
+                    }
                 }
                 Err(e)
             }
         }
     }
 
-    async fn throttle_check(&self, creds: &Credentials) -> Result<Option<Observed>, OAuthError> {
-        let policy = &self.settings.throttle;
-        if !policy.enabled {
-            return Ok(None);
-        }
+    /// Reads the failure records and the known-caller mark of `creds`;
+    /// `None` when the store cannot answer (the defence fails open).
+    async fn read_records(&self, creds: &Credentials) -> Option<Observed> {
         let keys = Keys::new(creds);
         let mut wanted = vec![keys.client.clone()];
         wanted.extend(keys.peer.clone());
@@ -186,7 +278,7 @@ impl Core {
                 // Debug, not warn: during an outage this is every request, and
                 // readiness and tokend_store_up already report it.
                 tracing::debug!(error = %e, "auth throttle unavailable; not throttling");
-                return Ok(None);
+                return None;
             }
         };
         let client = Failures::decode(found[0].as_ref());
@@ -195,17 +287,41 @@ impl Core {
         } else {
             (Failures::default(), false)
         };
+        Some(Observed {
+            keys,
+            peer,
+            client,
+            known_caller,
+        })
+    }
+
+    async fn throttle_check(&self, creds: &Credentials) -> Result<Check, OAuthError> {
+        let policy = &self.settings.throttle;
+        if !policy.enabled {
+            return Ok(Check::Off);
+        }
+        if creds.peer.is_some_and(|ip| {
+            self.known_callers
+                .contains(&creds.client_id, canonical(ip), Instant::now())
+        }) {
+            return Ok(Check::KnownLocally);
+        }
+        let Some(observed) = self.read_records(creds).await else {
+            return Ok(Check::Off);
+        };
         let now = now_ms();
         // An address that authenticated as this client recently is exempt
         // from both back-offs for this client: a partner whose fleet still
         // sends the pre-rotation secret from some instances must not lose the
         // instances that already use the new one (same NAT address).
-        let refusal = if known_caller {
+        let refusal = if observed.known_caller {
             None
         } else {
-            peer.remaining(now)
+            observed
+                .peer
+                .remaining(now)
                 .map(|d| (d, "peer"))
-                .or_else(|| client.remaining(now).map(|d| (d, "client")))
+                .or_else(|| observed.client.remaining(now).map(|d| (d, "client")))
         };
         if let Some((retry_after, scope)) = refusal {
             tracing::info!(
@@ -216,22 +332,25 @@ impl Core {
             self.count_rate_limited(&creds.client_id);
             return Err(OAuthError::RateLimited { retry_after });
         }
-        Ok(Some(Observed {
-            keys,
-            peer,
-            client,
-            known_caller,
-        }))
+        Ok(Check::Read(observed))
     }
 
-    async fn throttle_success(&self, o: Observed) {
+    async fn throttle_success(&self, creds: &Credentials, o: Observed) {
         // Only the address's standing with this client improves: resetting
         // the peer or client counters would let an attacker who owns one valid
-        // client wipe its own record.
-        if let (Some(key), false) = (&o.keys.known_caller, o.known_caller)
-            && let Err(e) = self.store.put(key, b"1", Some(KNOWN_CALLER_TTL)).await
-        {
+        // client wipe its own record. The store's mark is (re)written so it
+        // lasts 24 h past the latest success this replica reports; then this
+        // replica stops asking for LOCAL_KNOWN_TTL.
+        let Some(key) = &o.keys.known_caller else {
+            return;
+        };
+        if let Err(e) = self.store.put(key, b"1", Some(KNOWN_CALLER_TTL)).await {
             tracing::warn!(error = %e, "auth throttle: could not record a known caller");
+            return;
+        }
+        if let Some(ip) = creds.peer.map(canonical) {
+            self.known_callers
+                .remember(&creds.client_id, ip, Instant::now());
         }
     }
 
@@ -333,6 +452,28 @@ mod tests {
         assert_eq!(Failures::decode(Some(&f.encode())), f);
         assert_eq!(Failures::decode(Some(&b"garbage".to_vec())).count, 0);
         assert_eq!(Failures::decode(None), Failures::default());
+    }
+
+    #[test]
+    fn known_callers_expire_and_stay_bounded() {
+        let k = KnownCallers::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(!k.contains("a", ip, t0));
+        k.remember("a", ip, t0);
+        assert!(k.contains("a", ip, t0));
+        assert!(!k.contains("b", ip, t0), "per client");
+        assert!(
+            !k.contains("a", "192.0.2.8".parse().unwrap(), t0),
+            "per address"
+        );
+        assert!(!k.contains("a", ip, t0 + LOCAL_KNOWN_TTL), "expired");
+        k.remember("a", ip, t0);
+        assert_eq!(k.len(), 1, "remembering again replaces");
+        for i in 0..(LOCAL_KNOWN_MAX as u32 + 10) {
+            k.remember("c", IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert!(k.len() <= LOCAL_KNOWN_MAX, "{}", k.len());
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct Core {
     /// Tokens already verified, so repeated introspection skips the
     /// signature check (revocation is still asked of the store every time).
     verified: VerifiedCache,
+    /// Per-replica memory of established callers, so their authentications
+    /// skip the secret-guessing defence's store read (see [`limits`]).
+    known_callers: limits::KnownCallers,
 }
 
 impl Core {
@@ -102,6 +105,7 @@ impl Core {
             store,
             disabled: DisabledClients::default(),
             verified: VerifiedCache::default(),
+            known_callers: limits::KnownCallers::default(),
         }
     }
 

@@ -100,6 +100,7 @@ pub struct AccessLayer<B> {
     limit: Arc<Semaphore>,
     timeout: Duration,
     reject: Reject<B>,
+    durations: Arc<Durations>,
 }
 
 // Manual impls: response bodies (tonic's) need not be `Clone`.
@@ -111,6 +112,7 @@ impl<B> Clone for AccessLayer<B> {
             limit: self.limit.clone(),
             timeout: self.timeout,
             reject: self.reject,
+            durations: self.durations.clone(),
         }
     }
 }
@@ -138,6 +140,7 @@ impl<B> AccessLayer<B> {
             limit: Arc::new(Semaphore::new(max_concurrent)),
             timeout,
             reject,
+            durations: Arc::new(Durations::new(transport)),
         }
     }
 }
@@ -157,6 +160,16 @@ pub struct AccessService<S, B> {
     layer: AccessLayer<B>,
 }
 
+/// A generated request id: a random per-process prefix and a counter.
+/// Unique, cheap (no RNG call per request), and not a secret.
+fn new_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| crate::token::opaque::random_id()[..16].to_owned());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n:x}")
+}
+
 /// Accepts a caller's `x-request-id` when it is short, plain text; else
 /// generates one.
 fn request_id(headers: &http::HeaderMap) -> String {
@@ -170,7 +183,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_owned)
-        .unwrap_or_else(crate::token::opaque::random_id)
+        .unwrap_or_else(new_request_id)
 }
 
 fn peer_of<T>(req: &Request<T>) -> Option<SocketAddr> {
@@ -187,11 +200,18 @@ fn peer_of<T>(req: &Request<T>) -> Option<SocketAddr> {
         })
 }
 
-const GRPC_SERVICES: &[&str] = &[
-    "tokend.v1.",
-    "grpc.health.v1.",
-    "grpc.reflection.v1.",
-    "grpc.reflection.v1alpha.",
+/// The gRPC methods served on the public port, as `endpoint` labels.
+const GRPC_METHODS: &[&str] = &[
+    "tokend.v1.TokenService/Issue",
+    "tokend.v1.TokenService/Introspect",
+    "tokend.v1.TokenService/Revoke",
+    "tokend.v1.AuthorizationService/GetAuthorization",
+    "tokend.v1.AuthorizationService/AcceptAuthorization",
+    "tokend.v1.AuthorizationService/RejectAuthorization",
+    "grpc.health.v1.Health/Check",
+    "grpc.health.v1.Health/Watch",
+    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 const HTTP_ROUTES: &[&str] = &[
     "/oauth/token",
@@ -204,24 +224,80 @@ const HTTP_ROUTES: &[&str] = &[
     "/readyz",
     "/metrics",
 ];
+const OTHER: &str = "other";
+
+fn labels(transport: Transport) -> &'static [&'static str] {
+    match transport {
+        Transport::Http => HTTP_ROUTES,
+        Transport::Grpc => GRPC_METHODS,
+    }
+}
 
 /// A bounded `endpoint` label: known routes / gRPC methods, else "other".
-fn endpoint(transport: Transport, path: &str) -> String {
-    match transport {
-        Transport::Http if HTTP_ROUTES.contains(&path) => path.to_owned(),
-        Transport::Grpc => {
-            let p = path.trim_start_matches('/');
-            if GRPC_SERVICES.iter().any(|s| p.starts_with(s))
-                && p.len() <= 100
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"./_".contains(&b))
-            {
-                p.to_owned()
-            } else {
-                "other".to_owned()
-            }
+fn endpoint(transport: Transport, path: &str) -> &'static str {
+    let path = match transport {
+        Transport::Http => path,
+        Transport::Grpc => path.trim_start_matches('/'),
+    };
+    labels(transport)
+        .iter()
+        .find(|e| **e == path)
+        .copied()
+        .unwrap_or(OTHER)
+}
+
+/// `tokend_request_duration_seconds` handles, one per endpoint label of a
+/// transport, looked up once instead of per request.
+struct Durations {
+    by_endpoint: Vec<(&'static str, metrics::Histogram)>,
+}
+
+impl Durations {
+    fn new(transport: Transport) -> Self {
+        let by_endpoint = labels(transport)
+            .iter()
+            .chain([&OTHER])
+            .map(|e| {
+                let h = metrics::histogram!(
+                    "tokend_request_duration_seconds",
+                    "endpoint" => *e,
+                    "transport" => transport.as_str()
+                );
+                (*e, h)
+            })
+            .collect();
+        Self { by_endpoint }
+    }
+
+    fn record(&self, endpoint: &'static str, d: Duration) {
+        if let Some((_, h)) = self.by_endpoint.iter().find(|(e, _)| *e == endpoint) {
+            h.record(d.as_secs_f64());
         }
-        Transport::Http => "other".to_owned(),
+    }
+}
+
+/// The caller's address for the access log (empty when unknown), formatted
+/// only when the event is actually logged.
+struct PeerField(Option<SocketAddr>);
+
+impl std::fmt::Display for PeerField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(p) => p.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The sanitised client label, computed only when the event is logged.
+struct ClientField<'a>(&'a (dyn Fn(&str) -> String + Send + Sync), Option<&'a str>);
+
+impl std::fmt::Display for ClientField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(c) => f.write_str(&(self.0)(c)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -307,21 +383,11 @@ where
             let outcome = fields
                 .outcome
                 .unwrap_or_else(|| fallback_outcome(layer.transport, &res));
-            let client_id = fields
-                .client_id
-                .as_deref()
-                .map(|c| (layer.label)(c))
-                .unwrap_or_default();
             let elapsed = start.elapsed();
             let transport = layer.transport.as_str();
-            metrics::histogram!(
-                "tokend_request_duration_seconds",
-                "endpoint" => endpoint.clone(),
-                "transport" => transport
-            )
-            .record(elapsed.as_secs_f64());
+            layer.durations.record(endpoint, elapsed);
             // Probes answering "not ready" are not OAuth errors.
-            if outcome != "ok" && !is_probe(&endpoint) {
+            if outcome != "ok" && !is_probe(endpoint) {
                 metrics::counter!(
                     "tokend_oauth_errors_total",
                     "error" => outcome,
@@ -330,26 +396,27 @@ where
                 .increment(1);
             }
             let latency_ms = elapsed.as_secs_f64() * 1000.0;
-            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
             let grant_type = fields.grant_type.unwrap_or("");
+            // Field values are only evaluated (and formatted) when the event
+            // is enabled, so a quiet log costs nothing here.
             macro_rules! access {
                 ($lvl:expr) => {
                     tracing::event!(
                         target: "tokend::access",
                         $lvl,
                         transport,
-                        endpoint = %endpoint,
-                        client_id = %client_id,
+                        endpoint,
+                        client_id = %ClientField(&*layer.label, fields.client_id.as_deref()),
                         grant_type,
                         outcome,
                         latency_ms,
-                        peer = %peer,
+                        peer = %PeerField(peer),
                         request_id = %rid,
                         "request"
                     )
                 };
             }
-            if is_probe(&endpoint) {
+            if is_probe(endpoint) {
                 access!(tracing::Level::DEBUG);
             } else {
                 access!(tracing::Level::INFO);
@@ -372,6 +439,11 @@ mod tests {
             "tokend.v1.TokenService/Issue"
         );
         assert_eq!(endpoint(Transport::Grpc, "/evil.Service/X"), "other");
+        assert_eq!(
+            endpoint(Transport::Grpc, "/tokend.v1.TokenService/Nope"),
+            "other"
+        );
+        assert!(new_request_id() != new_request_id());
         let mut h = http::HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
         assert_eq!(request_id(&h), "abc-123");

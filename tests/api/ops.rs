@@ -307,6 +307,12 @@ async fn request_ids_are_echoed_or_generated_on_both_transports() {
         generated.len() >= 16 && !generated.contains(' '),
         "{generated}"
     );
+    let again = app.get("/healthz").await;
+    assert_ne!(
+        again.headers()["x-request-id"],
+        generated.as_str(),
+        "unique"
+    );
 
     let mut c = app.grpc_client().await;
     let mut req = tonic::Request::new(issue("partner", SECRET));

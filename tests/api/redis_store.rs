@@ -232,3 +232,100 @@ async fn revocation_through_a_redis_cluster() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Calls per Redis command since the last `CONFIG RESETSTAT`.
+async fn command_calls(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        // Redis 7 names subcommands `config|resetstat`.
+        .filter(|(name, _)| !(name == "info" || name == "ping" || name.starts_with("config")))
+        .collect()
+}
+
+/// The store targets of the performance issue: a steady caller's
+/// client_credentials issuance costs no Redis command at all (the
+/// secret-guessing defence remembers established callers per replica), and
+/// introspection costs one MGET.
+#[tokio::test]
+async fn steady_callers_cost_no_store_round_trip_to_issue_and_one_to_introspect() {
+    let redis = RedisServer::start();
+    let app = TestApp::start(&config_toml(&redis.url(), "", "")).await;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // First contact: the defence reads its records and marks the caller.
+    let token = issue(&app).await;
+    app.introspect(&token).await;
+    let mut grpc = app.grpc_client().await;
+    grpc.issue(IssueRequest {
+        grant_type: "client_credentials".into(),
+        client_id: "orders-service".into(),
+        client_secret: SECRET.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        issue(&app).await;
+        grpc.issue(IssueRequest {
+            grant_type: "client_credentials".into(),
+            client_id: "orders-service".into(),
+            client_secret: SECRET.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let after_issue = command_calls(&mut conn).await;
+    // The disabled-flags refresh (one MGET a second) may fall in the window.
+    let total: u64 = after_issue.iter().map(|(_, n)| n).sum();
+    assert!(
+        total <= 3,
+        "60 issuances cost Redis commands: {after_issue:?}"
+    );
+
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(app.introspect(&token).await["active"], true);
+    }
+    let after_introspect = command_calls(&mut conn).await;
+    let mget = after_introspect
+        .iter()
+        .find(|(n, _)| n == "mget")
+        .map_or(0, |(_, n)| *n);
+    let others: u64 = after_introspect
+        .iter()
+        .filter(|(n, _)| n != "mget")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        (20..=23).contains(&mget) && others == 0,
+        "20 introspections: {after_introspect:?}"
+    );
+}
