@@ -11,9 +11,12 @@
    ConfigMap and Secrets are written to a temporary folder laid out like the pod's mounts (mount
    paths rewritten into it, listen ports replaced by free ports, the store URL pointed at a local
    redis-server; nothing else changed; Secrets that come from outside the chart (existingSecret) get
-   stand-ins made with `tokend keygen`), `tokend check-config` must accept it, `tokend serve` must
-   pass every probe exactly as the kubelet sends it, and the Service's targetPorts must lead to the
-   container ports and to the ports tokend listens on.
+   stand-ins made with `tokend keygen`, and TLS certificates from a throwaway CA made with openssl),
+   `tokend check-config` must accept it, `tokend serve` must pass every probe exactly as the kubelet
+   sends it (gRPC, HTTP, HTTPS without verification, TCP), and the Service's targetPorts must lead to
+   the container ports and to the ports tokend listens on. A rediss:// store gets a TLS-only
+   redis-server (with client-certificate auth when the chart mounts a client certificate); the admin
+   listener is checked with `tokend admin list-clients`, TLS and mTLS with real callers.
 
 Prints one line per check and ends with `chart-check: N passed, M failed`; exits 1 on any failure.
 Environment: TOKEND_BIN (binary to run), CHART_CHECK_SKIP_RUNTIME=1 (skip step 4, reported as skipped),
@@ -28,12 +31,14 @@ import base64
 import contextlib
 import copy
 import hashlib
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -61,17 +66,28 @@ RELEASE = "tokend"
 NAMESPACE = "tokend"
 # Custom resources: kubernetes-validate has no schema for them (checked for structure by hand).
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "HTTPRoute"}
-# tokend's configuration keys (the chart must render nothing else: tokend rejects unknown keys).
+# tokend's configuration keys, as in src/config.rs (the chart must render nothing else: tokend rejects
+# unknown keys). [admin] token_hash is not here on purpose: the chart passes it from a Secret
+# (TOKEND_ADMIN_TOKEN_HASH), never in the ConfigMap.
 TOKEND_KEYS = {
     "": {"issuer", "clients_file"},
     "http": {"listen", "max_body_bytes"},
     "grpc": {"listen"},
-    "store": {"url", "key_prefix", "timeout_ms"},
+    "store": {"url", "key_prefix", "timeout_ms", "tls_ca_file", "tls_cert_file", "tls_key_file"},
     "tokens": {"access_ttl_secs", "refresh_ttl_secs", "code_ttl_secs", "leeway_secs"},
     "signing": {"algorithm", "key_file", "previous_key_files"},
     "log": {"format", "level"},
-    "server": {"shutdown_grace_secs"},
+    "server": {"shutdown_grace_secs", "drain_delay_secs", "reload_poll_secs", "header_read_timeout_secs",
+               "request_timeout_secs", "max_concurrent_requests", "max_connections"},
+    "authorization": {"login_url", "challenge_ttl_secs"},
+    "admin": {"listen"},
+    "tls": {"cert_file", "key_file", "client_ca_file", "reload_check_secs"},
+    "rate_limit": {"per_sec", "burst"},
+    "auth_throttle": {"enabled", "threshold", "base_secs", "max_secs", "reset_secs"},
 }
+# Config keys holding paths of mounted files (each must lie under a volume mount).
+FILE_KEYS = [("", "clients_file"), ("signing", "key_file"), ("store", "tls_ca_file"), ("store", "tls_cert_file"),
+             ("store", "tls_key_file"), ("tls", "cert_file"), ("tls", "key_file"), ("tls", "client_ca_file")]
 METRICS = {
     "tokend_tokens_issued_total", "tokend_oauth_errors_total", "tokend_request_duration_seconds_bucket",
     "tokend_store_duration_seconds_bucket", "tokend_store_errors_total", "tokend_store_up",
@@ -79,6 +95,10 @@ METRICS = {
 }
 # Secret of the test clients in helm/tokend/ci/*.yaml (sha256:f82d...).
 CI_CLIENT_SECRET = "ci-secret"
+# Admin bearer secret of helm/tokend/ci/full-values.yaml (admin.tokenHash sha256:07c3...), also used for the
+# stand-in of an admin.existingSecret.
+CI_ADMIN_SECRET = "ci-admin-secret"
+CI_ADMIN_HASH = "sha256:" + hashlib.sha256(CI_ADMIN_SECRET.encode()).hexdigest()
 KUBE_PROBE_UA = "kube-probe/1.33"
 MEMORY_STORE = os.environ.get("CHART_CHECK_STORE") == "memory"
 
@@ -238,6 +258,24 @@ def port_of(addr: str) -> int:
     return int(addr.rsplit(":", 1)[1])
 
 
+def config_files(cfg: dict) -> list[str]:
+    """Every mounted file tokend.toml names (FILE_KEYS and the previous signing keys)."""
+    out = []
+    for sec, key in FILE_KEYS:
+        table = cfg.get(sec, {}) if sec else cfg
+        if table.get(key):
+            out.append(table[key])
+    return out + cfg.get("signing", {}).get("previous_key_files", [])
+
+
+def tls_mode(cfg: dict) -> str:
+    """How the HTTP and gRPC listeners speak: plain, tls or mtls ([tls] in tokend.toml)."""
+    t = cfg.get("tls", {})
+    if not t.get("cert_file"):
+        return "plain"
+    return "mtls" if t.get("client_ca_file") else "tls"
+
+
 # ----------------------------------------------------------------------------------------------
 # step 1 and 2: lint, render, validate
 
@@ -277,13 +315,31 @@ def check_crds(docs: list[dict]) -> None:
                f"{ident}: unexpected apiVersion {d.get('apiVersion')}")
         spec = d.get("spec") or {}
         if d["kind"] == "ServiceMonitor":
+            # /metrics lives on the admin listener when there is one (the HTTP port then answers 404), else on
+            # the HTTP port, over HTTPS with [tls].
+            _, cfg = config_toml(docs)
+            want_port = "admin" if "admin" in cfg else "http"
+            want_scheme = "https" if want_port == "http" and tls_mode(cfg) != "plain" else "http"
             eps = spec.get("endpoints") or []
-            expect(eps and all(e.get("port") == "http" and e.get("path") == "/metrics" for e in eps),
-                   f"{ident}: must scrape port http path /metrics")
+            expect(eps and all(e.get("port") == want_port and e.get("path") == "/metrics" and e.get("scheme") == want_scheme
+                               for e in eps), f"{ident}: must scrape port {want_port} path /metrics scheme {want_scheme}")
+            sel = spec["selector"]["matchLabels"]
+            targets = [s for s in find(docs, "Service")
+                       if all(s["metadata"]["labels"].get(k) == v for k, v in sel.items())
+                       and any(p["name"] == want_port for p in s["spec"]["ports"])]
+            expect(len(targets) == 1, f"{ident}: selects {len(targets)} Services with a port {want_port}, want 1")
         elif d["kind"] == "PrometheusRule":
             exprs = [r["expr"] for g in spec["groups"] for r in g["rules"]]
             used = set(re.findall(r"\btokend_[a-z_]+", " ".join(exprs)))
             expect(used <= METRICS, f"{ident}: unknown metrics {sorted(used - METRICS)}")
+            # The scraped series carry service=<the Service the ServiceMonitor scrapes>: the alerts must match it.
+            for sm in find(docs, "ServiceMonitor"):
+                sel = sm["spec"]["selector"]["matchLabels"]
+                scraped = {s["metadata"]["name"] for s in find(docs, "Service")
+                           if all(s["metadata"]["labels"].get(k) == v for k, v in sel.items())}
+                named = set(re.findall(r'service="([^"]+)"', " ".join(exprs)))
+                expect(named and named <= scraped,
+                       f"{ident}: alerts select service {sorted(named)}, the ServiceMonitor scrapes {sorted(scraped)}")
         elif d["kind"] == "HTTPRoute":
             expect(spec.get("parentRefs"), f"{ident}: no parentRefs")
             for rule in spec["rules"]:
@@ -318,15 +374,30 @@ def check_rules(name: str, values: dict, docs: list[dict], notes: str) -> None:
     expect("checksum/config" in ann and "checksum/secrets" in ann, "pod template lacks checksum annotations")
     _, cfg = config_toml(docs)
     grace = cfg.get("server", {}).get("shutdown_grace_secs", 20)
-    expect(pod.get("terminationGracePeriodSeconds", 30) > grace,
-           f"terminationGracePeriodSeconds {pod.get('terminationGracePeriodSeconds')} must exceed shutdown_grace_secs {grace}")
+    drain = cfg.get("server", {}).get("drain_delay_secs", 0)
+    tgps = pod.get("terminationGracePeriodSeconds", 30)
+    expect(tgps > grace + drain,
+           f"terminationGracePeriodSeconds {tgps} must exceed drain_delay_secs + shutdown_grace_secs ({drain} + {grace})")
+    if not values.get("terminationGracePeriodSeconds"):
+        expect(tgps == drain + grace + 10, f"default terminationGracePeriodSeconds {tgps} != {drain} + {grace} + 10")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         expect(probe in c or (probe == "startupProbe" and not values.get("probes", {}).get("startup", {}).get("enabled", True)),
                f"missing {probe}")
-    if values.get("probes", {}).get("type", "grpc") == "grpc":
+    mode = tls_mode(cfg)
+    probes = [c[p] for p in ("startupProbe", "readinessProbe", "livenessProbe") if p in c]
+    if mode == "mtls":
+        # The kubelet has no client certificate: only a TCP connect can pass.
+        expect(all("tcpSocket" in p for p in probes), "with mTLS every probe must be tcpSocket")
+    elif mode == "tls":
+        # The kubelet's gRPC probe cannot speak TLS; its HTTPS probe does not verify certificates.
+        expect(all(p.get("httpGet", {}).get("scheme") == "HTTPS" for p in probes),
+               "with TLS every probe must be httpGet with scheme HTTPS")
+    elif values.get("probes", {}).get("type", "grpc") == "grpc":
         expect("grpc" in c["readinessProbe"], "probes.type grpc must render a native grpc readiness probe")
     else:
         expect("httpGet" in c["readinessProbe"], "probes.type http must render an httpGet readiness probe")
+    if mode == "plain":
+        expect(all(p.get("httpGet", {}).get("scheme", "HTTP") == "HTTP" for p in probes), "HTTPS probe without [tls]")
     if values.get("topologySpread", {}).get("enabled", True):
         keys = {t["topologyKey"] for t in pod.get("topologySpreadConstraints", [])}
         expect({"kubernetes.io/hostname", "topology.kubernetes.io/zone"} <= keys, f"topology spread keys {keys}")
@@ -354,12 +425,31 @@ def check_rules(name: str, values: dict, docs: list[dict], notes: str) -> None:
         for d in docs:
             if d["kind"] != "Secret":
                 expect(password not in json.dumps(d), f"{d['kind']}/{d['metadata']['name']} contains the Redis password")
-    # Services.
+    # Services: the API ones (grpc + http, appProtocol following [tls]) and, with [admin], a private ClusterIP
+    # one for the admin port alone (plain HTTP/1.1 metrics + h2c gRPC), never behind a public Service type.
+    admin_svcs = [s for s in find(docs, "Service") if any(p["name"] == "admin" for p in s["spec"]["ports"])]
+    expect(len(admin_svcs) == (1 if "admin" in cfg else 0), f"{len(admin_svcs)} Services expose the admin port")
     for svc in find(docs, "Service"):
         ports = {p["name"]: p for p in svc["spec"]["ports"]}
+        if svc in admin_svcs:
+            expect(set(ports) == {"admin"}, f"admin Service {svc['metadata']['name']} ports {sorted(ports)}")
+            expect(svc["spec"].get("type", "ClusterIP") == "ClusterIP", "the admin Service must be ClusterIP")
+            expect(ports["admin"].get("appProtocol") == "kubernetes.io/h2c", "admin port appProtocol must be kubernetes.io/h2c")
+            continue
         expect(set(ports) == {"grpc", "http"}, f"Service {svc['metadata']['name']} ports {sorted(ports)}")
-        expect(ports["grpc"].get("appProtocol") == "kubernetes.io/h2c", "grpc port appProtocol must be kubernetes.io/h2c")
-        expect(ports["http"].get("appProtocol") == "http", "http port appProtocol must be http")
+        if mode == "plain":
+            expect(ports["grpc"].get("appProtocol") == "kubernetes.io/h2c", "grpc port appProtocol must be kubernetes.io/h2c")
+            expect(ports["http"].get("appProtocol") == "http", "http port appProtocol must be http")
+        else:
+            expect(ports["grpc"].get("appProtocol") == "https" and ports["http"].get("appProtocol") == "https",
+                   "with [tls] both ports' appProtocol must be https")
+    for np_ in find(docs, "NetworkPolicy"):
+        if "admin" not in cfg:
+            continue
+        admin_port = port_of(cfg["admin"]["listen"])
+        for rule in np_["spec"].get("ingress", []):
+            if any(p.get("port") == admin_port for p in rule.get("ports", [])):
+                expect(rule.get("from"), "NetworkPolicy opens the admin port to everyone")
     # Defaults that the issue asks for.
     if name == "default values":
         expect(find(docs, "HorizontalPodAutoscaler"), "HPA must be on by default")
@@ -384,6 +474,16 @@ BAD_VALUES = [
     ("bad enum: config.signing.algorithm: HS256", {"config": {"signing": {"algorithm": "HS256"}}}),
     ("bad format: clients secret hash in clear", {"clients": {"items": [{"client_id": "a", "secret_hashes": ["hunter2"]}]}}),
     ("bad format: signing.key is a SEC1 EC key", {"signing": {"key": "-----BEGIN EC PRIVATE KEY-----\nMHc=\n-----END EC PRIVATE KEY-----\n"}}),
+    ("bad format: admin.tokenHash is the secret itself", {"admin": {"enabled": True, "tokenHash": "hunter2"}}),
+    ("out of range: config.rate_limit.per_sec: -1", {"config": {"rate_limit": {"per_sec": -1}}}),
+    ("out of range: config.server.request_timeout_secs: 0", {"config": {"server": {"request_timeout_secs": 0}}}),
+    ("out of range: config.authorization.challenge_ttl_secs: 0", {"config": {"authorization": {"challenge_ttl_secs": 0}}}),
+    ("bad format: config.authorization.login_url with a fragment", {"config": {"authorization": {"login_url": "https://l.example/#x"}}}),
+    ("wrong type: config.auth_throttle.enabled: \"yes\"", {"config": {"auth_throttle": {"enabled": "yes"}}}),
+    ("chart-owned key: config.admin.listen", {"config": {"admin": {"listen": "0.0.0.0:9090"}}}),
+    ("chart-owned key: config.tls.cert_file", {"config": {"tls": {"cert_file": "/c.pem"}}}),
+    ("chart-owned key: config.store.tls_ca_file", {"config": {"store": {"tls_ca_file": "/ca.pem"}}}),
+    ("unknown key: redis.tls.ca", {"redis": {"tls": {"ca": "x"}}}),
 ]
 
 def schema_is_closed() -> None:
@@ -412,6 +512,23 @@ BAD_COMBINATIONS = [
     ("autoGenerate with ES256", {"config": {"signing": {"algorithm": "ES256"}}}, "autoGenerate"),
     ("ephemeral key with several replicas", {"signing": {"autoGenerate": False}}, "ephemeral"),
     ("terminationGracePeriodSeconds <= shutdown_grace_secs", {"terminationGracePeriodSeconds": 20}, "must be longer"),
+    ("terminationGracePeriodSeconds <= drain_delay_secs + shutdown_grace_secs",
+     {"terminationGracePeriodSeconds": 25, "config": {"server": {"drain_delay_secs": 5}}}, "must be longer"),
+    ("auth_throttle.max_secs below base_secs", {"config": {"auth_throttle": {"base_secs": 90}}}, "at least base_secs"),
+    ("auth_throttle.threshold 0 while enabled", {"config": {"auth_throttle": {"threshold": 0}}}, "must be positive"),
+    ("an authorization_code client without login_url", {"clients": {"items": [
+        {"client_id": "web", "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"],
+         "redirect_uris": ["https://app.example/cb"]}]}}, "login_url"),
+    ("admin port equal to the HTTP port", {"admin": {"enabled": True}, "containerPorts": {"grpc": 50051, "http": 8080, "admin": 8080}},
+     "containerPorts.admin must differ"),
+    ("admin.tokenHash without admin.enabled", {"admin": {"tokenHash": "sha256:" + "0" * 64}}, "admin.enabled"),
+    ("admin.existingSecret and admin.tokenHash", {"admin": {"enabled": True, "existingSecret": "a", "tokenHash": "sha256:" + "0" * 64}},
+     "not both"),
+    ("tls.enabled without a Secret", {"tls": {"enabled": True}}, "tls.existingSecret"),
+    ("tls.clientCA without tls", {"tls": {"clientCA": {"enabled": True}}}, "needs tls.enabled"),
+    ("redis.tls with a redis:// URL", {"redis": {"tls": {"existingSecret": "redis-ca"}}}, "rediss://"),
+    ("redis.tls.certKey without keyKey", {"config": {"store": {"url": "rediss://r:6380/0"}},
+                                          "redis": {"tls": {"existingSecret": "r", "certKey": "tls.crt"}}}, "go together"),
     ("duplicate client_id", {"clients": {"items": [
         {"client_id": "a", "secret_hashes": ["sha256:" + "0" * 64]},
         {"client_id": "a", "secret_hashes": ["sha256:" + "1" * 64]}]}}, "duplicate client_id"),
@@ -440,17 +557,74 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Pki:
+    """A throwaway CA and the certificates the runtime check needs, made with openssl: stand-ins for the TLS
+    Secrets an operator supplies (tls.existingSecret, tls.clientCA, redis.tls), and the other ends (a caller
+    with a client certificate, a TLS redis-server). Every leaf is valid for localhost, 127.0.0.1 and ::1."""
+
+    def __init__(self, d: Path) -> None:
+        expect(shutil.which("openssl") is not None, "openssl is not installed (needed to stand in for TLS Secrets)")
+        self.dir = d
+        d.mkdir(parents=True, exist_ok=True)
+        self.ca, self.ca_key = d / "ca.crt", d / "ca.key"
+        self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                      "-subj", "/CN=tokend chart-check CA", "-keyout", self.ca_key, "-out", self.ca,
+                      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        self.server = self._leaf("tokend", "serverAuth")                    # tokend's HTTP and gRPC listeners
+        self.client = self._leaf("ci-caller", "clientAuth")                 # a caller under mTLS
+        self.redis = self._leaf("redis", "serverAuth")                      # the TLS redis-server
+        self.redis_client = self._leaf("tokend-redis-client", "clientAuth")  # tokend towards Redis
+
+    def _openssl(self, *args) -> None:
+        r = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, timeout=30, cwd=self.dir)
+        expect(r.returncode == 0, f"openssl {args[0]} failed: {r.stderr}")
+
+    def _leaf(self, name: str, usage: str) -> tuple[Path, Path]:
+        key, csr, crt, ext = (self.dir / f"{name}.{s}" for s in ("key", "csr", "crt", "ext"))
+        ext.write_text(f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"
+                       "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n")
+        self._openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                      "-subj", f"/CN={name}", "-keyout", key, "-out", csr)
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-days", "2",
+                      "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-extfile", ext, "-out", crt)
+        return crt, key
+
+    def context(self, client_cert: bool) -> ssl.SSLContext:
+        """A caller that verifies tokend's certificate (and presents one under mTLS)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        if client_cert:
+            ctx.load_cert_chain(str(self.client[0]), str(self.client[1]))
+        return ctx
+
+    def grpc_credentials(self, client_cert: bool) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes(),
+            private_key=self.client[1].read_bytes() if client_cert else None,
+            certificate_chain=self.client[0].read_bytes() if client_cert else None)
+
+
 class Redis:
-    def __init__(self, workdir: Path, password: str | None, port: int | None = None) -> None:
+    """A throwaway redis-server on a free loopback port; with tls (a Pki), on a TLS-only port
+    (--tls-auth-clients yes when client_auth)."""
+
+    def __init__(self, workdir: Path, password: str | None, port: int | None = None,
+                 tls: Pki | None = None, client_auth: bool = False) -> None:
         self.port = port or free_port()
         self.workdir = workdir
         self.password = password
+        self.tls = tls
+        self.client_auth = client_auth
         self.start()
 
     def start(self) -> None:
         password = self.password
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir)]
+        args = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        if self.tls:
+            args += ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", str(self.tls.redis[0]), "--tls-key-file", str(self.tls.redis[1]),
+                     "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "yes" if self.client_auth else "no"]
+        else:
+            args += ["--port", str(self.port)]
         if password:
             args += ["--requirepass", password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -458,13 +632,20 @@ class Redis:
         while time.monotonic() < deadline:
             if self.ping():
                 return
+            expect(self.proc.poll() is None, f"redis-server exited at start (code {self.proc.returncode}): {args}")
             time.sleep(0.05)
         self.stop()
         raise CheckError("redis-server did not answer PING within 10 s")
 
     def ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                s = raw
+                if self.tls:
+                    ctx = ssl.create_default_context(cafile=str(self.tls.ca))
+                    if self.client_auth:
+                        ctx.load_cert_chain(str(self.tls.redis_client[0]), str(self.tls.redis_client[1]))
+                    s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
                 if self.password:
                     s.sendall(f"AUTH {self.password}\r\n".encode())
                     s.recv(64)
@@ -506,9 +687,13 @@ class Tokend:
         self.logf.close()
 
 
-def grpc_health(port: int, service: str, timeout: float, host: str = "127.0.0.1") -> str:
-    """What the kubelet's gRPC probe does: Health/Check(service) on the port, plaintext."""
-    with grpc.insecure_channel(f"{host}:{port}") as ch:
+def grpc_health(port: int, service: str, timeout: float, host: str = "127.0.0.1",
+                creds: grpc.ChannelCredentials | None = None) -> str:
+    """What the kubelet's gRPC probe does: Health/Check(service) on the port, plaintext (with creds: over TLS,
+    as a client of a TLS-enabled tokend would)."""
+    target = f"{host}:{port}"
+    ch = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+    with ch:
         stub = health_pb2_grpc.HealthStub(ch)
         try:
             resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
@@ -517,29 +702,39 @@ def grpc_health(port: int, service: str, timeout: float, host: str = "127.0.0.1"
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
 
-def http_get(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> tuple[int, bytes]:
-    req = urllib.request.Request(f"http://{host}:{port}{path}",
+def _send(req: urllib.request.Request, timeout: float, tls: ssl.SSLContext | None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=tls) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (OSError, http.client.HTTPException) as e:  # refused, TLS failure, or TLS bytes read as HTTP
+        return 0, f"{e.__class__.__name__}: {e}".encode()
+
+
+def http_get(port: int, path: str, timeout: float, host: str = "127.0.0.1",
+             tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    scheme = "https" if tls else "http"
+    req = urllib.request.Request(f"{scheme}://{host}:{port}{path}",
                                  headers={"User-Agent": KUBE_PROBE_UA, "Accept": "*/*"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError as e:
-        return 0, str(e).encode()
+    return _send(req, timeout, tls)
 
 
-def http_post_form(port: int, path: str, form: dict, timeout: float = 5) -> tuple[int, bytes]:
+def http_post_form(port: int, path: str, form: dict, timeout: float = 5,
+                   tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     data = urllib.parse.urlencode(form).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+    scheme = "https" if tls else "http"
+    req = urllib.request.Request(f"{scheme}://127.0.0.1:{port}{path}", data=data,
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError as e:
-        return 0, str(e).encode()
+    return _send(req, timeout, tls)
+
+
+def kubelet_https() -> ssl.SSLContext:
+    """The kubelet's HTTPS probe: TLS without certificate verification and without a client certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def run_probe(probe: dict, portmap: dict[int, int], named: dict[str, int]) -> tuple[bool, str]:
@@ -554,8 +749,19 @@ def run_probe(probe: dict, portmap: dict[int, int], named: dict[str, int]) -> tu
         hg = probe["httpGet"]
         cport = named[hg["port"]] if isinstance(hg["port"], str) else hg["port"]
         expect(cport in portmap, f"httpGet probe port {hg['port']} is not a container port")
-        code, body = http_get(portmap[cport], hg.get("path", "/"), timeout)
-        return 200 <= code < 400, f"GET {hg.get('path')} on :{cport} -> {code} {body[:120]!r}"
+        scheme = hg.get("scheme", "HTTP")
+        code, body = http_get(portmap[cport], hg.get("path", "/"), timeout,
+                              tls=kubelet_https() if scheme == "HTTPS" else None)
+        return 200 <= code < 400, f"GET {scheme} {hg.get('path')} on :{cport} -> {code} {body[:120]!r}"
+    if "tcpSocket" in probe:
+        ts = probe["tcpSocket"]
+        cport = named[ts["port"]] if isinstance(ts["port"], str) else ts["port"]
+        expect(cport in portmap, f"tcpSocket probe port {ts['port']} is not a container port")
+        try:
+            socket.create_connection(("127.0.0.1", portmap[cport]), timeout=timeout).close()
+        except OSError as e:
+            return False, f"TCP connect :{cport} -> {e}"
+        return True, f"TCP connect :{cport} -> connected"
     raise CheckError(f"unsupported probe {probe}")
 
 
@@ -573,6 +779,18 @@ def wait_probe(probe: dict, portmap: dict, named: dict, budget: float, proc: Tok
     raise CheckError(f"probe never passed within {budget:.0f}s; last: {last}\ntokend log:\n{proc.tail()}")
 
 
+def wait_readyz(port: int, tls: ssl.SSLContext | None, want: int, budget: float) -> str:
+    """Polls /readyz as a real caller (under mTLS the kubelet cannot: its probe is a TCP connect)."""
+    deadline = time.monotonic() + budget
+    code, body = 0, b""
+    while time.monotonic() < deadline:
+        code, body = http_get(port, "/readyz", 1, tls=tls)
+        if code == want:
+            return f"GET /readyz -> {code} {body[:80]!r}"
+        time.sleep(0.25)
+    raise CheckError(f"/readyz never answered {want} within {budget:.0f}s; last: {code} {body[:200]!r}")
+
+
 CI_CLIENTS_TOML = f"""# Stand-in for an operator-managed clients Secret (existingSecret).
 [[clients]]
 client_id = "ci-client"
@@ -582,18 +800,28 @@ scopes = ["orders:read"]
 """
 
 
-def external_secret(name: str, mount: str | None, cfg: dict, binary: Path, tmp: Path) -> dict[str, bytes]:
+def external_secret(name: str, mount: str | None, cfg: dict, binary: Path, tmp: Path,
+                    pki: Pki | None) -> dict[str, bytes]:
     """Contents for a Secret the chart only references (existingSecret): the files tokend.toml expects
-    under its mount, made the way an operator would (`tokend keygen`, a clients.toml)."""
+    under its mount, made the way an operator would (`tokend keygen`, a clients.toml, certificates from a CA)."""
+    tls, store = cfg.get("tls", {}), cfg.get("store", {})
+    pem = {}
+    if pki:
+        pem = {tls.get("cert_file"): pki.server[0], tls.get("key_file"): pki.server[1],
+               tls.get("client_ca_file"): pki.ca, store.get("tls_ca_file"): pki.ca,
+               store.get("tls_cert_file"): pki.redis_client[0], store.get("tls_key_file"): pki.redis_client[1]}
     files: dict[str, bytes] = {}
-    wanted = [cfg.get("clients_file"), cfg["signing"].get("key_file"), *cfg["signing"].get("previous_key_files", [])]
-    for path in filter(None, wanted):
+    for path in config_files(cfg):
         if mount is None or not path.startswith(mount + "/"):
             continue
         key = path[len(mount) + 1:]
         if path == cfg.get("clients_file"):
             files[key] = CI_CLIENTS_TOML.encode()
+        elif path in pem:
+            files[key] = pem[path].read_bytes()
         else:
+            expect(path == cfg["signing"].get("key_file") or path in cfg["signing"].get("previous_key_files", []),
+                   f"no stand-in for {path} (Secret {name})")
             out = tmp / f"keygen-{len(files)}.pem"
             r = subprocess.run([str(binary), "keygen", "--alg", cfg["signing"]["algorithm"], "--out", str(out)],
                                capture_output=True, text=True, timeout=60)
@@ -604,7 +832,8 @@ def external_secret(name: str, mount: str | None, cfg: dict, binary: Path, tmp: 
     return files
 
 
-def layout_pod_files(docs: list[dict], pod: dict, c: dict, root: Path, cfg: dict, binary: Path) -> dict[str, str]:
+def layout_pod_files(docs: list[dict], pod: dict, c: dict, root: Path, cfg: dict, binary: Path,
+                     pki: Pki | None) -> dict[str, str]:
     """Writes every configMap/secret volume the container mounts under root/<mountPath>.
     Returns mountPath -> local path. Secrets from outside the chart get stand-ins (external_secret)."""
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
@@ -618,7 +847,7 @@ def layout_pod_files(docs: list[dict], pod: dict, c: dict, root: Path, cfg: dict
             if secs:
                 files = secret_files(secs[0])
             else:
-                files = external_secret(v["secret"]["secretName"], m["mountPath"], cfg, binary, root.parent)
+                files = external_secret(v["secret"]["secretName"], m["mountPath"], cfg, binary, root.parent, pki)
         else:
             raise CheckError(f"unexpected volume type in {v}")
         local = root / m["mountPath"].lstrip("/")
@@ -629,6 +858,10 @@ def layout_pod_files(docs: list[dict], pod: dict, c: dict, root: Path, cfg: dict
             os.chmod(local / key, mode | 0o400)
         mounts[m["mountPath"]] = str(local)
     return mounts
+
+
+# Stand-ins for env values from Secrets the chart only references; others get a random value.
+ENV_STAND_INS = {"TOKEND_ADMIN_TOKEN_HASH": CI_ADMIN_HASH}
 
 
 def pod_env(docs: list[dict], c: dict, home: Path) -> dict[str, str]:
@@ -642,6 +875,9 @@ def pod_env(docs: list[dict], c: dict, home: Path) -> dict[str, str]:
             secs = find(docs, "Secret", ref["name"])
             if secs:
                 env[e["name"]] = secret_files(secs[0])[ref["key"]].decode()
+            elif e["name"] in ENV_STAND_INS:
+                env[e["name"]] = ENV_STAND_INS[e["name"]]
+                R.note(f"Secret {ref['name']} (env {e['name']}) is not rendered by the chart: stood in with the CI value")
             else:
                 env[e["name"]] = "stand-in-" + hashlib.sha256(ref["name"].encode()).hexdigest()[:16]
                 R.note(f"Secret {ref['name']} (env {e['name']}) is not rendered by the chart: stood in with a random value")
@@ -650,35 +886,33 @@ def pod_env(docs: list[dict], c: dict, home: Path) -> dict[str, str]:
     return env
 
 
-def rewrite_config(text: str, mounts: dict[str, str], grpc_port: int, http_port: int, redis_port: int | None) -> str:
-    """Only three kinds of change: mount paths, listen ports, the store's host:port."""
+def rewrite_config(text: str, mounts: dict[str, str], listen: dict[str, int], redis_port: int | None) -> str:
+    """Only three kinds of change: mount paths, listen ports ([grpc], [http], [admin]), the store's host:port."""
     out = text
     for mount, local in sorted(mounts.items(), key=lambda kv_: -len(kv_[0])):
         out = out.replace(f'"{mount}/', f'"{local}/')
-    def listen(section: str, port: int, s: str) -> str:
+    for section, port in listen.items():
         pat = re.compile(r'(\[' + section + r'\][^\[]*?\nlisten = ")([^"\n]*):(\d+)(")', re.S)
-        expect(pat.search(s), f"[{section}] listen not found in tokend.toml")
-        return pat.sub(lambda m: f"{m.group(1)}{m.group(2)}:{port}{m.group(4)}", s, count=1)
-    out = listen("grpc", grpc_port, out)
-    out = listen("http", http_port, out)
+        expect(pat.search(out), f"[{section}] listen not found in tokend.toml")
+        out = pat.sub(lambda m: f"{m.group(1)}{m.group(2)}:{port}{m.group(4)}", out, count=1)
     m = re.search(r'(\[store\][^\[]*?url = ")([a-z+]+)://([^/"]+)(/?[^"]*)(")', out, re.S)
     expect(m is not None, "[store] url not found in tokend.toml")
     scheme = m.group(2)
-    expect(scheme == "redis", f"the runtime check needs a redis:// store URL, got {scheme}://")
+    expect(scheme in ("redis", "rediss"), f"the runtime check needs a redis:// or rediss:// store URL, got {scheme}://")
     if redis_port is None:
         out = out[:m.start(2)] + "memory://" + out[m.end(5) - 1:]
     else:
         out = out[:m.start(3)] + f"127.0.0.1:{redis_port}" + out[m.end(3):]
-    # Nothing else changed: compare the parsed documents with those fields masked.
-    a, b = tomllib.loads(text), tomllib.loads(out)
-    expect(port_of(b["grpc"]["listen"]) == grpc_port and port_of(b["http"]["listen"]) == http_port,
-           f"listen rewrite failed: {b['grpc']['listen']} / {b['http']['listen']}")
-    expect(b["grpc"]["listen"].rsplit(":", 1)[0] == a["grpc"]["listen"].rsplit(":", 1)[0], "listen host changed")
-    for d in (a, b):
-        d["grpc"]["listen"] = d["http"]["listen"] = d["store"]["url"] = "<rewritten>"
-        d.pop("clients_file", None)
-        d["signing"].pop("key_file", None)
-        d["signing"].pop("previous_key_files", None)
+    # Nothing else changed: map the paths back and compare the parsed documents with ports and URL masked.
+    back = out
+    for mount, local in mounts.items():
+        back = back.replace(f'"{local}/', f'"{mount}/')
+    a, b = tomllib.loads(text), tomllib.loads(back)
+    for section, port in listen.items():
+        expect(port_of(b[section]["listen"]) == port, f"[{section}] listen rewrite failed: {b[section]['listen']}")
+        expect(b[section]["listen"].rsplit(":", 1)[0] == a[section]["listen"].rsplit(":", 1)[0], "listen host changed")
+        a[section]["listen"] = b[section]["listen"] = "<rewritten>"
+    a["store"]["url"] = b["store"]["url"] = "<rewritten>"
     expect(a == b, "config rewrite changed more than paths, ports and the store address")
     return out
 
@@ -688,13 +922,15 @@ def runtime_check(name: str, values: dict, docs: list[dict], binary: Path, keep:
     text, cfg = config_toml(docs)
     named = {p["name"]: p["containerPort"] for p in c["ports"]}
     prefix = f"runtime [{name}]"
+    listeners = ["grpc", "http"] + (["admin"] if "admin" in cfg else [])
+    mode = tls_mode(cfg)
+    rediss = cfg["store"]["url"].startswith("rediss://")
 
     with R.check(f"{prefix}: ports agree (Service targetPort -> containerPort -> tokend listen)"):
-        expect(set(named) == {"grpc", "http"}, f"container ports {sorted(named)}")
-        expect(port_of(cfg["grpc"]["listen"]) == named["grpc"],
-               f"[grpc] listen {cfg['grpc']['listen']} != containerPort grpc {named['grpc']}")
-        expect(port_of(cfg["http"]["listen"]) == named["http"],
-               f"[http] listen {cfg['http']['listen']} != containerPort http {named['http']}")
+        expect(set(named) == set(listeners), f"container ports {sorted(named)}, tokend listens on {listeners}")
+        for sec in listeners:
+            expect(port_of(cfg[sec]["listen"]) == named[sec],
+                   f"[{sec}] listen {cfg[sec]['listen']} != containerPort {sec} {named[sec]}")
         for svc in find(docs, "Service"):
             for p in svc["spec"]["ports"]:
                 tp = p["targetPort"]
@@ -708,26 +944,29 @@ def runtime_check(name: str, values: dict, docs: list[dict], binary: Path, keep:
         cfg_path = c["args"][c["args"].index("--config") + 1]
         mounts = [m["mountPath"] for m in c["volumeMounts"]]
         expect(any(cfg_path.startswith(m + "/") for m in mounts), f"--config {cfg_path} is not under a mount")
-        for f in [cfg.get("clients_file"), cfg["signing"].get("key_file"), *cfg["signing"].get("previous_key_files", [])]:
-            if f:
-                expect(any(f.startswith(m + "/") for m in mounts), f"{f} (in tokend.toml) is not under a mount")
+        for f in config_files(cfg):
+            expect(any(f.startswith(m + "/") for m in mounts), f"{f} (in tokend.toml) is not under a mount")
 
     tmp = Path(tempfile.mkdtemp(prefix="chart-check-"))
     procs: list = []
     try:
         with R.check(f"{prefix}: tokend check-config accepts the rendered files"):
+            if MEMORY_STORE and rediss:
+                raise Skip("CHART_CHECK_STORE=memory cannot stand in for a rediss:// store")
+            pki = Pki(tmp / "pki") if mode != "plain" or rediss else None
             root = tmp / "pod"
-            mounts = layout_pod_files(docs, pod, c, root, cfg, binary)
+            mounts = layout_pod_files(docs, pod, c, root, cfg, binary, pki)
             env = pod_env(docs, c, tmp)
             redis = None
             if not MEMORY_STORE:
-                redis = Redis(tmp, env.get("TOKEND_STORE_PASSWORD"))
+                redis = Redis(tmp, env.get("TOKEND_STORE_PASSWORD"), tls=pki if rediss else None,
+                              client_auth=bool(cfg["store"].get("tls_cert_file")))
                 procs.append(redis)
-            ports = {"grpc": free_port(), "http": free_port()}
+            ports = {sec: free_port() for sec in listeners}
             cfg_container_path = c["args"][c["args"].index("--config") + 1]
             mount = max((m for m in mounts if cfg_container_path.startswith(m + "/")), key=len)
             local_cfg = Path(mounts[mount]) / cfg_container_path[len(mount) + 1:]
-            new = rewrite_config(local_cfg.read_text(), mounts, ports["grpc"], ports["http"], redis.port if redis else None)
+            new = rewrite_config(local_cfg.read_text(), mounts, ports, redis.port if redis else None)
             local_cfg.write_text(new)
             # clients.toml and other mounted files keep their content: only paths inside tokend.toml move.
             r = subprocess.run([str(binary), "check-config", "--config", str(local_cfg)], env=env,
@@ -736,7 +975,10 @@ def runtime_check(name: str, values: dict, docs: list[dict], binary: Path, keep:
         if any(n == f"{prefix}: tokend check-config accepts the rendered files" for n, _ in R.failed + R.skipped):
             return
 
-        portmap = {named["grpc"]: ports["grpc"], named["http"]: ports["http"]}
+        portmap = {named[sec]: ports[sec] for sec in listeners}
+        # How a real caller reaches the API listeners: plain, TLS verified against the CA, or mTLS.
+        caller = pki.context(client_cert=mode == "mtls") if mode != "plain" else None
+        creds = pki.grpc_credentials(client_cert=mode == "mtls") if mode != "plain" else None
         with R.check(f"{prefix}: tokend serve passes the startup, readiness and liveness probes"):
             t = Tokend(binary, local_cfg, env, tmp / "tokend.log")
             procs.append(t)
@@ -747,6 +989,9 @@ def runtime_check(name: str, values: dict, docs: list[dict], binary: Path, keep:
                                                      sp.get("periodSeconds", 10) * sp.get("failureThreshold", 3), t))
             rp = c["readinessProbe"]
             msgs.append("readiness: " + wait_probe(rp, portmap, named, 30, t))
+            if "tcpSocket" in rp:
+                # A TCP connect cannot tell ready from not ready: wait for the real answer before going on.
+                msgs.append("(as a caller) " + wait_readyz(ports["http"], caller, 200, 30))
             ok, msg = run_probe(c["livenessProbe"], portmap, named)
             expect(ok, f"liveness failed: {msg}\n{t.tail()}")
             msgs.append("liveness: " + msg)
@@ -754,22 +999,60 @@ def runtime_check(name: str, values: dict, docs: list[dict], binary: Path, keep:
         if any(n.startswith(f"{prefix}: tokend serve") for n, _ in R.failed):
             return
 
-        with R.check(f"{prefix}: both Service ports reach tokend (gRPC health, HTTP bridge)"):
+        if mode != "plain":
+            with R.check(f"{prefix}: [tls] {mode}: both listeners serve the mounted certificate"
+                         + (" and refuse callers without a client certificate" if mode == "mtls" else "")):
+                code, _ = http_get(ports["http"], "/healthz", 2, tls=caller)
+                expect(code == 200, f"HTTPS /healthz with the CA -> {code}")
+                st = grpc_health(ports["grpc"], "tokend.v1.TokenService", 2, creds=creds)
+                expect(st == "SERVING", f"gRPC over TLS -> {st}")
+                code, body = http_get(ports["http"], "/healthz", 2)
+                expect(code != 200, f"plain HTTP on the TLS port answered {code}")
+                if mode == "mtls":
+                    code, body = http_get(ports["http"], "/healthz", 2, tls=pki.context(client_cert=False))
+                    expect(code == 0, f"HTTPS without a client certificate -> {code} {body[:100]!r}")
+                    st = grpc_health(ports["grpc"], "", 2, creds=pki.grpc_credentials(client_cert=False))
+                    expect(st != "SERVING", f"gRPC without a client certificate -> {st}")
+
+        with R.check(f"{prefix}: every Service port reaches tokend (gRPC health, HTTP bridge, admin /metrics)"):
             for svc in find(docs, "Service"):
                 for p in svc["spec"]["ports"]:
                     target = named[p["targetPort"]] if isinstance(p["targetPort"], str) else p["targetPort"]
                     local = portmap[target]
                     if p["name"] == "grpc":
-                        st = grpc_health(local, "tokend.v1.TokenService", 2)
+                        st = grpc_health(local, "tokend.v1.TokenService", 2, creds=creds)
                         expect(st == "SERVING", f"{svc['metadata']['name']}:{p['port']} (gRPC) -> {st}")
+                    elif p["name"] == "admin":
+                        code, body = http_get(local, "/metrics", 2)
+                        expect(code == 200 and b"tokend_build_info" in body,
+                               f"{svc['metadata']['name']}:{p['port']} (admin /metrics) -> {code} {body[:200]!r}")
                     else:
-                        code, body = http_get(local, "/.well-known/oauth-authorization-server", 2)
+                        code, body = http_get(local, "/.well-known/oauth-authorization-server", 2, tls=caller)
                         expect(code == 200, f"{svc['metadata']['name']}:{p['port']} (HTTP) -> {code} {body[:200]!r}")
                         meta = json.loads(body)
                         expect(meta.get("issuer") == cfg["issuer"], f"issuer {meta.get('issuer')} != {cfg['issuer']}")
 
+        if "admin" in cfg:
+            with R.check(f"{prefix}: admin API: `tokend admin list-clients` with the admin secret, refused without"):
+                admin_env = {"PATH": env["PATH"], "TOKEND_ADMIN_ADDR": f"127.0.0.1:{ports['admin']}"}
+                run = lambda tok: subprocess.run([str(binary), "admin", "list-clients"], capture_output=True, text=True,
+                                                 timeout=30, env={**admin_env, "TOKEND_ADMIN_TOKEN": tok})
+                if "TOKEND_ADMIN_TOKEN_HASH" in env:
+                    r = run(CI_ADMIN_SECRET)
+                    expect(r.returncode == 0, f"tokend admin list-clients -> exit {r.returncode}: {r.stdout}{r.stderr}")
+                    ids = [json.loads(line)["client_id"] for line in r.stdout.splitlines() if line.strip()]
+                    expect(ids, f"list-clients printed no client: {r.stdout!r}")
+                    r = run("wrong-secret")
+                    expect(r.returncode != 0 and "Unauthenticated" in r.stderr,
+                           f"a wrong admin secret -> exit {r.returncode}: {r.stdout}{r.stderr}")
+                    print(f"        clients: {', '.join(ids)}")
+                else:
+                    r = run(CI_ADMIN_SECRET)
+                    expect(r.returncode != 0 and "Unimplemented" in r.stderr,
+                           f"without a token hash the admin API must be off: exit {r.returncode}: {r.stdout}{r.stderr}")
+
         with R.check(f"{prefix}: signing keys from the Secret are published in the JWKS"):
-            code, body = http_get(ports["http"], "/.well-known/jwks.json", 2)
+            code, body = http_get(ports["http"], "/.well-known/jwks.json", 2, tls=caller)
             expect(code == 200, f"jwks -> {code}")
             keys = json.loads(body).get("keys", [])
             want = 1 + len(cfg["signing"].get("previous_key_files", []))
@@ -785,18 +1068,25 @@ def runtime_check(name: str, values: dict, docs: list[dict], binary: Path, keep:
             with R.check(f"{prefix}: a client from the clients Secret gets a token over the HTTP bridge"):
                 code, body = http_post_form(ports["http"], "/oauth/token", {
                     "grant_type": "client_credentials", "client_id": clients[0]["client_id"],
-                    "client_secret": CI_CLIENT_SECRET})
+                    "client_secret": CI_CLIENT_SECRET}, tls=caller)
                 expect(code == 200 and b"access_token" in body, f"/oauth/token -> {code} {body[:300]!r}")
                 code, body = http_post_form(ports["http"], "/oauth/token", {
                     "grant_type": "client_credentials", "client_id": clients[0]["client_id"],
-                    "client_secret": "wrong"})
+                    "client_secret": "wrong"}, tls=caller)
                 expect(code == 401, f"wrong secret -> {code} {body[:200]!r}")
 
         with R.check(f"{prefix}: /metrics (ServiceMonitor target) serves tokend's Prometheus metrics"):
             if os.environ.get("CHART_CHECK_NO_METRICS") == "1":
                 raise Skip("CHART_CHECK_NO_METRICS=1")
-            code, body = http_get(ports["http"], "/metrics", 2)
-            expect(code == 200, f"GET /metrics -> {code} {body[:200]!r} (the ServiceMonitor and dashboard need it)")
+            if "admin" in cfg:
+                code, body = http_get(ports["http"], "/metrics", 2, tls=caller)
+                expect(code == 404, f"GET /metrics on the HTTP port -> {code}: with [admin] it must be on the admin port only")
+                code, body = http_get(ports["admin"], "/metrics", 2)
+                where = "admin port"
+            else:
+                code, body = http_get(ports["http"], "/metrics", 2, tls=caller)
+                where = "HTTP port"
+            expect(code == 200, f"GET /metrics on the {where} -> {code} {body[:200]!r} (the ServiceMonitor and dashboard need it)")
             names = set(re.findall(r"^(?:# TYPE )?(tokend_[a-z_]+)", body.decode(errors="replace"), re.M))
             base = {n[:-len(s)] if n.endswith(s) else n for n in names for s in ("_bucket", "_sum", "_count", "")}
             seen = {m for m in METRICS if m in names or m.removesuffix("_bucket") in base}
@@ -805,41 +1095,64 @@ def runtime_check(name: str, values: dict, docs: list[dict], binary: Path, keep:
             if METRICS - seen:
                 R.note(f"{name}: /metrics has no series yet for {sorted(METRICS - seen)} (label sets appear on first use)")
 
-        with R.check(f"{prefix}: store outage: readiness fails, liveness keeps passing"):
+        rp, lp = c["readinessProbe"], c["livenessProbe"]
+        outage = ("store outage: tokend reports not ready (/readyz 503), the tcpSocket probes keep passing"
+                  if "tcpSocket" in rp else "store outage: readiness fails, liveness keeps passing")
+        with R.check(f"{prefix}: {outage}"):
             if redis is None:
                 raise Skip("CHART_CHECK_STORE=memory")
             redis.stop()
-            rp, lp = c["readinessProbe"], c["livenessProbe"]
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                ok, rmsg = run_probe(rp, portmap, named)
-                if not ok:
-                    break
-                time.sleep(0.5)
-            expect(not ok, f"readiness still passes 10 s after the store went away: {rmsg}")
+            if "tcpSocket" in rp:
+                # mTLS: the kubelet's probe is a TCP connect and cannot see the store; tokend itself does.
+                msg = wait_readyz(ports["http"], caller, 503, 10)
+                R.note(f"{name}: readiness is a tcpSocket probe (mTLS): during a store outage pods stay in the "
+                       f"Service; tokend's own /readyz says {msg.split('-> ')[-1]}")
+            else:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    ok, rmsg = run_probe(rp, portmap, named)
+                    if not ok:
+                        break
+                    time.sleep(0.5)
+                expect(not ok, f"readiness still passes 10 s after the store went away: {rmsg}")
             ok, lmsg = run_probe(lp, portmap, named)
             expect(t.alive(), f"tokend died when the store went away:\n{t.tail()}")
             if not ok and "grpc" in lp:
                 raise Skip(f"readiness fails as it should, but the gRPC liveness probe fails too ({lmsg}): tokend flips "
                            "every gRPC health service with the store, so probes.livenessType grpc would restart pods "
-                           "during a Redis outage (the default, http, does not)")
+                           "during a Redis outage (probes.livenessType http would not)")
             expect(ok, f"liveness fails while only the store is down ({lmsg}): the kubelet would restart healthy pods")
 
         with R.check(f"{prefix}: store back: readiness recovers without a restart"):
+            if redis is None:
+                raise Skip("CHART_CHECK_STORE=memory")
             redis.start()
-            msg = wait_probe(c["readinessProbe"], portmap, named, 20, t)
+            msg = wait_probe(rp, portmap, named, 20, t)
+            if "tcpSocket" in rp:
+                msg = wait_readyz(ports["http"], caller, 200, 20)
             print(f"        {msg}")
 
-        with R.check(f"{prefix}: SIGTERM: tokend exits within terminationGracePeriodSeconds"):
+        drain = cfg["server"].get("drain_delay_secs", 0)
+        with R.check(f"{prefix}: SIGTERM: tokend exits within terminationGracePeriodSeconds"
+                     + (f" (not ready but still serving for drain_delay_secs {drain})" if drain else "")):
             budget = pod.get("terminationGracePeriodSeconds", 30)
             t0 = time.monotonic()
             t.proc.send_signal(signal.SIGTERM)
+            if drain:
+                time.sleep(min(0.5, drain / 4))
+                if "tcpSocket" not in rp:
+                    ok, rmsg = run_probe(rp, portmap, named)
+                    expect(not ok, f"readiness still passes during the drain delay: {rmsg}")
+                code, body = http_get(ports["http"], "/healthz", 2, tls=caller)
+                expect(code == 200, f"a new request during the drain delay -> {code} {body[:100]!r}")
             try:
-                rc = t.proc.wait(budget)
+                rc = t.proc.wait(max(0.0, budget - (time.monotonic() - t0)))
             except subprocess.TimeoutExpired:
                 raise CheckError(f"tokend still running {budget}s after SIGTERM: the kubelet would SIGKILL it")
+            took = time.monotonic() - t0
             expect(rc == 0, f"tokend exited with {rc} after SIGTERM:\n{t.tail()}")
-            print(f"        exited in {time.monotonic() - t0:.1f}s (grace {budget}s)")
+            expect(took >= drain - 0.2, f"tokend exited after {took:.1f}s, before its drain delay of {drain}s")
+            print(f"        exited in {took:.1f}s (drain delay {drain}s, grace {budget}s)")
     finally:
         for p in reversed(procs):
             p.stop()
@@ -877,6 +1190,11 @@ def documented_commands(binary: Path) -> None:
     r = subprocess.run([str(binary), "hash-secret"], input=CI_CLIENT_SECRET, capture_output=True, text=True, timeout=60)
     want = "sha256:" + hashlib.sha256(CI_CLIENT_SECRET.encode()).hexdigest()
     expect(r.returncode == 0 and r.stdout.strip() == want, f"hash-secret printed {r.stdout.strip()!r}, want {want}")
+    # admin.tokenHash in ci/full-values.yaml is `printf %s ci-admin-secret | tokend hash-secret`.
+    r = subprocess.run([str(binary), "hash-secret"], input=CI_ADMIN_SECRET, capture_output=True, text=True, timeout=60)
+    full = yaml.safe_load((CHART / "ci" / "full-values.yaml").read_text())
+    expect(r.returncode == 0 and r.stdout.strip() == CI_ADMIN_HASH == full["admin"]["tokenHash"],
+           f"hash-secret of the CI admin secret printed {r.stdout.strip()!r}; full-values.yaml has {full['admin']['tokenHash']}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -927,6 +1245,20 @@ def main() -> int:
         expect(want <= kinds, f"never rendered: {sorted(want - kinds)}")
         names = {d["metadata"]["name"] for _, docs, _ in renders.values() for d in docs}
         expect(any(n.endswith("-headless") for n in names), "the headless Service is never rendered")
+        for suffix in ("-admin",):
+            kinds_ = {d["kind"] for _, docs, _ in renders.values() for d in docs if d["metadata"]["name"].endswith(suffix)}
+            expect({"Service", "Secret"} <= kinds_, f"the admin Service and Secret are never both rendered ({kinds_})")
+        cfgs = [config_toml(docs)[1] for n, (_, docs, _) in renders.items() if not n.startswith(("inline:", "docs:"))]
+        # Every key tokend knows (TOKEND_KEYS, from src/config.rs) is written by some render, so each one
+        # goes through check-config / serve below.
+        for sec, keys in TOKEND_KEYS.items():
+            seen = set()
+            for cfg in cfgs:
+                table = cfg.get(sec, {}) if sec else cfg
+                seen |= {k for k, v in table.items() if not isinstance(v, dict)}
+            expect(keys <= seen, f"no render sets tokend.toml [{sec or 'top level'}] {sorted(keys - seen)}")
+        modes = {tls_mode(cfg) for cfg in cfgs}
+        expect(modes == {"plain", "tls", "mtls"}, f"renders cover TLS modes {sorted(modes)}, want plain, tls and mtls")
         expect(any(n.endswith("-dashboard") for n in names), "the Grafana dashboard is never rendered")
 
     section("2. validate manifests")

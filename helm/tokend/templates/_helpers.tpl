@@ -67,6 +67,9 @@ tokend against the rendered files, so keep every mount under /etc/tokend/.
 {{- define "tokend.configDir" -}}/etc/tokend/config{{- end -}}
 {{- define "tokend.keysDir" -}}/etc/tokend/keys{{- end -}}
 {{- define "tokend.clientsDir" -}}/etc/tokend/clients{{- end -}}
+{{- define "tokend.tlsDir" -}}/etc/tokend/tls{{- end -}}
+{{- define "tokend.tlsClientCADir" -}}/etc/tokend/tls-client-ca{{- end -}}
+{{- define "tokend.redisTlsDir" -}}/etc/tokend/redis-tls{{- end -}}
 
 {{/* ----------------------------------- signing keys ----------------------------------------- */}}
 
@@ -141,13 +144,70 @@ tokend against the rendered files, so keep every mount under /etc/tokend/.
 {{- if .Values.redis.existingSecret -}}{{ .Values.redis.existingSecretKey }}{{- else -}}redis-password{{- end -}}
 {{- end -}}
 
+{{/*
+Checksum of the chart-created Secrets' inputs: pods roll when they change. Byte-for-byte the same
+input as before admin.tokenHash existed, so upgrading the chart alone does not roll the pods.
+*/}}
+{{- define "tokend.secretsChecksum" -}}
+{{- $in := dict "signing" .Values.signing "clients" .Values.clients.items "redis" .Values.redis.password -}}
+{{- if .Values.admin.tokenHash -}}{{- $_ := set $in "admin" .Values.admin.tokenHash -}}{{- end -}}
+{{- $in | toJson | sha256sum -}}
+{{- end -}}
+
+{{/* ----------------------------------- redis TLS files -------------------------------------- */}}
+
+{{/* "true" when redis.tls mounts a Secret: [store] tls_ca_file / tls_cert_file / tls_key_file point into it. */}}
+{{- define "tokend.redisTls.enabled" -}}
+{{- if .Values.redis.tls.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/* ----------------------------------- admin listener --------------------------------------- */}}
+
+{{/* "true" when the admin API is on: [admin] token_hash comes from a Secret (TOKEND_ADMIN_TOKEN_HASH). */}}
+{{- define "tokend.admin.tokenEnabled" -}}
+{{- if and .Values.admin.enabled (or .Values.admin.existingSecret .Values.admin.tokenHash) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "tokend.admin.secretName" -}}
+{{- if .Values.admin.existingSecret -}}
+{{- .Values.admin.existingSecret -}}
+{{- else -}}
+{{- printf "%s-admin" (include "tokend.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tokend.admin.secretKey" -}}
+{{- if .Values.admin.existingSecret -}}{{ .Values.admin.existingSecretKey }}{{- else -}}token-hash{{- end -}}
+{{- end -}}
+
+{{/* The Service Prometheus scrapes: /metrics lives on the admin listener when there is one. */}}
+{{- define "tokend.metricsServiceName" -}}
+{{- if .Values.admin.enabled -}}
+{{- printf "%s-admin" (include "tokend.fullname" .) -}}
+{{- else -}}
+{{- include "tokend.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ----------------------------------- server TLS ------------------------------------------- */}}
+
+{{/* Secret holding the client CA (mTLS): its own, or the server certificate's. */}}
+{{- define "tokend.tls.clientCASecret" -}}
+{{- .Values.tls.clientCA.existingSecret | default .Values.tls.existingSecret -}}
+{{- end -}}
+
+{{/* "true" when the client CA comes from a Secret other than the server certificate's (a second mount). */}}
+{{- define "tokend.tls.clientCASeparate" -}}
+{{- if and .Values.tls.enabled .Values.tls.clientCA.enabled (ne (include "tokend.tls.clientCASecret" .) .Values.tls.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
 {{/* ----------------------------------- config ----------------------------------------------- */}}
 
 {{- define "tokend.issuer" -}}
 {{- if .Values.config.issuer -}}
 {{- .Values.config.issuer -}}
 {{- else -}}
-{{- printf "http://%s.%s.svc.%s:%d" (include "tokend.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.service.ports.http) -}}
+{{- printf "%s://%s.%s.svc.%s:%d" (ternary "https" "http" .Values.tls.enabled) (include "tokend.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.service.ports.http) -}}
 {{- end -}}
 {{- end -}}
 
@@ -155,11 +215,21 @@ tokend against the rendered files, so keep every mount under /etc/tokend/.
 {{- printf "%s:%d" .host (int .port) -}}
 {{- end -}}
 
+{{/* [server] shutdown_grace_secs and drain_delay_secs as tokend applies them (its defaults when unset). */}}
+{{- define "tokend.shutdownGrace" -}}
+{{- $v := .Values.config.server.shutdown_grace_secs -}}
+{{- if kindIs "invalid" $v -}}20{{- else -}}{{- int $v -}}{{- end -}}
+{{- end -}}
+{{- define "tokend.drainDelay" -}}
+{{- int (.Values.config.server.drain_delay_secs | default 0) -}}
+{{- end -}}
+
+{{/* After SIGTERM tokend waits drain_delay_secs, then drains for up to shutdown_grace_secs: 10 s margin on top. */}}
 {{- define "tokend.terminationGracePeriodSeconds" -}}
 {{- if .Values.terminationGracePeriodSeconds -}}
 {{- int .Values.terminationGracePeriodSeconds -}}
 {{- else -}}
-{{- add (int (.Values.config.server.shutdown_grace_secs | default 20)) 10 -}}
+{{- add (int (include "tokend.drainDelay" .)) (int (include "tokend.shutdownGrace" .)) 10 -}}
 {{- end -}}
 {{- end -}}
 
@@ -192,13 +262,26 @@ booleans, integers (whole floats print without an exponent), floats, arrays and 
 {{- end -}}
 {{- end -}}
 
-{{/* "key = value" lines for one map, keys sorted. */}}
+{{/* "key = value" lines for one map, keys sorted; null values (unset: tokend's default) are left out. */}}
 {{- define "tokend.toml.pairs" -}}
 {{- $lines := list -}}
 {{- range $k := keys . | sortAlpha -}}
-{{- $lines = append $lines (printf "%s = %s" $k (include "tokend.toml.value" (get $ $k))) -}}
+{{- $v := get $ $k -}}
+{{- if not (kindIs "invalid" $v) -}}
+{{- $lines = append $lines (printf "%s = %s" $k (include "tokend.toml.value" $v)) -}}
+{{- end -}}
 {{- end -}}
 {{- join "\n" $lines -}}
+{{- end -}}
+
+{{/* A whole [section] from config.<name>, preceded by a blank line; nothing when every key is unset. */}}
+{{- define "tokend.toml.section" -}}
+{{- $pairs := include "tokend.toml.pairs" (.values | default dict) -}}
+{{- if $pairs }}
+
+[{{ .name }}]
+{{ $pairs }}
+{{- end -}}
 {{- end -}}
 
 {{/* tokend.toml: only keys tokend knows (the schema rejects others); paths and listeners set by the chart. */}}
@@ -220,6 +303,17 @@ listen = {{ include "tokend.listen" (dict "host" .Values.listenHost "port" .Valu
 
 [store]
 {{ include "tokend.toml.pairs" .Values.config.store }}
+{{- if include "tokend.redisTls.enabled" . }}
+{{- $t := .Values.redis.tls }}
+{{- $dir := include "tokend.redisTlsDir" . }}
+{{- with $t.caKey }}
+tls_ca_file = {{ printf "%s/%s" $dir . | toJson }}
+{{- end }}
+{{- if $t.certKey }}
+tls_cert_file = {{ printf "%s/%s" $dir $t.certKey | toJson }}
+tls_key_file = {{ printf "%s/%s" $dir $t.keyKey | toJson }}
+{{- end }}
+{{- end }}
 
 [tokens]
 {{ include "tokend.toml.pairs" .Values.config.tokens }}
@@ -242,6 +336,33 @@ previous_key_files = {{ include "tokend.toml.value" $prev }}
 
 [server]
 {{ include "tokend.toml.pairs" .Values.config.server }}
+{{- include "tokend.toml.section" (dict "name" "authorization" "values" .Values.config.authorization) }}
+{{- include "tokend.toml.section" (dict "name" "rate_limit" "values" .Values.config.rate_limit) }}
+{{- include "tokend.toml.section" (dict "name" "auth_throttle" "values" .Values.config.auth_throttle) }}
+{{- if .Values.admin.enabled }}
+
+[admin]
+listen = {{ include "tokend.listen" (dict "host" .Values.listenHost "port" .Values.containerPorts.admin) | toJson }}
+{{- if include "tokend.admin.tokenEnabled" . }}
+# token_hash: from env TOKEND_ADMIN_TOKEN_HASH (Secret {{ include "tokend.admin.secretName" . }}), never in this file
+{{- else }}
+# no token_hash (admin.tokenHash / admin.existingSecret): /metrics only, no admin API
+{{- end }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+
+[tls]
+cert_file = {{ printf "%s/%s" (include "tokend.tlsDir" .) .Values.tls.certKey | toJson }}
+key_file = {{ printf "%s/%s" (include "tokend.tlsDir" .) .Values.tls.keyKey | toJson }}
+{{- if .Values.tls.clientCA.enabled }}
+client_ca_file = {{ printf "%s/%s" (ternary (include "tokend.tlsClientCADir" .) (include "tokend.tlsDir" .) (eq (include "tokend.tls.clientCASeparate" .) "true")) .Values.tls.clientCA.key | toJson }}
+{{- end }}
+{{- with include "tokend.toml.pairs" (.Values.config.tls | default dict) }}
+{{ . }}
+{{- end }}
+{{- else }}
+{{- include "tokend.toml.section" (dict "name" "tls" "values" .Values.config.tls) }}
+{{- end }}
 {{ end -}}
 
 {{/* ----------------------------------- checks ----------------------------------------------- */}}
@@ -273,9 +394,60 @@ previous_key_files = {{ include "tokend.toml.value" $prev }}
 {{- if and .Values.redis.existingSecret .Values.redis.password -}}
 {{- fail "redis: set either redis.existingSecret or redis.password, not both" -}}
 {{- end -}}
-{{- $grace := int (.Values.config.server.shutdown_grace_secs | default 20) -}}
-{{- if and .Values.terminationGracePeriodSeconds (le (int .Values.terminationGracePeriodSeconds) $grace) -}}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.server.shutdown_grace_secs (%d)" (int .Values.terminationGracePeriodSeconds) $grace) -}}
+{{- $grace := int (include "tokend.shutdownGrace" .) -}}
+{{- $drain := int (include "tokend.drainDelay" .) -}}
+{{- if and .Values.terminationGracePeriodSeconds (le (int .Values.terminationGracePeriodSeconds) (add $grace $drain)) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.server.drain_delay_secs + shutdown_grace_secs (%d + %d)" (int .Values.terminationGracePeriodSeconds) $drain $grace) -}}
+{{- end -}}
+{{- /* [auth_throttle] and [authorization]: the checks tokend makes, before anything reaches the cluster. */ -}}
+{{- $at := .Values.config.auth_throttle | default dict -}}
+{{- $atOn := ternary true $at.enabled (kindIs "invalid" $at.enabled) -}}
+{{- if and $atOn (not (kindIs "invalid" $at.threshold)) (eq (int $at.threshold) 0) -}}
+{{- fail "config.auth_throttle.threshold must be positive while auth_throttle is enabled" -}}
+{{- end -}}
+{{- $base := ternary 1 $at.base_secs (kindIs "invalid" $at.base_secs) -}}
+{{- $max := ternary 60 $at.max_secs (kindIs "invalid" $at.max_secs) -}}
+{{- if lt (int $max) (int $base) -}}
+{{- fail (printf "config.auth_throttle.max_secs (%d) must be at least base_secs (%d)" (int $max) (int $base)) -}}
+{{- end -}}
+{{- if not (dig "login_url" "" (.Values.config.authorization | default dict)) -}}
+{{- range .Values.clients.items -}}
+{{- if has "authorization_code" (.grant_types | default list) -}}
+{{- fail (printf "clients.items: %q has the authorization_code grant: set config.authorization.login_url" .client_id) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- /* admin listener */ -}}
+{{- if .Values.admin.enabled -}}
+{{- if has (int .Values.containerPorts.admin) (list (int .Values.containerPorts.grpc) (int .Values.containerPorts.http)) -}}
+{{- fail "containerPorts.admin must differ from containerPorts.grpc and containerPorts.http" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.admin.existingSecret .Values.admin.tokenHash -}}
+{{- fail "admin: set either admin.existingSecret or admin.tokenHash, not both" -}}
+{{- end -}}
+{{- if and (or .Values.admin.existingSecret .Values.admin.tokenHash) (not .Values.admin.enabled) -}}
+{{- fail "admin.existingSecret / admin.tokenHash need admin.enabled: true (the admin API lives on the admin listener)" -}}
+{{- end -}}
+{{- /* server TLS */ -}}
+{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}
+{{- fail "tls.enabled needs tls.existingSecret (a Secret with the certificate chain and key, e.g. from cert-manager)" -}}
+{{- end -}}
+{{- if and .Values.tls.clientCA.enabled (not .Values.tls.enabled) -}}
+{{- fail "tls.clientCA.enabled (mTLS) needs tls.enabled" -}}
+{{- end -}}
+{{- /* TLS to Redis */ -}}
+{{- if include "tokend.redisTls.enabled" . -}}
+{{- if not (regexMatch "^rediss(\\+cluster)?://" $url) -}}
+{{- fail (printf "redis.tls.existingSecret needs a rediss:// or rediss+cluster:// config.store.url, not %q" $url) -}}
+{{- end -}}
+{{- $rt := .Values.redis.tls -}}
+{{- if ne (empty $rt.certKey) (empty $rt.keyKey) -}}
+{{- fail "redis.tls.certKey and redis.tls.keyKey go together (a client certificate and its key)" -}}
+{{- end -}}
+{{- if and (not $rt.caKey) (not $rt.certKey) -}}
+{{- fail "redis.tls.existingSecret is set but names no file: set redis.tls.caKey and/or redis.tls.certKey + keyKey" -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
