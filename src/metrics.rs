@@ -53,6 +53,21 @@ pub fn signing_keys(keys: &crate::token::KeySet) {
     .set(1.0);
 }
 
+/// After a key reload: the previous active key's series drops to 0 (unless
+/// it is still the active one) and the new one is published.
+pub fn signing_key_changed(before: &crate::token::KeySet, after: &crate::token::KeySet) {
+    let (old, new) = (before.active(), after.active());
+    if old.kid() != new.kid() {
+        metrics::gauge!(
+            "tokend_signing_key_info",
+            "kid" => old.kid().to_owned(),
+            "alg" => old.alg().to_string()
+        )
+        .set(0.0);
+    }
+    signing_keys(after);
+}
+
 /// Drains histogram buckets periodically (the exporter needs it when not
 /// scraped often) until `stop`.
 pub async fn upkeep(handle: PrometheusHandle, stop: CancellationToken) {

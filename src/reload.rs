@@ -81,7 +81,9 @@ impl Reloader {
         let n = registry.all().count();
         self.core.replace_clients(registry);
         if let Some(keys) = keys {
+            let before = self.core.keys();
             self.core.replace_keys(keys);
+            crate::metrics::signing_key_changed(&before, &self.core.keys());
         }
         tracing::info!(
             clients = n,

@@ -376,7 +376,10 @@ where
                     )),
                 },
             };
-            if let Ok(v) = HeaderValue::from_str(&rid) {
+            if let Ok(mut v) = HeaderValue::from_str(&rid) {
+                // Unique per response: HPACK "never indexed", so it does not
+                // churn the HTTP/2 header tables of both peers.
+                v.set_sensitive(true);
                 res.headers_mut().insert("x-request-id", v);
             }
             let fields = std::mem::take(&mut *record.fields.lock());

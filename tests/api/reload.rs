@@ -413,3 +413,52 @@ async fn admin_cli_cuts_a_client_off_and_every_action_is_audited() {
     );
     assert!(!log.contains(ADMIN_SECRET) && !log.contains(OLD), "{log}");
 }
+
+/// `tokend_signing_key_info` follows a key rotated by a reload: the new key's
+/// series is 1, the replaced key's drops to 0.
+#[tokio::test]
+async fn key_reload_updates_the_signing_key_metric() {
+    let dir = TempDir::new();
+    let clients = dir.path().join("clients.toml");
+    std::fs::write(&clients, clients_toml(&[OLD])).unwrap();
+    let cfg = main_config(dir.path(), &clients, 0, "");
+    let serve = Serve::start(&cfg);
+    let kid = |t: &str| {
+        crate::common::jwt_parts(t).0["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let old_kid = kid(&serve.token(OLD).await);
+    let metrics = || async {
+        serve
+            .client
+            .get(format!("{}/metrics", serve.http))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let series = |text: &str, kid: &str| {
+        text.lines()
+            .find(|l| l.starts_with("tokend_signing_key_info{") && l.contains(kid))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(series(&metrics().await, &old_kid).as_deref(), Some("1"));
+
+    std::fs::write(
+        dir.path().join("signing.pem"),
+        tokend::token::keys::generate_pem(tokend::token::Algorithm::ES256).unwrap(),
+    )
+    .unwrap();
+    serve.sighup();
+    serve.wait_log("configuration reloaded", 1).await;
+    let new_kid = kid(&serve.token(OLD).await);
+    assert_ne!(new_kid, old_kid);
+    let text = metrics().await;
+    assert_eq!(series(&text, &new_kid).as_deref(), Some("1"), "{text}");
+    assert_eq!(series(&text, &old_kid).as_deref(), Some("0"), "{text}");
+}
