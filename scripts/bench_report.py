@@ -60,7 +60,10 @@ def main():
         "same key, measured in CPU time by the same tokend-bench run; *ratio* = server CPU per request / floor.",
         "`introspect` asks about each issued token once (a signature verification each time); "
         "`introspect-hot` asks about the same token again and again (verified-token cache; "
-        "revocation is still checked in the store on every call).",
+        "revocation is still checked in the store on every call). "
+        "`grpc-health` / `http-healthz` are the **transport floor**: the cheapest request the server "
+        "answers (gRPC health Check, `GET /healthz`: no authentication, store or crypto), i.e. what "
+        "HTTP/2 or HTTP/1.1, the kernel's loopback TCP and the async runtime cost per request.",
         "",
         "| alg | store | workload | req/s | p50 ms | p99 ms | server CPU us/req | floor us | ratio | peak RSS MiB | errors |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -70,10 +73,12 @@ def main():
             for r in rows:
                 if r["alg"] != alg or r["store"] != store:
                     continue
+                floor = "-" if r["op"] == "probe" else f"{r['floor_op']} {fmt(r['floor_us'])}"
+                ratio = "-" if r["ratio"] is None else f"{fmt(r['ratio'], 2)}x"
                 lines.append(
                     f"| {alg} | {store} | {r['target']} | {fmt(r['rps'], 0)} | {r['p50_us'] / 1000:.2f} | "
                     f"{r['p99_us'] / 1000:.2f} | {fmt(r['server_cpu_us_per_req'])} | "
-                    f"{r['floor_op']} {fmt(r['floor_us'])} | {fmt(r['ratio'], 2)}x | "
+                    f"{floor} | {ratio} | "
                     f"{fmt(r['peak_rss_mib'])} | {r['errors']} |"
                 )
 
@@ -112,10 +117,35 @@ def main():
 
     lines += ["", "## Targets (memory store, ratios from one run)", "", "| target | measured | limit | |", "|---|---:|---:|---|"]
     lines += [f"| {n} | {v} | {l} | {s} |" for n, v, l, s in checks]
+
+    # The transport floor against the introspection targets: a request that
+    # does nothing already costs this much, whatever tokend does inside it.
+    floor_lines = []
+    for alg in ALGS:
+        for t, probe in (("grpc", "grpc-health"), ("http", "http-healthz")):
+            p = by.get((alg, "memory", probe))
+            c = by.get((alg, "memory", f"{t}-introspect"))
+            w = by.get((alg, "memory", f"{t}-introspect-hot"))
+            if not (p and c and c["floor_us"]):
+                continue
+            v = c["floor_us"]
+            pc = p["server_cpu_us_per_req"]
+            floor_lines.append(
+                f"| {alg} | {t} | {fmt(pc)} | {pc / v:.2f}x | {(pc + v) / v:.2f}x | "
+                f"{fmt(c['ratio'], 2)}x | {fmt(w and w['ratio'], 2)}x |"
+            )
+    if floor_lines:
+        lines += ["", "## The transport floor", "",
+                  "CPU of the cheapest request (health probe) on the same server in the same run, as a "
+                  "multiple of one raw verification; *probe + verify* is the least any transport-borne "
+                  "introspection can cost here, before tokend does anything of its own.", "",
+                  "| alg | transport | probe CPU us/req | probe / verify | probe + verify | introspect | introspect again |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += floor_lines
     stats = os.path.join(os.path.dirname(a.raw), "redis-commandstats.txt")
     if "redis" in stores and os.path.exists(stats):
         issued = sum(r["requests"] for r in rows if r["store"] == "redis" and r["op"] == "issue")
-        intro = sum(r["requests"] for r in rows if r["store"] == "redis" and r["op"] != "issue")
+        intro = sum(r["requests"] for r in rows if r["store"] == "redis" and r["op"].startswith("introspect"))
         lines += ["", "## Redis commands during the Redis rows", "",
                   f"Measured requests: {issued:,} issue, {intro:,} introspection (plus a few warm-up "
                   "requests per connection and the tokens issued up front). Redis `INFO commandstats`:", "",
@@ -147,6 +177,8 @@ def chart(rows, stores, path):
         ("http-introspect", "HTTP introspect"),
         ("grpc-introspect-hot", "gRPC introspect (cached)"),
         ("http-introspect-hot", "HTTP introspect (cached)"),
+        ("grpc-health", "gRPC health probe (transport floor)"),
+        ("http-healthz", "HTTP /healthz (transport floor)"),
     ]
     by = {(r["alg"], r["store"], r["target"]): r for r in rows}
     fig, axes = plt.subplots(len(stores), 2, figsize=(15, 4.8 * len(stores)), squeeze=False)

@@ -35,6 +35,8 @@ use parking_lot::Mutex;
 use tokend::pb::token_service_client::TokenServiceClient;
 use tokend::pb::{IntrospectRequest, IssueRequest};
 use tokend::token::Algorithm;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 use tonic::transport::Channel;
 
 #[derive(Parser, Debug, Clone)]
@@ -45,12 +47,15 @@ use tonic::transport::Channel;
 struct Args {
     /// Workloads to run, in order. `*-introspect` introspects each issued
     /// token once (verification every time); `*-introspect-hot` introspects
-    /// one token again and again (the verified-token cache).
+    /// one token again and again (the verified-token cache). `grpc-health`
+    /// and `http-healthz` are the transport floor: the cheapest request the
+    /// server answers (gRPC health Check, GET /healthz), with no
+    /// authentication, store or crypto.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "grpc-issue,http-issue,grpc-introspect,http-introspect,grpc-introspect-hot,http-introspect-hot"
+        default_value = "grpc-issue,http-issue,grpc-introspect,http-introspect,grpc-introspect-hot,http-introspect-hot,grpc-health,http-healthz"
     )]
     targets: Vec<Target>,
     /// Concurrent requests in flight (one connection each).
@@ -103,6 +108,16 @@ enum Target {
     HttpIntrospect,
     GrpcIntrospectHot,
     HttpIntrospectHot,
+    GrpcHealth,
+    HttpHealthz,
+}
+
+/// What one request does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Issue,
+    Introspect,
+    Probe,
 }
 
 impl Target {
@@ -114,16 +129,25 @@ impl Target {
             Self::HttpIntrospect => "http-introspect",
             Self::GrpcIntrospectHot => "grpc-introspect-hot",
             Self::HttpIntrospectHot => "http-introspect-hot",
+            Self::GrpcHealth => "grpc-health",
+            Self::HttpHealthz => "http-healthz",
         }
     }
     fn grpc(self) -> bool {
         matches!(
             self,
-            Self::GrpcIssue | Self::GrpcIntrospect | Self::GrpcIntrospectHot
+            Self::GrpcIssue | Self::GrpcIntrospect | Self::GrpcIntrospectHot | Self::GrpcHealth
         )
     }
+    fn op(self) -> Op {
+        match self {
+            Self::GrpcIssue | Self::HttpIssue => Op::Issue,
+            Self::GrpcHealth | Self::HttpHealthz => Op::Probe,
+            _ => Op::Introspect,
+        }
+    }
     fn issue(self) -> bool {
-        matches!(self, Self::GrpcIssue | Self::HttpIssue)
+        self.op() == Op::Issue
     }
     fn cold(self) -> bool {
         matches!(self, Self::GrpcIntrospect | Self::HttpIntrospect)
@@ -450,7 +474,7 @@ fn measure_floor(alg: Algorithm, pem_text: &[u8], token: &str) -> anyhow::Result
 // === clients ===
 
 enum Conn {
-    Grpc(TokenServiceClient<Channel>),
+    Grpc(TokenServiceClient<Channel>, HealthClient<Channel>),
     Http(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
 }
 
@@ -473,7 +497,10 @@ async fn connect(ctx: &Ctx, grpc: bool) -> anyhow::Result<Conn> {
             .connect()
             .await
             .context("gRPC connect")?;
-        Ok(Conn::Grpc(TokenServiceClient::new(ch)))
+        Ok(Conn::Grpc(
+            TokenServiceClient::new(ch.clone()),
+            HealthClient::new(ch),
+        ))
     } else {
         let tcp = tokio::net::TcpStream::connect(&ctx.server_http)
             .await
@@ -503,9 +530,48 @@ impl Outcome {
     }
 }
 
-async fn one_request(conn: &mut Conn, ctx: &Ctx, issue: bool, token: &str) -> Outcome {
+async fn one_request(conn: &mut Conn, ctx: &Ctx, op: Op, token: &str) -> Outcome {
+    let issue = op == Op::Issue;
     match conn {
-        Conn::Grpc(c) => {
+        Conn::Grpc(_, h) if op == Op::Probe => {
+            match h.check(HealthCheckRequest::default()).await {
+                Ok(r) if r.get_ref().status == 1 => Outcome {
+                    status: "grpc SERVING".into(),
+                    ok: true,
+                    token: None,
+                },
+                Ok(_) => Outcome::fail("grpc not SERVING"),
+                Err(s) => Outcome::fail(format!("grpc {:?}", s.code())),
+            }
+        }
+        Conn::Http(send) if op == Op::Probe => {
+            let req = http::Request::get("/healthz")
+                .header(http::header::HOST, ctx.server_http.as_str())
+                .body(Full::new(Bytes::new()))
+                .expect("valid request");
+            if send.ready().await.is_err() {
+                return Outcome::fail("http connection closed");
+            }
+            match send.send_request(req).await {
+                Ok(res) => {
+                    let status = res.status();
+                    if res.into_body().collect().await.is_err() {
+                        return Outcome::fail("http body error");
+                    }
+                    if status == http::StatusCode::OK {
+                        Outcome {
+                            status: "http 200".into(),
+                            ok: true,
+                            token: None,
+                        }
+                    } else {
+                        Outcome::fail(format!("http {}", status.as_u16()))
+                    }
+                }
+                Err(_) => Outcome::fail("http transport error"),
+            }
+        }
+        Conn::Grpc(c, _) => {
             if issue {
                 let r = c
                     .issue(IssueRequest {
@@ -661,7 +727,7 @@ async fn run_target(
                 // Warm the connection (and, for hot introspection, the
                 // server's cache) outside the measured window.
                 if cold.is_none() {
-                    let _ = one_request(c, &ctx, target.issue(), &hot).await;
+                    let _ = one_request(c, &ctx, target.op(), &hot).await;
                 }
             }
             barrier.wait().await;
@@ -681,7 +747,7 @@ async fn run_target(
                 };
                 let token = if cold.is_some() { token } else { hot.clone() };
                 let t0 = Instant::now();
-                let out = one_request(&mut conn, &ctx, target.issue(), &token).await;
+                let out = one_request(&mut conn, &ctx, target.op(), &token).await;
                 let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
                 r.latencies_us.push(us);
                 *r.statuses.entry(out.status).or_default() += 1;
@@ -826,7 +892,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let prefer_grpc = !server.grpc.is_empty();
     let sample = rt.block_on(async {
         let mut c = connect(&ctx, prefer_grpc).await?;
-        let out = one_request(&mut c, &ctx, true, "").await;
+        let out = one_request(&mut c, &ctx, Op::Issue, "").await;
         match out.token {
             Some(t) => anyhow::Ok(t),
             None => bail!("the first token request failed: {}", out.status),
@@ -896,6 +962,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             Some(sample.clone()),
         ))?;
         let (floor_op, floor_us) = match (floor, target.issue()) {
+            _ if target.op() == Op::Probe => ("none", None),
             (Some(f), true) => ("sign", Some(f.sign_us)),
             (Some(f), false) => ("verify", Some(f.verify_us)),
             (None, true) => ("sign", None),
@@ -945,6 +1012,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             "op": match target {
                 Target::GrpcIssue | Target::HttpIssue => "issue",
                 Target::GrpcIntrospect | Target::HttpIntrospect => "introspect",
+                Target::GrpcHealth | Target::HttpHealthz => "probe",
                 _ => "introspect-hot",
             },
             "alg": alg.as_str(),
