@@ -2,7 +2,10 @@
 //! verify through tokend's own code (`tokend::token::jwt`, `KeySet`) next to the
 //! raw aws-lc-rs signature and verification for the same keys (the floor),
 //! client authentication (`Registry::authenticate`, SHA-256 and cached
-//! argon2id), and HTTP parameter parsing (form and JSON).
+//! argon2id), HTTP parameter parsing (form and JSON), and the whole OAuth core
+//! without a transport (`Core::token` for client_credentials and
+//! `Core::introspect` of a cached token, memory store, secret-guessing defence
+//! on): what tokend adds to the signature before any wire protocol.
 //!
 //! `cargo bench --bench hot_paths` measures; `cargo test --all-targets` runs
 //! each benchmark once in criterion's test mode, so they keep compiling in CI.
@@ -204,6 +207,58 @@ fn params_benches(c: &mut Criterion) {
     g.finish();
 }
 
+fn core_benches(c: &mut Criterion) {
+    use std::sync::Arc;
+    use tokend::oauth::{Core, Settings, TokenRequest};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let toml = format!(
+        "issuer = \"{ISSUER}\"\n[[clients]]\nclient_id = \"svc\"\nsecret_hashes = [\"{}\"]\n\
+         grant_types = [\"client_credentials\"]\nscopes = [\"orders:read\", \"orders:write\"]\n\
+         default_scopes = [\"orders:read\"]\naudience = [\"orders-api\"]\n\
+         claims = {{ organisation_id = 74, roles = [\"ADMIN\"] }}\n",
+        SecretHash::sha256_of(secret)
+    );
+    let dir = std::env::temp_dir().join(format!("tokend-bench-core-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokend.toml");
+    std::fs::write(&path, toml).unwrap();
+    let cfg = tokend::config::Config::load(Some(&path), Vec::new()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let creds = Credentials {
+        client_id: "svc".into(),
+        secret: Some(SecretString::from(secret.to_owned())),
+        via: PresentedVia::Grpc,
+        peer: Some("127.0.0.1".parse().unwrap()),
+    };
+    let req = || TokenRequest {
+        grant_type: "client_credentials".into(),
+        ..Default::default()
+    };
+    for alg in Algorithm::ALL {
+        let core = Core::new(
+            Settings::from_config(&cfg),
+            Registry::new(&cfg.clients).unwrap(),
+            KeySet::new(SigningKey::generate(alg).unwrap(), vec![]),
+            Arc::new(tokend::store::MemoryStore::new()),
+        );
+        // First contact marks the caller as established (as in production).
+        let token = rt.block_on(core.token(&creds, req())).unwrap().access_token;
+        rt.block_on(core.introspect(&creds, &token, None)).unwrap();
+        let mut g = c.benchmark_group(format!("core/{alg}"));
+        g.bench_function("issue_client_credentials", |b| {
+            b.iter(|| black_box(rt.block_on(core.token(&creds, req())).unwrap()))
+        });
+        g.bench_function("introspect_cached", |b| {
+            b.iter(|| black_box(rt.block_on(core.introspect(&creds, &token, None)).unwrap()))
+        });
+        g.finish();
+    }
+}
+
 fn config() -> Criterion {
     // Short runs: a full `cargo bench` stays around a minute on 2 cores.
     Criterion::default()
@@ -215,6 +270,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = jwt_benches, auth_benches, params_benches
+    targets = jwt_benches, auth_benches, params_benches, core_benches
 }
 criterion_main!(benches);

@@ -35,9 +35,9 @@ use parking_lot::Mutex;
 use tokend::pb::token_service_client::TokenServiceClient;
 use tokend::pb::{IntrospectRequest, IssueRequest};
 use tokend::token::Algorithm;
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use tonic::transport::Channel;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -474,7 +474,7 @@ fn measure_floor(alg: Algorithm, pem_text: &[u8], token: &str) -> anyhow::Result
 // === clients ===
 
 enum Conn {
-    Grpc(TokenServiceClient<Channel>, HealthClient<Channel>),
+    Grpc(Box<(TokenServiceClient<Channel>, HealthClient<Channel>)>),
     Http(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
 }
 
@@ -497,10 +497,10 @@ async fn connect(ctx: &Ctx, grpc: bool) -> anyhow::Result<Conn> {
             .connect()
             .await
             .context("gRPC connect")?;
-        Ok(Conn::Grpc(
+        Ok(Conn::Grpc(Box::new((
             TokenServiceClient::new(ch.clone()),
             HealthClient::new(ch),
-        ))
+        ))))
     } else {
         let tcp = tokio::net::TcpStream::connect(&ctx.server_http)
             .await
@@ -533,17 +533,15 @@ impl Outcome {
 async fn one_request(conn: &mut Conn, ctx: &Ctx, op: Op, token: &str) -> Outcome {
     let issue = op == Op::Issue;
     match conn {
-        Conn::Grpc(_, h) if op == Op::Probe => {
-            match h.check(HealthCheckRequest::default()).await {
-                Ok(r) if r.get_ref().status == 1 => Outcome {
-                    status: "grpc SERVING".into(),
-                    ok: true,
-                    token: None,
-                },
-                Ok(_) => Outcome::fail("grpc not SERVING"),
-                Err(s) => Outcome::fail(format!("grpc {:?}", s.code())),
-            }
-        }
+        Conn::Grpc(c) if op == Op::Probe => match c.1.check(HealthCheckRequest::default()).await {
+            Ok(r) if r.get_ref().status == 1 => Outcome {
+                status: "grpc SERVING".into(),
+                ok: true,
+                token: None,
+            },
+            Ok(_) => Outcome::fail("grpc not SERVING"),
+            Err(s) => Outcome::fail(format!("grpc {:?}", s.code())),
+        },
         Conn::Http(send) if op == Op::Probe => {
             let req = http::Request::get("/healthz")
                 .header(http::header::HOST, ctx.server_http.as_str())
@@ -571,7 +569,8 @@ async fn one_request(conn: &mut Conn, ctx: &Ctx, op: Op, token: &str) -> Outcome
                 Err(_) => Outcome::fail("http transport error"),
             }
         }
-        Conn::Grpc(c, _) => {
+        Conn::Grpc(c) => {
+            let c = &mut c.0;
             if issue {
                 let r = c
                     .issue(IssueRequest {
