@@ -792,7 +792,7 @@ async fn run_target(
         .filter(|(k, _)| {
             matches!(
                 k.as_str(),
-                "grpc OK" | "grpc OK active" | "http 200" | "http 200 active"
+                "grpc OK" | "grpc OK active" | "grpc SERVING" | "http 200" | "http 200 active"
             )
         })
         .map(|(_, v)| *v)

@@ -42,7 +42,7 @@ impl Core {
         token: &str,
         _hint: Option<&str>,
     ) -> Result<Introspection, OAuthError> {
-        let caller = self.authenticate(creds).await?;
+        let caller = self.authenticate_caller(creds).await?;
         if caller.is_public() {
             // A public client proves nothing by its client_id; letting it
             // introspect would open the endpoint to anyone (RFC 7662 2.1).
@@ -50,12 +50,13 @@ impl Core {
                 "public clients may not introspect",
             ));
         }
-        if token.is_empty() {
-            return Err(OAuthError::invalid_request("token is required"));
-        }
         // The hint is only an optimisation (RFC 7662 2.1): the token's shape
         // says which kind it is.
-        if refresh_gid(token).is_some() {
+        if token.is_empty() || refresh_gid(token).is_some() {
+            self.enforce_rate_limit(&caller).await?;
+            if token.is_empty() {
+                return Err(OAuthError::invalid_request("token is required"));
+            }
             return Ok(match self.introspect_refresh(token).await? {
                 Some(info) => Introspection::Refresh(info),
                 None => Introspection::Inactive,
@@ -64,11 +65,20 @@ impl Core {
         let claims = match self.verify_cached(token) {
             Ok(c) => c,
             Err(e) => {
+                self.enforce_rate_limit(&caller).await?;
                 tracing::debug!(reason = %e, "introspected token is not valid");
                 return Ok(Introspection::Inactive);
             }
         };
-        if self.is_revoked(&claims).await? {
+        // The rate limit's store call and the revocation read go out
+        // together: on Redis both ride the same multiplexed connection in
+        // one write, so introspection costs one round trip with or without
+        // rate limits. (A refused caller has had its token verified: CPU
+        // only, and only for an authenticated client.)
+        let (limited, revoked) =
+            tokio::join!(self.enforce_rate_limit(&caller), self.is_revoked(&claims));
+        limited?;
+        if revoked? {
             return Ok(Introspection::Inactive);
         }
         Ok(Introspection::Active(Box::new(AccessClaims::clone(

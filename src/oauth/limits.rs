@@ -235,6 +235,18 @@ impl Core {
     /// secret; see `lifecycle`), then applies the client's rate limit. Every
     /// authenticated endpoint uses it.
     pub async fn authenticate(&self, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
+        let client = self.authenticate_caller(creds).await?;
+        self.enforce_rate_limit(&client).await?;
+        Ok(client)
+    }
+
+    /// [`Core::authenticate`] without the rate limit, for an endpoint that
+    /// sends the limit's store call together with its own (introspection),
+    /// which must then call [`Core::enforce_rate_limit`] itself.
+    pub(crate) async fn authenticate_caller(
+        &self,
+        creds: &Credentials,
+    ) -> Result<Arc<Client>, OAuthError> {
         let check = self.throttle_check(creds).await?;
         match self.clients().authenticate(creds).await {
             Ok(client) if self.disabled.contains(&client.id) => Err(OAuthError::InvalidClient {
@@ -244,7 +256,6 @@ impl Core {
                 if let Check::Read(o) = check {
                     self.throttle_success(creds, o).await;
                 }
-                self.enforce_rate_limit(&client).await?;
                 Ok(client)
             }
             Err(e) => {
@@ -393,7 +404,9 @@ impl Core {
         RateLimit { per_sec, burst }
     }
 
-    async fn enforce_rate_limit(&self, client: &Client) -> Result<(), OAuthError> {
+    /// Counts one request against `client`'s rate limit (no store call when
+    /// it has none).
+    pub(crate) async fn enforce_rate_limit(&self, client: &Client) -> Result<(), OAuthError> {
         let RateLimit { per_sec, burst } = self.rate_limit_of(client);
         if per_sec <= 0.0 {
             return Ok(());

@@ -574,3 +574,53 @@ async fn drain_delay_keeps_serving_while_not_ready() {
     let mut grpc = app.grpc_client().await;
     grpc.issue(issue("orders-service", SECRET)).await.unwrap();
 }
+
+/// Introspection sends the rate limit's Redis call together with the
+/// revocation read; the limit still holds, for valid and invalid tokens alike.
+#[tokio::test]
+async fn with_redis_introspection_is_rate_limited_too() {
+    let redis = crate::common::RedisServer::start();
+    let extra = "\n[rate_limit]\nper_sec = 0.01\nburst = 3\n";
+    let app = TestApp::start(&config_toml(&redis.url(), "", extra)).await;
+    let token = app.token("orders-service", &[]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let introspect = |t: String| {
+        let app = &app;
+        async move {
+            app.post_form(
+                "/oauth/introspect",
+                Some(("resource-server", SECRET)),
+                &[("token", t.as_str())],
+            )
+            .await
+        }
+    };
+    // Burst 3: two valid introspections and one of garbage pass...
+    for t in [token.clone(), token.clone(), "garbage".to_owned()] {
+        let r = introspect(t).await;
+        assert_eq!(r.status(), 200);
+    }
+    // ...then both kinds are refused.
+    for t in [token.clone(), "garbage".to_owned()] {
+        let r = introspect(t).await;
+        assert_eq!(r.status(), 429);
+        assert_eq!(
+            r.json::<serde_json::Value>().await.unwrap()["error"],
+            "rate_limited"
+        );
+    }
+    let err = app
+        .grpc_client()
+        .await
+        .introspect(tokend::pb::IntrospectRequest {
+            client_id: "resource-server".into(),
+            client_secret: SECRET.into(),
+            token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+}
