@@ -225,14 +225,13 @@ impl Server {
             Arc::new(move |id: &str| core.client_label(id))
         };
 
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let (reflection_v1, reflection_v1alpha) = grpc::reflection(
+            &[
+                "tokend.v1.TokenService",
+                "tokend.v1.AuthorizationService",
+            ],
+            true,
+        )?;
         let grpc_addr = grpc_listener.local_addr()?;
         let grpc_stop = stop_servers.clone();
         let grpc_conns = listen::accept(

@@ -293,12 +293,8 @@ pub fn router(core: Arc<Core>, auth: AdminAuth) -> anyhow::Result<Router> {
     let svc = ClientAdminServer::with_interceptor(ClientAdmin { core }, move |req: Request<()>| {
         auth.check(&req).map(|()| req)
     });
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) =
+        super::grpc::reflection(&["tokend.v1.ClientAdmin"], false)?;
     Ok(tonic::service::Routes::new(svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -194,4 +194,9 @@ async fn health_and_reflection() {
         names.contains(&"grpc.health.v1.Health".to_string()),
         "{names:?}"
     );
+    // The admin API is not served here, so it is not advertised either.
+    assert!(
+        !names.iter().any(|n| n.contains("ClientAdmin")),
+        "{names:?}"
+    );
 }

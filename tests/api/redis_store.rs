@@ -233,14 +233,16 @@ async fn revocation_through_a_redis_cluster() {
     b.stop().await;
 }
 
-/// Calls per Redis command since the last `CONFIG RESETSTAT`.
+/// Calls per Redis command since the last call (`CONFIG RESETSTAT` after
+/// reading `INFO commandstats`).
 async fn command_calls(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String, u64)> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
         .await
         .unwrap();
-    info.lines()
+    let calls = info
+        .lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
             let calls = rest
@@ -253,7 +255,13 @@ async fn command_calls(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(Str
         })
         // Redis 7 names subcommands `config|resetstat`.
         .filter(|(name, _)| !(name == "info" || name == "ping" || name.starts_with("config")))
-        .collect()
+        .collect();
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .unwrap();
+    calls
 }
 
 /// The store targets of the performance issue: a steady caller's
@@ -273,30 +281,18 @@ async fn steady_callers_cost_no_store_round_trip_to_issue_and_one_to_introspect(
     let token = issue(&app).await;
     app.introspect(&token).await;
     let mut grpc = app.grpc_client().await;
-    grpc.issue(IssueRequest {
+    let request = || IssueRequest {
         grant_type: "client_credentials".into(),
         client_id: "orders-service".into(),
         client_secret: SECRET.into(),
         ..Default::default()
-    })
-    .await
-    .unwrap();
+    };
+    grpc.issue(request()).await.unwrap();
 
-    let () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    command_calls(&mut conn).await;
     for _ in 0..30 {
         issue(&app).await;
-        grpc.issue(IssueRequest {
-            grant_type: "client_credentials".into(),
-            client_id: "orders-service".into(),
-            client_secret: SECRET.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        grpc.issue(request()).await.unwrap();
     }
     let after_issue = command_calls(&mut conn).await;
     // The disabled-flags refresh (one MGET a second) may fall in the window.
@@ -306,11 +302,6 @@ async fn steady_callers_cost_no_store_round_trip_to_issue_and_one_to_introspect(
         "60 issuances cost Redis commands: {after_issue:?}"
     );
 
-    let () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     for _ in 0..20 {
         assert_eq!(app.introspect(&token).await["active"], true);
     }
