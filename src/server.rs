@@ -226,10 +226,7 @@ impl Server {
         };
 
         let (reflection_v1, reflection_v1alpha) = grpc::reflection(
-            &[
-                "tokend.v1.TokenService",
-                "tokend.v1.AuthorizationService",
-            ],
+            &["tokend.v1.TokenService", "tokend.v1.AuthorizationService"],
             true,
         )?;
         let grpc_addr = grpc_listener.local_addr()?;
