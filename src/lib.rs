@@ -21,6 +21,7 @@ pub mod store;
 pub mod telemetry;
 pub mod token;
 pub mod transport;
+pub mod watch;
 
 /// Generated protobuf and gRPC code for `tokend.v1`.
 pub mod pb {

@@ -14,16 +14,16 @@
 //! the path follows Kubernetes' `..data` symlink swap of mounted Secrets and
 //! ConfigMaps, which inotify watches on the old inode would miss.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::oauth::{Core, Registry};
+use crate::watch::{FileWatch, Trigger};
 
 /// What triggers a reload.
 #[derive(Debug, Clone)]
@@ -119,66 +119,34 @@ impl Reloader {
         files
     }
 
-    /// Runs until `stop`: reloads on SIGHUP and on watched-file changes.
-    pub async fn run(mut self, stop: CancellationToken) {
-        #[cfg(unix)]
-        let mut hup = if self.opts.sighup {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reload on file change only");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let poll = self.opts.poll;
-        let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen = fingerprint(&self.watched());
-        loop {
-            #[cfg(unix)]
-            let hangup = async {
-                match hup.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hangup = std::future::pending::<()>();
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = hangup => {
+    /// Reloads on SIGHUP and on watched-file changes until `stop`. The
+    /// SIGHUP handler is installed before this returns, so call it before
+    /// serving, then spawn the future. A failed reload is not retried until
+    /// the files change again, so a broken file logs once, not every poll.
+    pub fn run(
+        self,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let watch = FileWatch::new(self.opts.sighup, self.opts.poll, &self.watched());
+        self.run_with(watch, stop)
+    }
+
+    async fn run_with(mut self, mut watch: FileWatch, stop: CancellationToken) {
+        while let Some(trigger) = watch.next(&stop, &self.watched()).await {
+            match trigger {
+                Trigger::Hangup => {
                     tracing::info!("SIGHUP: reloading configuration");
                     self.reload_logged("sighup");
-                    seen = fingerprint(&self.watched());
                 }
-                _ = tick.tick(), if poll.is_some() => {
-                    let now = fingerprint(&self.watched());
-                    // A failed reload is not retried until the files change
-                    // again, so a broken file logs once, not every second.
-                    if now != seen {
-                        tracing::info!("configuration file changed: reloading");
-                        self.reload_logged("file_change");
-                        seen = fingerprint(&self.watched());
-                    }
+                Trigger::Changed => {
+                    tracing::info!("configuration file changed: reloading");
+                    self.reload_logged("file_change");
                 }
             }
+            // What is watched may itself have changed (a new clients_file).
+            watch.mark_seen(&self.watched());
         }
     }
-}
-
-/// SHA-256 of each file's content (missing/unreadable files hash as such), so
-/// an in-place write, a rename over the file and a symlink swap all register.
-fn fingerprint(files: &[PathBuf]) -> Vec<(PathBuf, Option<[u8; 32]>)> {
-    files.iter().map(|p| (p.clone(), read_hash(p))).collect()
-}
-
-fn read_hash(p: &Path) -> Option<[u8; 32]> {
-    std::fs::read(p).ok().map(|b| Sha256::digest(&b).into())
 }
 
 /// Names of settings that differ between `old` and `new` but are only read

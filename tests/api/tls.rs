@@ -200,7 +200,7 @@ async fn both_listeners_speak_tls_and_pick_up_a_rotated_certificate() {
 }
 
 #[tokio::test]
-async fn mtls_rejects_clients_without_a_certificate() {
+async fn mtls_rejects_clients_without_a_certificate_and_follows_a_rotated_client_ca() {
     let dir = TempDir::new();
     let server_ca = ca("server CA");
     let client_ca = ca("client CA");
@@ -226,19 +226,45 @@ async fn mtls_rejects_clients_without_a_certificate() {
     assert!(ok.0.starts_with("HTTP/1.1 200"), "{}", ok.0);
     // No certificate, or one from another CA: no HTTP answer.
     for client in [None, Some((stranger_cert.as_str(), stranger_key.as_str()))] {
-        match https_get(app.http, &ca_pem, client, "/healthz").await {
-            Err(_) => {}
-            Ok((text, _)) => assert!(!text.contains("200 OK"), "{text}"),
-        }
+        assert_refused(app.http, &ca_pem, client).await;
     }
-    assert!(
-        grpc_tls(app.grpc, &ca_pem, Some((&ccert, &ckey)))
-            .await
-            .unwrap()
-            .starts_with("eyJ")
-    );
+    assert_issues(app.grpc, &ca_pem, (&ccert, &ckey)).await;
     assert!(grpc_tls(app.grpc, &ca_pem, None).await.is_err());
+
+    // The client CA rotates without a restart: the new CA's clients get in,
+    // the old CA's no longer do.
+    let client_ca2 = ca("client CA 2");
+    let (ccert2, ckey2, _) = leaf(&client_ca2, "orders-service-2");
+    std::fs::write(dir.path().join("client-ca.pem"), client_ca2.pem()).unwrap();
+    let mut rotated = false;
+    for _ in 0..60 {
+        if let Ok((text, _)) =
+            https_get(app.http, &ca_pem, Some((&ccert2, &ckey2)), "/healthz").await
+            && text.starts_with("HTTP/1.1 200")
+        {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rotated, "the new client CA was not used");
+    assert_refused(app.http, &ca_pem, Some((&ccert, &ckey))).await;
+    assert_issues(app.grpc, &ca_pem, (&ccert2, &ckey2)).await;
     app.stop().await;
+}
+
+/// The HTTPS listener gives `client` no HTTP answer (handshake refused).
+async fn assert_refused(http: std::net::SocketAddr, ca_pem: &str, client: Option<(&str, &str)>) {
+    match https_get(http, ca_pem, client, "/healthz").await {
+        Err(_) => {}
+        Ok((text, _)) => assert!(!text.contains("200 OK"), "{text}"),
+    }
+}
+
+/// `client` gets a token over gRPC with TLS.
+async fn assert_issues(grpc: std::net::SocketAddr, ca_pem: &str, client: (&str, &str)) {
+    let token = grpc_tls(grpc, ca_pem, Some(client)).await.unwrap();
+    assert!(token.starts_with("eyJ"), "{token}");
 }
 
 /// Starts tokend from `toml` (TestApp's readiness probe speaks plain HTTP,
