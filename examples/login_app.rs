@@ -4,10 +4,16 @@
 //! `code` and `state`). A real login app authenticates the user and asks for
 //! consent between the two calls.
 //!
+//! Every call carries the login app's bearer secret (`TOKEND_LOGIN_APP_TOKEN`,
+//! default: the demo secret of examples/tokend.toml), whose SHA-256 is tokend's
+//! `[authorization] login_app_token_hash`.
+//!
 //! Usage: cargo run --example login_app -- <login_challenge> <subject> [grpc_url]
 
 use tokend::pb::authorization_service_client::AuthorizationServiceClient;
 use tokend::pb::{AcceptAuthorizationRequest, GetAuthorizationRequest};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,7 +25,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = args
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:50051".into());
-    let mut tokend = AuthorizationServiceClient::connect(url).await?;
+    let secret =
+        std::env::var("TOKEND_LOGIN_APP_TOKEN").unwrap_or_else(|_| "demo-login-app-secret".into());
+    let bearer: MetadataValue<_> = format!("Bearer {secret}").parse()?;
+    let channel = Channel::from_shared(url)?.connect().await?;
+    let mut tokend =
+        AuthorizationServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        });
     let asked = tokend
         .get_authorization(GetAuthorizationRequest {
             login_challenge: login_challenge.clone(),

@@ -439,7 +439,7 @@ fn default_grace() -> u64 {
 }
 
 /// `[authorization]`: the authorization-code flow's delegated login.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationSettings {
     /// The login app's page; the browser is sent there with `login_challenge`.
@@ -448,6 +448,12 @@ pub struct AuthorizationSettings {
     /// How long the login app has to accept or reject a request.
     #[serde(default = "default_challenge_ttl", deserialize_with = "de_num")]
     pub challenge_ttl_secs: u64,
+    /// `sha256:<64 hex>` of the login app's bearer secret (`tokend
+    /// hash-secret`): `tokend.v1.AuthorizationService` answers only callers
+    /// presenting it, since whoever accepts a login chooses the user a token
+    /// is issued for. Required with `login_url`.
+    #[serde(default)]
+    pub login_app_token_hash: Option<String>,
 }
 
 impl Default for AuthorizationSettings {
@@ -455,6 +461,7 @@ impl Default for AuthorizationSettings {
         Self {
             login_url: None,
             challenge_ttl_secs: default_challenge_ttl(),
+            login_app_token_hash: None,
         }
     }
 }
@@ -630,6 +637,27 @@ impl Config {
         }
         if self.authorization.challenge_ttl_secs == 0 {
             problems.push("authorization.challenge_ttl_secs: must be positive".into());
+        }
+        match (
+            &self.authorization.login_url,
+            &self.authorization.login_app_token_hash,
+        ) {
+            (_, Some(h))
+                if !matches!(
+                    crate::oauth::client::SecretHash::parse(h),
+                    Ok(crate::oauth::client::SecretHash::Sha256(_))
+                ) =>
+            {
+                problems.push(
+                    "authorization.login_app_token_hash: must be sha256:<64 hex digits>".into(),
+                )
+            }
+            (Some(_), None) => problems.push(
+                "authorization.login_app_token_hash: required with login_url (the login app's \
+                 bearer secret for tokend.v1.AuthorizationService; hash it with `tokend hash-secret`)"
+                    .into(),
+            ),
+            _ => {}
         }
         match &self.authorization.login_url {
             Some(u)

@@ -218,6 +218,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             || old.server.reload_poll_secs != new.server.reload_poll_secs,
     );
     check("admin", old.admin != new.admin);
+    check("authorization", old.authorization != new.authorization);
     v
 }
 
@@ -231,6 +232,7 @@ fn keep_restart_only(running: &Config, next: &mut Config) {
     next.log = running.log.clone();
     next.server = running.server.clone();
     next.admin = running.admin.clone();
+    next.authorization = running.authorization.clone();
     next.signing.algorithm = running.signing.algorithm;
     if running.signing.key_file.is_none() || next.signing.key_file.is_none() {
         next.signing = running.signing.clone();

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::health::{self, Readiness};
-use crate::oauth::{Core, Registry, Settings};
+use crate::oauth::{Core, OAuthError, Registry, Settings};
 use crate::pb::authorization_service_server::AuthorizationServiceServer;
 use crate::pb::token_service_server::TokenServiceServer;
 use crate::reload::{ReloadOptions, Reloader};
@@ -225,6 +225,17 @@ impl Server {
             Arc::new(move |id: &str| core.client_label(id))
         };
 
+        // The login app's bearer secret (validated with the config).
+        let login_app = config
+            .authorization
+            .login_app_token_hash
+            .as_deref()
+            .and_then(|h| match crate::oauth::client::SecretHash::parse(h) {
+                Ok(crate::oauth::client::SecretHash::Sha256(expected)) => {
+                    Some(crate::transport::admin::AdminAuth::login_app(expected))
+                }
+                _ => None,
+            });
         let (reflection_v1, reflection_v1alpha) = grpc::reflection(
             &["tokend.v1.TokenService", "tokend.v1.AuthorizationService"],
             true,
@@ -254,8 +265,15 @@ impl Server {
             .add_service(TokenServiceServer::new(grpc::TokenService::new(
                 core.clone(),
             )))
-            .add_service(AuthorizationServiceServer::new(
+            .add_service(AuthorizationServiceServer::with_interceptor(
                 grpc::AuthorizationService::new(core.clone()),
+                move |req: tonic::Request<()>| match &login_app {
+                    Some(auth) => auth.check(&req).map(|()| req),
+                    None => Err(OAuthError::AccessDenied(
+                        "no login app is configured ([authorization] login_app_token_hash)".into(),
+                    )
+                    .into()),
+                },
             ))
             .serve_with_incoming_shutdown(ReceiverStream::new(grpc_conns), async move {
                 grpc_stop.cancelled().await
@@ -275,7 +293,7 @@ impl Server {
             label,
             max_requests,
             request_timeout,
-            <crate::oauth::OAuthError as axum::response::IntoResponse>::into_response,
+            <OAuthError as axum::response::IntoResponse>::into_response,
         ));
         let http_conns = listen::accept(
             http_listener,

@@ -55,16 +55,29 @@ impl From<AdminError> for Status {
 #[derive(Clone)]
 pub struct AdminAuth {
     expected: [u8; 32],
+    who: &'static str,
 }
 
 impl AdminAuth {
+    /// The admin API's bearer check.
     pub fn new(expected_sha256: [u8; 32]) -> Self {
         Self {
             expected: expected_sha256,
+            who: "admin",
         }
     }
 
-    fn check(&self, req: &Request<()>) -> Result<(), Status> {
+    /// The login app's bearer check (`tokend.v1.AuthorizationService`).
+    pub fn login_app(expected_sha256: [u8; 32]) -> Self {
+        Self {
+            expected: expected_sha256,
+            who: "login app",
+        }
+    }
+
+    /// Lets the call through when it carries `authorization: Bearer <secret>`
+    /// whose SHA-256 is the expected one; else UNAUTHENTICATED, audited.
+    pub fn check(&self, req: &Request<()>) -> Result<(), Status> {
         let presented = req
             .metadata()
             .get("authorization")
@@ -87,12 +100,16 @@ impl AdminAuth {
             action = "authenticate",
             outcome = "denied",
             at_ms = now_unix_ms(),
-            "admin call refused: missing or wrong admin bearer secret"
+            who = self.who,
+            "call refused: missing or wrong bearer secret"
         );
         Err(status(
             Code::Unauthenticated,
             "unauthenticated",
-            "admin authentication required",
+            match self.who {
+                "admin" => "admin authentication required",
+                _ => "login app authentication required",
+            },
         ))
     }
 }

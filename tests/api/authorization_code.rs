@@ -12,6 +12,7 @@ use tokend::pb::{
     AcceptAuthorizationRequest, GetAuthorizationRequest, IssueRequest, RejectAuthorizationRequest,
 };
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::common::{SECRET, TestApp, config_toml, error_reason, jwt_parts};
@@ -19,6 +20,24 @@ use crate::common::{SECRET, TestApp, config_toml, error_reason, jwt_parts};
 pub const WEB_CB: &str = "https://app.example/callback";
 pub const MOBILE_CB: &str = "http://127.0.0.1:7777/cb";
 pub const LOGIN_URL: &str = "https://login.example/login";
+/// The login app's bearer secret (`[authorization] login_app_token_hash`).
+pub const LOGIN_APP_TOKEN: &str = "login-app-secret-0123456789abcdef";
+
+/// The login app's gRPC client: every call carries its bearer secret.
+pub type LoginClient = AuthorizationServiceClient<
+    InterceptedService<
+        Channel,
+        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+    >,
+>;
+
+fn login_app_auth(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {LOGIN_APP_TOKEN}").parse().unwrap(),
+    );
+    Ok(req)
+}
 
 /// Config with the authorization-code clients; `tokens` is the body of a
 /// `[tokens]` section.
@@ -29,6 +48,7 @@ pub fn code_config(store_url: &str, tokens: &str) -> String {
 /// [`code_config`] with the given `[signing]` body (e.g. a shared key file).
 pub fn code_config_signed(store_url: &str, signing: &str, tokens: &str) -> String {
     let hash = tokend::oauth::client::SecretHash::sha256_of(SECRET);
+    let login_app_hash = tokend::oauth::client::SecretHash::sha256_of(LOGIN_APP_TOKEN);
     let extra = format!(
         r#"
 [[clients]]
@@ -57,6 +77,7 @@ redirect_uris = ["https://other.example/cb"]
 
 [authorization]
 login_url = "{LOGIN_URL}"
+login_app_token_hash = "{login_app_hash}"
 
 [tokens]
 {tokens}
@@ -90,8 +111,8 @@ pub fn param(url: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-pub async fn login_client(app: &TestApp) -> AuthorizationServiceClient<Channel> {
-    AuthorizationServiceClient::new(app.grpc_channel().await)
+pub async fn login_client(app: &TestApp) -> LoginClient {
+    AuthorizationServiceClient::with_interceptor(app.grpc_channel().await, login_app_auth as _)
 }
 
 /// GET /oauth/authorize with `params`; never follows the redirect.
@@ -121,7 +142,7 @@ pub async fn challenge_for(app: &TestApp, params: &[(&str, &str)]) -> String {
 }
 
 pub async fn accept(
-    login: &mut AuthorizationServiceClient<Channel>,
+    login: &mut LoginClient,
     challenge: &str,
     subject: &str,
     scope: &[&str],
@@ -1248,4 +1269,89 @@ async fn fifty_concurrent_redemptions_through_two_replicas_succeed_once() {
     let token = s(&ok[0]["access_token"]);
     assert_eq!(a.introspect(&token).await["active"], false);
     assert_eq!(b.introspect(&token).await["active"], false);
+}
+
+/// Accepting a login picks the user a token is issued for, so the login
+/// app's service answers only the configured login app: no bearer or a wrong
+/// one is UNAUTHENTICATED (and nothing about the challenge leaks), a server
+/// without a login app configured refuses everyone, and the config demands a
+/// login app secret wherever a login URL is set.
+#[tokio::test]
+async fn only_the_login_app_may_answer_login_challenges() {
+    let app = code_app().await;
+    let (_, challenge) = pkce();
+    let ch = challenge_for(
+        &app,
+        &[
+            ("response_type", "code"),
+            ("client_id", "web-app"),
+            ("redirect_uri", WEB_CB),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .await;
+    let accept_as = |user: &str| AcceptAuthorizationRequest {
+        login_challenge: ch.clone(),
+        subject: user.into(),
+        granted_scope: vec![],
+        claims: None,
+    };
+    let mut anonymous = AuthorizationServiceClient::new(app.grpc_channel().await);
+    let err = anonymous
+        .accept_authorization(accept_as("attacker"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(error_reason(&err), "unauthenticated");
+    let err = anonymous
+        .get_authorization(GetAuthorizationRequest {
+            login_challenge: ch.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut wrong = AuthorizationServiceClient::with_interceptor(
+        app.grpc_channel().await,
+        |mut req: tonic::Request<()>| {
+            req.metadata_mut()
+                .insert("authorization", "Bearer not-the-secret".parse().unwrap());
+            Ok(req)
+        },
+    );
+    let err = wrong
+        .accept_authorization(accept_as("attacker"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // The challenge is still there for the real login app.
+    let mut login = login_client(&app).await;
+    let to = accept(&mut login, &ch, "user-42", &[]).await.unwrap();
+    assert!(param(&to, "code").is_some(), "{to}");
+
+    // No login app configured: nobody may call the service.
+    let plain = TestApp::default_memory().await;
+    let err = AuthorizationServiceClient::new(plain.grpc_channel().await)
+        .get_authorization(GetAuthorizationRequest {
+            login_challenge: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // login_url without the login app's secret is a configuration error.
+    let text =
+        code_config("memory://", "").replace("login_app_token_hash", "# login_app_token_hash");
+    let dir = crate::common::tempdir::TempDir::new();
+    let path = dir.path().join("tokend.toml");
+    std::fs::write(&path, text).unwrap();
+    let problems = tokend::config::Config::load(Some(&path), Vec::new())
+        .unwrap()
+        .validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("authorization.login_app_token_hash: required")),
+        "{problems:?}"
+    );
 }
