@@ -529,21 +529,27 @@ impl RedisCluster {
 
     /// `redis+cluster://` URL naming every node.
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        cluster_url("redis+cluster", &self.ports)
+    }
+}
+
+/// A cluster URL (`scheme://127.0.0.1:p1,127.0.0.1:p2,...`) naming every node.
+pub fn cluster_url(scheme: &str, ports: &[u16]) -> String {
+    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    format!("{scheme}://{}", hosts.join(","))
+}
+
+/// Kills and reaps server processes.
+pub fn kill_all(children: &mut [Child]) {
+    for c in children {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_all(&mut self.children);
     }
 }
 
