@@ -316,7 +316,8 @@ impl Server {
                     tls: None,
                     ..opts.clone()
                 };
-                let app = admin_router(core.clone(), &config, metrics_handle.clone())?;
+                let app = admin_router(core.clone(), &config, metrics_handle.clone())?
+                    .merge(http::probes(readiness.clone()));
                 let conns = listen::accept(l, admin_opts, Protocols::Http, stop_servers.clone());
                 Some(tokio::spawn(listen::serve_http(
                     conns,

@@ -32,6 +32,7 @@ pub struct HttpState {
 
 /// The bridge's routes.
 pub fn router(state: HttpState) -> Router {
+    let probes = probes(state.readiness.clone());
     Router::new()
         .route("/oauth/authorize", get(authorize))
         .route("/oauth/token", post(token))
@@ -39,9 +40,20 @@ pub fn router(state: HttpState) -> Router {
         .route("/oauth/revoke", post(revoke))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
+        .with_state(state)
+        .merge(probes)
+}
+
+/// `GET /healthz` (liveness: the process answers) and `GET /readyz`
+/// (readiness: the store answers and the server is not draining), served on
+/// the HTTP port and, when there is one, on the plain-HTTP admin port (so
+/// kubelet can probe readiness even when the HTTP port demands client
+/// certificates).
+pub fn probes(readiness: Readiness) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(readiness)
 }
 
 /// An OAuth error with the HTTP status the bridge answers it with. Most
@@ -479,13 +491,13 @@ async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-async fn readyz(State(s): State<HttpState>) -> Response {
-    if s.readiness.is_ready() {
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    if readiness.is_ready() {
         axum::Json(json!({"status": "ready"})).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not_ready", "reason": s.readiness.reason()})),
+            axum::Json(json!({"status": "not_ready", "reason": readiness.reason()})),
         )
             .into_response()
     }

@@ -270,7 +270,7 @@ async fn metrics_are_served_with_the_documented_names() {
 }
 
 #[tokio::test]
-async fn admin_listener_serves_metrics_instead_of_the_http_port() {
+async fn admin_listener_serves_metrics_instead_of_the_http_port_and_the_probes() {
     let app = TestApp::start(&config_toml(
         "memory://",
         "",
@@ -282,6 +282,14 @@ async fn admin_listener_serves_metrics_instead_of_the_http_port() {
     assert!(m.contains("tokend_build_info"), "{m}");
     let r = app.get("/metrics").await;
     assert_eq!(r.status(), 404);
+    // The probes are on the (plain HTTP) admin port too, for kubelet when the
+    // public port demands client certificates.
+    for (path, body) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let r = reqwest::get(format!("http://{admin}{path}")).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["status"], body, "{path}");
+    }
 }
 
 #[tokio::test]
