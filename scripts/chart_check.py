@@ -16,7 +16,8 @@
    sends it (gRPC, HTTP, HTTPS without verification, TCP), and the Service's targetPorts must lead to
    the container ports and to the ports tokend listens on. A rediss:// store gets a TLS-only
    redis-server (with client-certificate auth when the chart mounts a client certificate); the admin
-   listener is checked with `tokend admin list-clients`, TLS and mTLS with real callers.
+   listener is checked with `tokend admin list-clients`, the login app's authentication on
+   tokend.v1.AuthorizationService with a raw gRPC call, TLS and mTLS with real callers.
 
 Prints one line per check and ends with `chart-check: N passed, M failed`; exits 1 on any failure.
 Environment: TOKEND_BIN (binary to run), CHART_CHECK_SKIP_RUNTIME=1 (skip step 4, reported as skipped),
@@ -67,8 +68,9 @@ NAMESPACE = "tokend"
 # Custom resources: kubernetes-validate has no schema for them (checked for structure by hand).
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "HTTPRoute"}
 # tokend's configuration keys, as in src/config.rs (the chart must render nothing else: tokend rejects
-# unknown keys). [admin] token_hash is not here on purpose: the chart passes it from a Secret
-# (TOKEND_ADMIN_TOKEN_HASH), never in the ConfigMap.
+# unknown keys). [admin] token_hash and [authorization] login_app_token_hash are not here on purpose: the
+# chart passes them from Secrets (TOKEND_ADMIN_TOKEN_HASH, TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH), never
+# in the ConfigMap.
 TOKEND_KEYS = {
     "": {"issuer", "clients_file"},
     "http": {"listen", "max_body_bytes"},
@@ -99,6 +101,10 @@ CI_CLIENT_SECRET = "ci-secret"
 # stand-in of an admin.existingSecret.
 CI_ADMIN_SECRET = "ci-admin-secret"
 CI_ADMIN_HASH = "sha256:" + hashlib.sha256(CI_ADMIN_SECRET.encode()).hexdigest()
+# The login app's bearer secret of helm/tokend/ci/full-values.yaml (loginApp.tokenHash sha256:0a8f...), also used
+# for the stand-in of a loginApp.existingSecret.
+CI_LOGIN_APP_SECRET = "ci-login-app-secret"
+CI_LOGIN_APP_HASH = "sha256:" + hashlib.sha256(CI_LOGIN_APP_SECRET.encode()).hexdigest()
 KUBE_PROBE_UA = "kube-probe/1.33"
 MEMORY_STORE = os.environ.get("CHART_CHECK_STORE") == "memory"
 
@@ -420,6 +426,13 @@ def check_rules(name: str, values: dict, docs: list[dict], notes: str) -> None:
             used = set(re.findall(r"\btokend_[a-z_]+", exprs))
             expect(used <= METRICS, f"dashboard uses unknown metrics {sorted(used - METRICS)}")
             expect(used == METRICS, f"dashboard does not chart {sorted(METRICS - used)}")
+    env = {e["name"]: e for e in c.get("env", [])}
+    for var in ("TOKEND_ADMIN_TOKEN_HASH", "TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH"):
+        if var in env:
+            expect("secretKeyRef" in env[var].get("valueFrom", {}), f"env {var} must come from a Secret (secretKeyRef)")
+    if cfg.get("authorization", {}).get("login_url"):
+        expect("TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH" in env,
+               "[authorization] login_url without env TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH: tokend would refuse to start")
     password = (values.get("redis") or {}).get("password")
     if password:
         for d in docs:
@@ -475,12 +488,17 @@ BAD_VALUES = [
     ("bad format: clients secret hash in clear", {"clients": {"items": [{"client_id": "a", "secret_hashes": ["hunter2"]}]}}),
     ("bad format: signing.key is a SEC1 EC key", {"signing": {"key": "-----BEGIN EC PRIVATE KEY-----\nMHc=\n-----END EC PRIVATE KEY-----\n"}}),
     ("bad format: admin.tokenHash is the secret itself", {"admin": {"enabled": True, "tokenHash": "hunter2"}}),
+    ("bad format: loginApp.tokenHash is the secret itself", {"config": {"authorization": {"login_url": "https://l.example/"}},
+                                                             "loginApp": {"tokenHash": "hunter2"}}),
+    ("bad format: loginApp.tokenHash without its sha256: prefix", {"loginApp": {"tokenHash": "0" * 64}}),
     ("out of range: config.rate_limit.per_sec: -1", {"config": {"rate_limit": {"per_sec": -1}}}),
     ("out of range: config.server.request_timeout_secs: 0", {"config": {"server": {"request_timeout_secs": 0}}}),
     ("out of range: config.authorization.challenge_ttl_secs: 0", {"config": {"authorization": {"challenge_ttl_secs": 0}}}),
     ("bad format: config.authorization.login_url with a fragment", {"config": {"authorization": {"login_url": "https://l.example/#x"}}}),
     ("wrong type: config.auth_throttle.enabled: \"yes\"", {"config": {"auth_throttle": {"enabled": "yes"}}}),
     ("chart-owned key: config.admin.listen", {"config": {"admin": {"listen": "0.0.0.0:9090"}}}),
+    ("chart-owned key: config.authorization.login_app_token_hash (a Secret: loginApp)",
+     {"config": {"authorization": {"login_app_token_hash": "sha256:" + "0" * 64}}}),
     ("chart-owned key: config.tls.cert_file", {"config": {"tls": {"cert_file": "/c.pem"}}}),
     ("chart-owned key: config.store.tls_ca_file", {"config": {"store": {"tls_ca_file": "/ca.pem"}}}),
     ("unknown key: redis.tls.ca", {"redis": {"tls": {"ca": "x"}}}),
@@ -524,6 +542,15 @@ BAD_COMBINATIONS = [
     ("admin.tokenHash without admin.enabled", {"admin": {"tokenHash": "sha256:" + "0" * 64}}, "admin.enabled"),
     ("admin.existingSecret and admin.tokenHash", {"admin": {"enabled": True, "existingSecret": "a", "tokenHash": "sha256:" + "0" * 64}},
      "not both"),
+    ("config.authorization.login_url without loginApp.tokenHash or loginApp.existingSecret",
+     {"config": {"authorization": {"login_url": "https://login.example/"}}}, "login_url needs the login app's bearer secret hash"),
+    ("an authorization_code client with login_url but no login app secret hash",
+     {"config": {"authorization": {"login_url": "https://login.example/"}}, "clients": {"items": [
+         {"client_id": "web", "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"],
+          "redirect_uris": ["https://app.example/cb"]}]}}, "loginApp.tokenHash"),
+    ("loginApp.existingSecret and loginApp.tokenHash",
+     {"config": {"authorization": {"login_url": "https://login.example/"}},
+      "loginApp": {"existingSecret": "a", "tokenHash": "sha256:" + "0" * 64}}, "loginApp: set either"),
     ("tls.enabled without a Secret", {"tls": {"enabled": True}}, "tls.existingSecret"),
     ("tls.clientCA without tls", {"tls": {"clientCA": {"enabled": True}}}, "needs tls.enabled"),
     ("redis.tls with a redis:// URL", {"redis": {"tls": {"existingSecret": "redis-ca"}}}, "rediss://"),
@@ -702,6 +729,26 @@ def grpc_health(port: int, service: str, timeout: float, host: str = "127.0.0.1"
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
 
+def login_app_call(port: int, secret: str | None, creds: grpc.ChannelCredentials | None = None) -> tuple[str, bytes]:
+    """tokend.v1.AuthorizationService/GetAuthorization for an unknown login challenge, as the login app calls it
+    (`authorization: Bearer <secret>` in the metadata; secret None: no metadata). No generated code: the request
+    (field 1, login_challenge) is encoded by hand and the answer kept as bytes. Returns the status code name and
+    the grpc-status-details-bin trailer (a google.rpc.Status whose ErrorInfo reason is the OAuth error code)."""
+    challenge = b"chart-check-unknown-challenge"
+    request = b"\x0a" + bytes([len(challenge)]) + challenge
+    target = f"127.0.0.1:{port}"
+    ch = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+    with ch:
+        call = ch.unary_unary("/tokend.v1.AuthorizationService/GetAuthorization")
+        metadata = [("authorization", f"Bearer {secret}")] if secret is not None else None
+        try:
+            call(request, timeout=5, metadata=metadata)
+        except grpc.RpcError as e:
+            trailers = {m.key: m.value for m in (e.trailing_metadata() or ())}
+            return e.code().name, trailers.get("grpc-status-details-bin", b"")
+    return "OK", b""
+
+
 def _send(req: urllib.request.Request, timeout: float, tls: ssl.SSLContext | None) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=tls) as r:
@@ -861,7 +908,7 @@ def layout_pod_files(docs: list[dict], pod: dict, c: dict, root: Path, cfg: dict
 
 
 # Stand-ins for env values from Secrets the chart only references; others get a random value.
-ENV_STAND_INS = {"TOKEND_ADMIN_TOKEN_HASH": CI_ADMIN_HASH}
+ENV_STAND_INS = {"TOKEND_ADMIN_TOKEN_HASH": CI_ADMIN_HASH, "TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH": CI_LOGIN_APP_HASH}
 
 
 def pod_env(docs: list[dict], c: dict, home: Path) -> dict[str, str]:
@@ -1051,6 +1098,21 @@ def runtime_check(name: str, values: dict, docs: list[dict], binary: Path, keep:
                     expect(r.returncode != 0 and "Unimplemented" in r.stderr,
                            f"without a token hash the admin API must be off: exit {r.returncode}: {r.stdout}{r.stderr}")
 
+        with R.check(f"{prefix}: login app: AuthorizationService lets the login app's secret through, refuses other callers"):
+            if "TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH" in env:
+                code, details = login_app_call(ports["grpc"], CI_LOGIN_APP_SECRET, creds)
+                expect(code == "INVALID_ARGUMENT" and b"invalid_request" in details,
+                       f"GetAuthorization(unknown challenge) with the login app's secret -> {code} {details[:120]!r}, "
+                       "want INVALID_ARGUMENT invalid_request (authenticated, then an unknown challenge)")
+                for label, secret in (("without a secret", None), ("with a wrong secret", "wrong-secret")):
+                    code, details = login_app_call(ports["grpc"], secret, creds)
+                    expect(code == "UNAUTHENTICATED", f"GetAuthorization {label} -> {code} {details[:120]!r}, want UNAUTHENTICATED")
+                print("        with the secret: INVALID_ARGUMENT invalid_request; without or wrong: UNAUTHENTICATED")
+            else:
+                code, details = login_app_call(ports["grpc"], CI_LOGIN_APP_SECRET, creds)
+                expect(code == "PERMISSION_DENIED",
+                       f"no login app hash configured: GetAuthorization -> {code} {details[:120]!r}, want PERMISSION_DENIED")
+
         with R.check(f"{prefix}: signing keys from the Secret are published in the JWKS"):
             code, body = http_get(ports["http"], "/.well-known/jwks.json", 2, tls=caller)
             expect(code == 200, f"jwks -> {code}")
@@ -1195,6 +1257,11 @@ def documented_commands(binary: Path) -> None:
     full = yaml.safe_load((CHART / "ci" / "full-values.yaml").read_text())
     expect(r.returncode == 0 and r.stdout.strip() == CI_ADMIN_HASH == full["admin"]["tokenHash"],
            f"hash-secret of the CI admin secret printed {r.stdout.strip()!r}; full-values.yaml has {full['admin']['tokenHash']}")
+    # loginApp.tokenHash in ci/full-values.yaml is `printf %s ci-login-app-secret | tokend hash-secret`.
+    r = subprocess.run([str(binary), "hash-secret"], input=CI_LOGIN_APP_SECRET, capture_output=True, text=True, timeout=60)
+    expect(r.returncode == 0 and r.stdout.strip() == CI_LOGIN_APP_HASH == full["loginApp"]["tokenHash"],
+           f"hash-secret of the CI login app secret printed {r.stdout.strip()!r}; "
+           f"full-values.yaml has {full['loginApp']['tokenHash']}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1248,6 +1315,8 @@ def main() -> int:
         for suffix in ("-admin",):
             kinds_ = {d["kind"] for _, docs, _ in renders.values() for d in docs if d["metadata"]["name"].endswith(suffix)}
             expect({"Service", "Secret"} <= kinds_, f"the admin Service and Secret are never both rendered ({kinds_})")
+        expect(any(d["kind"] == "Secret" and d["metadata"]["name"].endswith("-login-app")
+                   for _, docs, _ in renders.values() for d in docs), "the login app Secret is never rendered")
         cfgs = [config_toml(docs)[1] for n, (_, docs, _) in renders.items() if not n.startswith(("inline:", "docs:"))]
         # Every key tokend knows (TOKEND_KEYS, from src/config.rs) is written by some render, so each one
         # goes through check-config / serve below.

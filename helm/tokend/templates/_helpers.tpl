@@ -146,11 +146,13 @@ tokend against the rendered files, so keep every mount under /etc/tokend/.
 
 {{/*
 Checksum of the chart-created Secrets' inputs: pods roll when they change. Byte-for-byte the same
-input as before admin.tokenHash existed, so upgrading the chart alone does not roll the pods.
+input as before admin.tokenHash and loginApp.tokenHash existed (each joins only when set), so upgrading
+the chart alone does not roll the pods.
 */}}
 {{- define "tokend.secretsChecksum" -}}
 {{- $in := dict "signing" .Values.signing "clients" .Values.clients.items "redis" .Values.redis.password -}}
 {{- if .Values.admin.tokenHash -}}{{- $_ := set $in "admin" .Values.admin.tokenHash -}}{{- end -}}
+{{- if .Values.loginApp.tokenHash -}}{{- $_ := set $in "loginApp" .Values.loginApp.tokenHash -}}{{- end -}}
 {{- $in | toJson | sha256sum -}}
 {{- end -}}
 
@@ -178,6 +180,28 @@ input as before admin.tokenHash existed, so upgrading the chart alone does not r
 
 {{- define "tokend.admin.secretKey" -}}
 {{- if .Values.admin.existingSecret -}}{{ .Values.admin.existingSecretKey }}{{- else -}}token-hash{{- end -}}
+{{- end -}}
+
+{{/* ----------------------------------- login app ------------------------------------------- */}}
+
+{{/*
+"true" when the login app's secret hash comes from a Secret: [authorization] login_app_token_hash, passed as
+TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH.
+*/}}
+{{- define "tokend.loginApp.enabled" -}}
+{{- if or .Values.loginApp.existingSecret .Values.loginApp.tokenHash -}}true{{- end -}}
+{{- end -}}
+
+{{- define "tokend.loginApp.secretName" -}}
+{{- if .Values.loginApp.existingSecret -}}
+{{- .Values.loginApp.existingSecret -}}
+{{- else -}}
+{{- printf "%s-login-app" (include "tokend.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tokend.loginApp.secretKey" -}}
+{{- if .Values.loginApp.existingSecret -}}{{ .Values.loginApp.existingSecretKey }}{{- else -}}token-hash{{- end -}}
 {{- end -}}
 
 {{/* The Service Prometheus scrapes: /metrics lives on the admin listener when there is one. */}}
@@ -336,7 +360,17 @@ previous_key_files = {{ include "tokend.toml.value" $prev }}
 
 [server]
 {{ include "tokend.toml.pairs" .Values.config.server }}
-{{- include "tokend.toml.section" (dict "name" "authorization" "values" .Values.config.authorization) }}
+{{- $authz := include "tokend.toml.pairs" (.Values.config.authorization | default dict) }}
+{{- if or $authz (include "tokend.loginApp.enabled" .) }}
+
+[authorization]
+{{- with $authz }}
+{{ . }}
+{{- end }}
+{{- if include "tokend.loginApp.enabled" . }}
+# login_app_token_hash: from env TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH (Secret {{ include "tokend.loginApp.secretName" . }}), never in this file
+{{- end }}
+{{- end }}
 {{- include "tokend.toml.section" (dict "name" "rate_limit" "values" .Values.config.rate_limit) }}
 {{- include "tokend.toml.section" (dict "name" "auth_throttle" "values" .Values.config.auth_throttle) }}
 {{- if .Values.admin.enabled }}
@@ -416,6 +450,13 @@ client_ca_file = {{ printf "%s/%s" (ternary (include "tokend.tlsClientCADir" .) 
 {{- fail (printf "clients.items: %q has the authorization_code grant: set config.authorization.login_url" .client_id) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{- /* the login app: [authorization] login_app_token_hash comes from a Secret, and tokend requires it with login_url */ -}}
+{{- if and .Values.loginApp.existingSecret .Values.loginApp.tokenHash -}}
+{{- fail "loginApp: set either loginApp.existingSecret or loginApp.tokenHash, not both" -}}
+{{- end -}}
+{{- if and (dig "login_url" "" (.Values.config.authorization | default dict)) (not (include "tokend.loginApp.enabled" .)) -}}
+{{- fail "config.authorization.login_url needs the login app's bearer secret hash ([authorization] login_app_token_hash; tokend refuses to start without it): set loginApp.tokenHash (`printf %s \"$LOGIN_APP_SECRET\" | tokend hash-secret`) or loginApp.existingSecret" -}}
 {{- end -}}
 {{- /* admin listener */ -}}
 {{- if .Values.admin.enabled -}}
