@@ -201,6 +201,9 @@ RENDER_ONLY = [
     ("inline: Redis Cluster store", {"config": {"store": {"url": "redis+cluster://redis-0.redis:6379,redis-1.redis:6379,redis-2.redis:6379"}}}),
     ("inline: managed Redis over TLS", {"config": {"store": {"url": "rediss://cache.example.internal:6380/0"}},
                                         "redis": {"existingSecret": "managed-redis"}}),
+    # The runtime step covers mTLS with the admin listener (ci/mtls-values.yaml): probes on the admin port.
+    ("inline: mTLS without the admin listener (tcpSocket probes)",
+     {"tls": {"enabled": True, "existingSecret": "tokend-server-cert", "clientCA": {"enabled": True}}}),
 ]
 
 
@@ -391,8 +394,13 @@ def check_rules(name: str, values: dict, docs: list[dict], notes: str) -> None:
                f"missing {probe}")
     mode = tls_mode(cfg)
     probes = [c[p] for p in ("startupProbe", "readinessProbe", "livenessProbe") if p in c]
-    if mode == "mtls":
-        # The kubelet has no client certificate: only a TCP connect can pass.
+    if mode == "mtls" and values.get("admin", {}).get("enabled"):
+        # The kubelet has no client certificate: it probes the plain-HTTP admin listener.
+        expect(all(p.get("httpGet", {}).get("port") == "admin" and p["httpGet"].get("scheme", "HTTP") == "HTTP"
+                   for p in probes),
+               "with mTLS and the admin listener every probe must be httpGet (plain HTTP) on the admin port")
+    elif mode == "mtls":
+        # No admin listener, no client certificate: only a TCP connect can pass.
         expect(all("tcpSocket" in p for p in probes), "with mTLS every probe must be tcpSocket")
     elif mode == "tls":
         # The kubelet's gRPC probe cannot speak TLS; its HTTPS probe does not verify certificates.
