@@ -922,22 +922,50 @@ redirect_uris = ["https://app.example/cb"]
                 .any(|e| e.starts_with("authorization.login_url:")),
             "{problems:?}"
         );
+        let login_url = ("TOKEND_AUTHORIZATION_LOGIN_URL", "https://login.example/in");
+        // login_url without the login app's secret hash is refused...
+        let no_secret = Config::load(Some(&p), env(&[login_url])).unwrap();
+        assert!(
+            no_secret.validate()[0].starts_with("authorization.login_app_token_hash: required"),
+            "{:?}",
+            no_secret.validate()
+        );
+        let hash = crate::oauth::client::SecretHash::sha256_of("login-app-secret");
         let cfg = Config::load(
             Some(&p),
             env(&[
-                ("TOKEND_AUTHORIZATION_LOGIN_URL", "https://login.example/in"),
+                login_url,
                 ("TOKEND_AUTHORIZATION_CHALLENGE_TTL_SECS", "30"),
+                ("TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH", &hash),
             ]),
         )
         .unwrap();
         assert_eq!(cfg.validate(), Vec::<String>::new());
         assert_eq!(cfg.authorization.challenge_ttl_secs, 30);
+        assert_eq!(
+            cfg.authorization.login_app_token_hash.as_deref(),
+            Some(hash.as_str())
+        );
+        // ...and so is a hash in the wrong form (the secret itself, say).
+        let clear = Config::load(
+            Some(&p),
+            env(&[
+                login_url,
+                ("TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH", "hunter2"),
+            ]),
+        )
+        .unwrap();
+        assert!(clear.validate()[0].starts_with("authorization.login_app_token_hash: must be"));
         let bad = Config::load(
             Some(&p),
             env(&[("TOKEND_AUTHORIZATION_LOGIN_URL", "login.example#x")]),
         )
         .unwrap();
-        assert!(bad.validate()[0].starts_with("authorization.login_url:"));
+        assert!(
+            bad.validate()
+                .iter()
+                .any(|p| p.starts_with("authorization.login_url:"))
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
