@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer};
 
-use crate::oauth::client::ClientConfig;
+use crate::oauth::client::{ClientConfig, SecretHash};
 use crate::token::Algorithm;
 
 /// The whole file as written by the operator.
@@ -613,17 +613,10 @@ impl Config {
                 problems.push(format!("admin.listen: {addr:?} is not an IP:port address"));
             }
             // Without token_hash the admin listener serves /metrics only.
-            match &self.admin.token_hash {
-                None => {}
-                Some(h)
-                    if !matches!(
-                        crate::oauth::client::SecretHash::parse(h),
-                        Ok(crate::oauth::client::SecretHash::Sha256(_))
-                    ) =>
-                {
-                    problems.push("admin.token_hash: must be sha256:<64 hex digits>".into())
-                }
-                Some(_) => {}
+            if let Some(h) = &self.admin.token_hash
+                && SecretHash::parse_sha256(h).is_none()
+            {
+                problems.push("admin.token_hash: must be sha256:<64 hex digits>".into())
             }
         }
         if self.http.max_body_bytes == 0 {
@@ -642,12 +635,7 @@ impl Config {
             &self.authorization.login_url,
             &self.authorization.login_app_token_hash,
         ) {
-            (_, Some(h))
-                if !matches!(
-                    crate::oauth::client::SecretHash::parse(h),
-                    Ok(crate::oauth::client::SecretHash::Sha256(_))
-                ) =>
-            {
+            (_, Some(h)) if SecretHash::parse_sha256(h).is_none() => {
                 problems.push(
                     "authorization.login_app_token_hash: must be sha256:<64 hex digits>".into(),
                 )

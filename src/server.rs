@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::health::{self, Readiness};
+use crate::oauth::client::SecretHash;
 use crate::oauth::{Core, OAuthError, Registry, Settings};
 use crate::pb::authorization_service_server::AuthorizationServiceServer;
 use crate::pb::token_service_server::TokenServiceServer;
@@ -225,17 +226,15 @@ impl Server {
             Arc::new(move |id: &str| core.client_label(id))
         };
 
-        // The login app's bearer secret (validated with the config).
-        let login_app = config
-            .authorization
-            .login_app_token_hash
-            .as_deref()
-            .and_then(|h| match crate::oauth::client::SecretHash::parse(h) {
-                Ok(crate::oauth::client::SecretHash::Sha256(expected)) => {
-                    Some(crate::transport::admin::AdminAuth::login_app(expected))
-                }
-                _ => None,
-            });
+        // The login app's bearer secret.
+        let login_app = match config.authorization.login_app_token_hash.as_deref() {
+            None => None,
+            Some(h) => Some(crate::transport::admin::AdminAuth::login_app(
+                SecretHash::parse_sha256(h).context(
+                    "authorization.login_app_token_hash: must be sha256:<64 hex digits>",
+                )?,
+            )),
+        };
         let (reflection_v1, reflection_v1alpha) = grpc::reflection(
             &["tokend.v1.TokenService", "tokend.v1.AuthorizationService"],
             true,
@@ -401,11 +400,8 @@ fn admin_router(
         );
         return Ok(app);
     };
-    let Ok(crate::oauth::client::SecretHash::Sha256(expected)) =
-        crate::oauth::client::SecretHash::parse(hash)
-    else {
-        anyhow::bail!("admin.token_hash: must be sha256:<64 hex digits>");
-    };
+    let expected = SecretHash::parse_sha256(hash)
+        .context("admin.token_hash: must be sha256:<64 hex digits>")?;
     let admin =
         crate::transport::admin::router(core, crate::transport::admin::AdminAuth::new(expected))?;
     tracing::info!("admin API enabled (tokend.v1.ClientAdmin) on the admin listener");

@@ -144,6 +144,15 @@ impl SecretHash {
         }
     }
 
+    /// A bearer secret's hash (`[admin] token_hash`, `[authorization]
+    /// login_app_token_hash`): only the `sha256:` form is accepted there.
+    pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+        match Self::parse(s) {
+            Ok(Self::Sha256(d)) => Some(d),
+            _ => None,
+        }
+    }
+
     /// The `sha256:` hash of a secret, as `tokend hash-secret` prints it.
     pub fn sha256_of(secret: &str) -> String {
         format!(

@@ -11,10 +11,7 @@ use crate::common::{SECRET, TestApp, basic_header, error_reason};
 async fn garbage_tokens_are_inactive_over_grpc() {
     let app = TestApp::default_memory().await;
     let mut c = app.grpc_client().await;
-    let good = app.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let good = app.access_token("orders-service").await;
     let parts: Vec<&str> = good.split('.').collect();
     let tampered = format!("{}.{}x.{}", parts[0], parts[1], parts[2]);
     let swapped_sig = format!(

@@ -46,14 +46,8 @@ async fn active_token_introspects_with_its_claims() {
 #[tokio::test]
 async fn revoke_then_introspect_is_inactive() {
     let app = TestApp::default_memory().await;
-    let token = app.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let other = app.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = app.access_token("orders-service").await;
+    let other = app.access_token("orders-service").await;
     // Only the client the token was issued to may revoke it.
     let r = app
         .post_form(
@@ -125,10 +119,7 @@ async fn app_with_key(alg: tokend::token::Algorithm) -> (TestApp, String, TempDi
 #[tokio::test]
 async fn forged_expired_and_tampered_tokens_are_inactive() {
     let (app, pem, _dir) = app_with_key(tokend::token::Algorithm::RS256).await;
-    let good = app.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let good = app.access_token("orders-service").await;
     let (header, claims) = jwt_parts(&good);
     let kid = header["kid"].as_str().unwrap().to_owned();
     let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();

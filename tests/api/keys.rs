@@ -70,10 +70,7 @@ async fn rotation_keeps_old_tokens_valid_through_previous_key_files() {
         "",
     ))
     .await;
-    let old_token = before.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let old_token = before.access_token("orders-service").await;
     let old_kid = jwt_parts(&old_token).0["kid"].clone();
     before.stop().await;
 
@@ -88,10 +85,7 @@ async fn rotation_keeps_old_tokens_valid_through_previous_key_files() {
         "",
     ))
     .await;
-    let new_token = after.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new_token = after.access_token("orders-service").await;
     assert_ne!(
         jwt_parts(&new_token).0["kid"],
         old_kid,

@@ -137,15 +137,9 @@ async fn admin_api_requires_its_bearer_secret_and_is_not_on_the_public_listener(
 async fn revoke_client_tokens_kills_earlier_tokens_only() {
     let app = app_with_admin("memory://").await;
     let mut g = app.grpc_client().await;
-    let before_http = app.token("partner", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let before_http = app.access_token("partner").await;
     let before_grpc = grpc_issue(&mut g, "partner").await.unwrap();
-    let other = app.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other = app.access_token("orders-service").await;
     assert!(active(&app, &before_http).await);
     next_ms().await;
 
@@ -167,10 +161,7 @@ async fn revoke_client_tokens_kills_earlier_tokens_only() {
     // Issued after the revocation (same second, later millisecond): valid.
     let after = grpc_issue(&mut g, "partner").await.unwrap();
     assert!(active(&app, &after).await);
-    let after_http = app.token("partner", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let after_http = app.access_token("partner").await;
     assert!(active(&app, &after_http).await);
 
     let info = admin
@@ -203,10 +194,7 @@ async fn revoke_client_tokens_kills_earlier_tokens_only() {
 async fn disabled_client_cannot_authenticate_and_its_tokens_are_inactive() {
     let app = app_with_admin("memory://").await;
     let mut g = app.grpc_client().await;
-    let token = app.token("partner", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = app.access_token("partner").await;
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
     let info = admin
         .disable_client(pb::ClientRef {
@@ -281,14 +269,8 @@ async fn disabled_client_cannot_authenticate_and_its_tokens_are_inactive() {
 async fn revoke_subject_tokens_logs_a_subject_out_everywhere() {
     let app = app_with_admin("memory://").await;
     // client_credentials tokens have the client as subject.
-    let orders = app.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let partner = app.token("partner", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let orders = app.access_token("orders-service").await;
+    let partner = app.access_token("partner").await;
     next_ms().await;
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
     let mark = admin
@@ -303,10 +285,7 @@ async fn revoke_subject_tokens_logs_a_subject_out_everywhere() {
     next_ms().await;
     assert!(!active(&app, &orders).await);
     assert!(active(&app, &partner).await);
-    let fresh = app.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let fresh = app.access_token("orders-service").await;
     assert!(active(&app, &fresh).await);
 
     let err = admin
@@ -385,10 +364,7 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
     let b = TestApp::start(&toml).await;
     let mut admin_b = admin_client(&b, Some(ADMIN_SECRET)).await;
     let mut admin_a = admin_client(&a, Some(ADMIN_SECRET)).await;
-    let token = a.token("partner", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = a.access_token("partner").await;
     assert!(active(&b, &token).await);
 
     // Disable on B: introspection on A is inactive at once; A's token endpoint
@@ -462,10 +438,7 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
     assert!(!active(&c, &token).await);
 
     // Subject revocation on B holds on A.
-    let orders = a.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let orders = a.access_token("orders-service").await;
     next_ms().await;
     admin_b
         .revoke_subject_tokens(pb::RevokeSubjectTokensRequest {
@@ -475,9 +448,6 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
         .unwrap();
     next_ms().await;
     assert!(!active(&a, &orders).await);
-    let fresh = b.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let fresh = b.access_token("orders-service").await;
     assert!(active(&a, &fresh).await);
 }

@@ -590,10 +590,7 @@ async fn with_redis_introspection_is_rate_limited_too() {
     let redis = crate::common::RedisServer::start();
     let extra = "\n[rate_limit]\nper_sec = 0.01\nburst = 3\n";
     let app = TestApp::start(&config_toml(&redis.url(), "", extra)).await;
-    let token = app.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = app.access_token("orders-service").await;
     let introspect = |t: String| {
         let app = &app;
         async move {

@@ -60,10 +60,7 @@ pub async fn is_not_ready(app: &TestApp) -> bool {
 }
 
 async fn issue(app: &TestApp) -> String {
-    app.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    app.access_token("orders-service").await
 }
 
 async fn revoke(app: &TestApp, token: &str) -> reqwest::Response {

@@ -215,10 +215,7 @@ fn load(dir: &Path, url: &str, key: &Path, store_lines: &str, env: &[(&str, &str
 }
 
 async fn issue(app: &TestApp) -> String {
-    app.token("orders-service", &[]).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    app.access_token("orders-service").await
 }
 
 /// Issue two tokens, revoke one over HTTP: the revocation must reach Redis

@@ -268,6 +268,14 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// A client_credentials access token for `client_id` (default scopes).
+    pub async fn access_token(&self, client_id: &str) -> String {
+        self.token(client_id, &[]).await["access_token"]
+            .as_str()
+            .expect("no access_token in the token response")
+            .to_owned()
+    }
+
     pub async fn introspect(&self, token: &str) -> serde_json::Value {
         let r = self
             .post_form(
