@@ -5,13 +5,7 @@ use crate::common::{SECRET, TestApp, basic_header, jwt_parts};
 #[tokio::test]
 async fn basic_auth_gets_a_jwt_with_rfc9068_claims() {
     let app = TestApp::default_memory().await;
-    let r = app
-        .post_form(
-            "/oauth/token",
-            Some(("orders-service", SECRET)),
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let r = app.token_response("orders-service", SECRET).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body: serde_json::Value = r.json().await.unwrap();
@@ -104,13 +98,7 @@ async fn percent_encoded_basic_credentials_are_decoded() {
         "[[clients]]\nclient_id = \"odd id\"\nsecret_hashes = [\"{hash}\"]\ngrant_types = [\"client_credentials\"]\n"
     );
     let app = TestApp::start(&crate::common::config_toml("memory://", "", &extra)).await;
-    let r = app
-        .post_form(
-            "/oauth/token",
-            Some(("odd id", "p@ss:w rd+%")),
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let r = app.token_response("odd id", "p@ss:w rd+%").await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
 }
 
@@ -121,11 +109,7 @@ async fn wrong_secret_and_unknown_client_are_identical_401s() {
     let app = TestApp::start(&crate::common::config_toml("memory://", "", &extra)).await;
     // Control: the other client's own secret works for it.
     let r = app
-        .post_form(
-            "/oauth/token",
-            Some(("other", "the-other-clients-secret")),
-            &[("grant_type", "client_credentials")],
-        )
+        .token_response("other", "the-other-clients-secret")
         .await;
     assert_eq!(r.status(), 200);
     let mut answers = Vec::new();
@@ -137,13 +121,7 @@ async fn wrong_secret_and_unknown_client_are_identical_401s() {
         // Another client's valid secret.
         ("orders-service", "the-other-clients-secret"),
     ] {
-        let r = app
-            .post_form(
-                "/oauth/token",
-                Some((id, secret)),
-                &[("grant_type", "client_credentials")],
-            )
-            .await;
+        let r = app.token_response(id, secret).await;
         assert_eq!(r.status(), 401);
         assert_eq!(
             r.headers()["www-authenticate"],

@@ -206,13 +206,7 @@ async fn disabled_client_cannot_authenticate_and_its_tokens_are_inactive() {
     assert!(info.disabled);
 
     // Token endpoint: the same invalid_client as a wrong secret, on both transports.
-    let r = app
-        .post_form(
-            "/oauth/token",
-            Some(("partner", SECRET)),
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let r = app.token_response("partner", SECRET).await;
     assert_eq!(r.status(), 401);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client");
@@ -378,13 +372,7 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
     assert!(!active(&a, &token).await);
     let mut refused = false;
     for _ in 0..50 {
-        let r = a
-            .post_form(
-                "/oauth/token",
-                Some(("partner", SECRET)),
-                &[("grant_type", "client_credentials")],
-            )
-            .await;
+        let r = a.token_response("partner", SECRET).await;
         if r.status() == 401 {
             refused = true;
             break;
@@ -399,16 +387,7 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
     );
     // A replica started later (a restart) knows from its first request.
     let c = TestApp::start(&toml).await;
-    assert_eq!(
-        c.post_form(
-            "/oauth/token",
-            Some(("partner", SECRET)),
-            &[("grant_type", "client_credentials")],
-        )
-        .await
-        .status(),
-        401
-    );
+    assert_eq!(c.token_response("partner", SECRET).await.status(), 401);
     let seen_on_a = admin_a
         .get_client(pb::ClientRef {
             client_id: "partner".into(),

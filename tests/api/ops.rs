@@ -79,13 +79,7 @@ async fn per_client_rate_limits_answer_429_and_resource_exhausted() {
     for _ in 0..2 {
         app.token("orders-service", &[]).await;
     }
-    let r = app
-        .post_form(
-            "/oauth/token",
-            Some(("orders-service", SECRET)),
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let r = app.token_response("orders-service", SECRET).await;
     assert_eq!(r.status(), 429);
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
@@ -206,13 +200,7 @@ async fn failed_authentications_back_off_per_peer_and_per_client() {
 async fn metrics_are_served_with_the_documented_names() {
     let app = TestApp::default_memory().await;
     app.token("orders-service", &[]).await;
-    let r = app
-        .post_form(
-            "/oauth/token",
-            Some(("no-such-client-4711", "x")),
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let r = app.token_response("no-such-client-4711", "x").await;
     assert_eq!(r.status(), 401);
     let mut c = app.grpc_client().await;
     c.issue(issue("partner", SECRET)).await.unwrap();
@@ -394,13 +382,7 @@ async fn request_timeout_and_concurrency_limit_answer_at_once() {
     let mut held = hanging_post(&app).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // ...so the next one is refused with 503 temporarily_unavailable.
-    let r = app
-        .post_form(
-            "/oauth/token",
-            Some(("orders-service", SECRET)),
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let r = app.token_response("orders-service", SECRET).await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
@@ -507,13 +489,7 @@ async fn with_redis_rate_limits_and_back_off_are_shared_by_replicas() {
     // Two tokens from replica A, the third from replica B is over the limit.
     a.token("orders-service", &[]).await;
     a.token("orders-service", &[]).await;
-    let r = b
-        .post_form(
-            "/oauth/token",
-            Some(("orders-service", SECRET)),
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let r = b.token_response("orders-service", SECRET).await;
     assert_eq!(r.status(), 429);
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap()["error"],
@@ -529,22 +505,10 @@ async fn with_redis_rate_limits_and_back_off_are_shared_by_replicas() {
 
     // Failures counted on A back the address off on B too.
     for _ in 0..3 {
-        let r = a
-            .post_form(
-                "/oauth/token",
-                Some(("partner", "guess")),
-                &[("grant_type", "client_credentials")],
-            )
-            .await;
+        let r = a.token_response("partner", "guess").await;
         assert_eq!(r.status(), 401);
     }
-    let r = b
-        .post_form(
-            "/oauth/token",
-            Some(("partner", SECRET)),
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let r = b.token_response("partner", SECRET).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "60");
 }

@@ -268,6 +268,17 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// The raw response to a client_credentials request with Basic
+    /// credentials (for the refusals: 401, 429, ...).
+    pub async fn token_response(&self, client_id: &str, secret: &str) -> reqwest::Response {
+        self.post_form(
+            "/oauth/token",
+            Some((client_id, secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await
+    }
+
     /// A client_credentials access token for `client_id` (default scopes).
     pub async fn access_token(&self, client_id: &str) -> String {
         self.token(client_id, &[]).await["access_token"]
