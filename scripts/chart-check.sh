@@ -41,4 +41,5 @@ if [[ "${CHART_CHECK_SKIP_RUNTIME:-}" != "1" ]] && ! command -v redis-server >/d
   fi
 fi
 
-exec "$VENV/bin/python" "$ROOT/scripts/chart_check.py" "$@"
+# The checks are the Python package scripts/chart_check/ (scripts/chart_check.py is a shim for direct runs).
+PYTHONPATH="$ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/python" -m chart_check "$@"
