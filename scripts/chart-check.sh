@@ -41,5 +41,7 @@ if [[ "${CHART_CHECK_SKIP_RUNTIME:-}" != "1" ]] && ! command -v redis-server >/d
   fi
 fi
 
-# The checks are the Python package scripts/chart_check/ (scripts/chart_check.py is a shim for direct runs).
-PYTHONPATH="$ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/python" -m chart_check "$@"
+# The checks are the Python package scripts/chart_check/ (scripts/chart_check.py is a shim for direct runs);
+# no __pycache__ folders left in scripts/.
+PYTHONPATH="$ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 \
+  exec "$VENV/bin/python" -m chart_check "$@"
