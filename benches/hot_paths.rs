@@ -209,7 +209,7 @@ fn params_benches(c: &mut Criterion) {
 
 fn core_benches(c: &mut Criterion) {
     use std::sync::Arc;
-    use tokend::oauth::{Core, Settings, TokenRequest};
+    use tokend::oauth::{Core, TokenRequest};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -227,6 +227,7 @@ fn core_benches(c: &mut Criterion) {
     let path = dir.join("tokend.toml");
     std::fs::write(&path, toml).unwrap();
     let cfg = tokend::config::Config::load(Some(&path), Vec::new()).unwrap();
+    let parsed = cfg.clone().parse().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let creds = Credentials {
         client_id: "svc".into(),
@@ -240,7 +241,8 @@ fn core_benches(c: &mut Criterion) {
     };
     for alg in Algorithm::ALL {
         let core = Core::new(
-            Settings::from_config(&cfg),
+            parsed.boot.oauth.clone(),
+            parsed.live.limits.clone(),
             Registry::new(&cfg.clients).unwrap(),
             KeySet::new(SigningKey::generate(alg).unwrap(), vec![]),
             Arc::new(tokend::store::MemoryStore::new()),

@@ -23,8 +23,8 @@ OUT=docs/bench
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-echo "== cargo build --release --bins"
-cargo build --release --bins
+echo "== cargo build --release -p tokend -p tokend-bench --bins"
+cargo build --release -p tokend -p tokend-bench --bins
 
 mkdir -p target/bench "$OUT"
 rm -f "$RAW"

@@ -19,11 +19,14 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== cargo test"
-cargo test --locked --all-targets
+echo "== layering: the crate boundaries hold (docs/architecture.md)"
+./scripts/check-layers.sh
+
+echo "== cargo test --workspace"
+cargo test --workspace --locked --all-targets
 
 if [ -f scripts/chart-check.sh ]; then
   echo "== Helm chart checks"

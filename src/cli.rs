@@ -32,6 +32,12 @@ enum Command {
     Serve {
         #[arg(long, short, env = "TOKEND_CONFIG")]
         config: Option<PathBuf>,
+        /// Once the listeners are bound, write a JSON object with their
+        /// addresses and the process id here (`{"pid":..,"http":..,"grpc":..,
+        /// "admin":..}`): a machine-readable readiness signal for scripts and
+        /// tests. Written whole (temporary file, then rename).
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Validate a config file (keys readable, clients well-formed); exit 0 or
     /// list every problem and exit 1.
@@ -120,25 +126,36 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// See `serve --ready-file`.
+fn write_ready_file(path: &std::path::Path, server: &crate::server::Server) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "pid": std::process::id(),
+        "http": server.http_addr().to_string(),
+        "grpc": server.grpc_addr().to_string(),
+        "admin": server.admin_addr().map(|a| a.to_string()),
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("--ready-file: cannot write {}", path.display()))
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
-            let cfg = Config::load(config.as_deref(), std::env::vars())?;
-            crate::telemetry::init(&cfg.log);
-            let reload_poll = cfg.server.reload_poll_secs;
+        Command::Serve { config, ready_file } => {
+            let settings = Config::load(config.as_deref(), std::env::vars())?.parse()?;
+            crate::telemetry::init(&settings.boot.log);
+            let reload_poll = settings.boot.server.reload_poll;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
-                let server = crate::server::Server::build(cfg).await?.with_reload(
+                let server = crate::server::Server::build(settings).await?.with_reload(
                     crate::reload::ReloadOptions {
                         config_path: config.clone(),
                         sighup: true,
-                        poll: match reload_poll {
-                            0 => None,
-                            s => Some(std::time::Duration::from_secs(s)),
-                        },
+                        poll: reload_poll,
                     },
                 );
                 eprintln!(
@@ -150,6 +167,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .map(|a| format!("  admin on {a}"))
                         .unwrap_or_default()
                 );
+                if let Some(path) = &ready_file {
+                    write_ready_file(path, &server)?;
+                }
                 let shutdown = CancellationToken::new();
                 let trigger = shutdown.clone();
                 tokio::spawn(async move {
@@ -176,19 +196,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = match Config::load(Some(&config), std::env::vars()) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{}: {e:#}", config.display());
+                    // The error names the file already.
+                    eprintln!("{e:#}");
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let problems = cfg.validate();
-            if problems.is_empty() {
-                println!("{}: ok ({} clients)", config.display(), cfg.clients.len());
-                Ok(ExitCode::SUCCESS)
-            } else {
-                for p in &problems {
-                    eprintln!("{}: {p}", config.display());
+            match cfg.parse() {
+                Ok(settings) => {
+                    let n = settings.live.clients.all().count();
+                    println!("{}: ok ({n} clients)", config.display());
+                    Ok(ExitCode::SUCCESS)
                 }
-                Ok(ExitCode::FAILURE)
+                Err(problems) => {
+                    for p in &problems.0 {
+                        eprintln!("{}: {p}", config.display());
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
             }
         }
         Command::Keygen { alg, out } => {

@@ -1,385 +1,225 @@
-//! The TOML configuration file, environment overrides, and validation into the
-//! typed settings the server runs on.
+//! The configuration file: read once, checked once, and turned into the typed
+//! [`Settings`] the server runs on.
 //!
-//! Every scalar key can be overridden by an environment variable named
-//! `TOKEND_<SECTION>_<KEY>` (`TOKEND_HTTP_LISTEN`, `TOKEND_STORE_URL`) or, for
-//! top-level keys, `TOKEND_<KEY>` (`TOKEND_ISSUER`). Unknown keys are errors, so
-//! a typo never silently falls back to a default. Errors name the key.
+//! [`load`] reads the TOML file, applies environment overrides
+//! (`TOKEND_<SECTION>_<KEY>`, or `TOKEND_<KEY>` for top-level keys: every
+//! scalar key can be overridden), and parses every section into what the
+//! components need (addresses, the client registry, the key set, durations,
+//! the store's TLS material, secret hashes), or returns every problem found,
+//! each naming its key. `check-config`, `serve` and a reload share that path.
+//!
+//! Components own their sections ([`StoreSettings`], [`SigningSettings`],
+//! [`LogSettings`], [`TlsSettings`]); this module only places them in the file
+//! and depends on them, never the reverse. The parsed settings are split into
+//! [`Live`] (swapped in by a reload) and [`Boot`] (bound at start): a reload
+//! compares the file's boot sections key by key through exhaustive
+//! destructuring (see [`restart_only_changes`]), so a new key cannot escape
+//! that check without failing to compile.
+//!
+//! Unknown keys are errors, so a typo never silently falls back to a default.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+use tokend_core::de::{de_f64, de_num};
+use tokend_core::oauth::client::{ClientConfig, SecretHash};
+use tokend_core::oauth::limits::{LimitPolicy, RateLimit, ThrottlePolicy};
+use tokend_core::oauth::{self, Registry};
+use tokend_core::store::{StoreConfig, StorePassword, StoreSettings};
+use tokend_token::KeySet;
 
-use crate::oauth::client::{ClientConfig, SecretHash};
-use crate::token::Algorithm;
+use crate::signing::SigningSettings;
+use crate::telemetry::LogSettings;
+use crate::transport::tls::{Tls, TlsSettings};
 
-/// The whole file as written by the operator.
+/// The whole file as written by the operator (paths resolved against the
+/// file's folder).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default = "default_issuer")]
     pub issuer: String,
     /// Extra TOML file holding only `[[clients]]` (e.g. mounted from a Secret).
-    #[serde(default)]
     pub clients_file: Option<PathBuf>,
-    #[serde(default)]
     pub http: HttpSettings,
-    #[serde(default)]
     pub grpc: GrpcSettings,
-    #[serde(default)]
     pub store: StoreSettings,
-    #[serde(default)]
     pub tokens: TokenSettings,
-    #[serde(default)]
     pub signing: SigningSettings,
-    #[serde(default)]
     pub log: LogSettings,
-    #[serde(default)]
     pub server: ServerSettings,
-    #[serde(default)]
     pub authorization: AuthorizationSettings,
-    #[serde(default)]
     pub admin: AdminSettings,
-    #[serde(default)]
     pub tls: TlsSettings,
-    #[serde(default)]
     pub rate_limit: RateLimitSettings,
-    #[serde(default)]
     pub auth_throttle: AuthThrottleSettings,
-    #[serde(default)]
     pub clients: Vec<ClientConfig>,
 }
 
-fn default_issuer() -> String {
-    "http://127.0.0.1:8080".into()
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:8080".into(),
+            clients_file: None,
+            http: HttpSettings::default(),
+            grpc: GrpcSettings::default(),
+            store: StoreSettings::default(),
+            tokens: TokenSettings::default(),
+            signing: SigningSettings::default(),
+            log: LogSettings::default(),
+            server: ServerSettings::default(),
+            authorization: AuthorizationSettings::default(),
+            admin: AdminSettings::default(),
+            tls: TlsSettings::default(),
+            rate_limit: RateLimitSettings::default(),
+            auth_throttle: AuthThrottleSettings::default(),
+            clients: Vec::new(),
+        }
+    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[http]`: the OAuth HTTP bridge's listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
-    #[serde(default = "default_http_listen")]
     pub listen: String,
     /// Largest request body accepted on the OAuth endpoints.
-    #[serde(default = "default_max_body", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub max_body_bytes: u64,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
-            listen: default_http_listen(),
-            max_body_bytes: default_max_body(),
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 64 * 1024,
         }
     }
 }
 
-fn default_http_listen() -> String {
-    "127.0.0.1:8080".into()
-}
-fn default_max_body() -> u64 {
-    64 * 1024
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[grpc]`: the gRPC listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct GrpcSettings {
-    #[serde(default = "default_grpc_listen")]
     pub listen: String,
 }
 
 impl Default for GrpcSettings {
     fn default() -> Self {
         Self {
-            listen: default_grpc_listen(),
+            listen: "127.0.0.1:50051".into(),
         }
     }
 }
 
-fn default_grpc_listen() -> String {
-    "127.0.0.1:50051".into()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreSettings {
-    #[serde(default = "default_store_url")]
-    pub url: String,
-    #[serde(default = "default_key_prefix")]
-    pub key_prefix: String,
-    #[serde(default = "default_store_timeout", deserialize_with = "de_num")]
-    pub timeout_ms: u64,
-    /// PEM CA certificate(s) that `rediss://` trusts instead of the system's
-    /// roots (a private CA of a managed or self-hosted Redis).
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate chain and private key, for a Redis that demands
-    /// client certificates (`tls-auth-clients yes`). Both or neither.
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    /// From `TOKEND_STORE_PASSWORD` only (never the file, so Helm can mount it
-    /// from a Secret); overrides a password in `url`.
-    #[serde(skip)]
-    pub password: Option<secrecy::SecretString>,
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        Self {
-            url: default_store_url(),
-            key_prefix: default_key_prefix(),
-            timeout_ms: default_store_timeout(),
-            tls_ca_file: None,
-            tls_cert_file: None,
-            tls_key_file: None,
-            password: None,
-        }
-    }
-}
-
-fn default_store_url() -> String {
-    "memory://".into()
-}
-fn default_key_prefix() -> String {
-    "tokend:".into()
-}
-fn default_store_timeout() -> u64 {
-    250
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[tokens]`: lifetimes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TokenSettings {
-    #[serde(default = "default_access_ttl", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub access_ttl_secs: u64,
     /// 0 means refresh tokens never expire.
-    #[serde(default = "default_refresh_ttl", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub refresh_ttl_secs: u64,
-    #[serde(default = "default_code_ttl", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub code_ttl_secs: u64,
     /// Clock skew tolerated on `exp`/`nbf` when introspecting.
-    #[serde(default = "default_leeway", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub leeway_secs: u64,
 }
 
 impl Default for TokenSettings {
     fn default() -> Self {
         Self {
-            access_ttl_secs: default_access_ttl(),
-            refresh_ttl_secs: default_refresh_ttl(),
-            code_ttl_secs: default_code_ttl(),
-            leeway_secs: default_leeway(),
+            access_ttl_secs: 3600,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            code_ttl_secs: 60,
+            leeway_secs: 30,
         }
     }
 }
 
-fn default_access_ttl() -> u64 {
-    3600
-}
-fn default_refresh_ttl() -> u64 {
-    30 * 24 * 3600
-}
-fn default_code_ttl() -> u64 {
-    60
-}
-fn default_leeway() -> u64 {
-    30
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningSettings {
-    #[serde(default = "default_alg", deserialize_with = "de_alg")]
-    pub algorithm: Algorithm,
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    #[serde(default)]
-    pub previous_key_files: Vec<PathBuf>,
-}
-
-impl Default for SigningSettings {
-    fn default() -> Self {
-        Self {
-            algorithm: default_alg(),
-            key_file: None,
-            previous_key_files: Vec::new(),
-        }
-    }
-}
-
-fn default_alg() -> Algorithm {
-    Algorithm::RS256
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    #[serde(default)]
-    pub format: LogFormat,
-    #[serde(default = "default_level")]
-    pub level: String,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: default_level(),
-        }
-    }
-}
-
-fn default_level() -> String {
-    "info".into()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[server]`: lifecycle and connection limits of both listeners.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// How long in-flight requests may take to finish after SIGTERM.
-    #[serde(default = "default_grace", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub shutdown_grace_secs: u64,
     /// After SIGTERM, how long tokend keeps accepting new requests while
     /// already reporting not ready, so load balancers and Kubernetes
     /// endpoints stop sending traffic before the listeners close. 0 = close
     /// at once.
-    #[serde(default, deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub drain_delay_secs: u64,
     /// How often (seconds) `serve` checks the config, clients and key files
     /// for changes to hot-reload; 0 = only on SIGHUP.
-    #[serde(default = "default_reload_poll", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub reload_poll_secs: u64,
     /// Time a client gets to send a complete set of HTTP/1 request headers
     /// (and, with TLS, to finish the handshake): the slow-loris bound.
-    #[serde(default = "default_header_timeout", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub header_read_timeout_secs: u64,
     /// Bound on one request, body read included, on both listeners.
-    #[serde(default = "default_request_timeout", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub request_timeout_secs: u64,
     /// Requests handled at once per listener; more are answered at once with
     /// `temporarily_unavailable` (HTTP 503, gRPC UNAVAILABLE).
-    #[serde(default = "default_max_requests", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub max_concurrent_requests: u64,
     /// Open connections per listener; beyond it, new connections wait in the
     /// kernel's accept queue until one closes.
-    #[serde(default = "default_max_connections", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub max_connections: u64,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
-            shutdown_grace_secs: default_grace(),
+            shutdown_grace_secs: 20,
             drain_delay_secs: 0,
-            reload_poll_secs: default_reload_poll(),
-            header_read_timeout_secs: default_header_timeout(),
-            request_timeout_secs: default_request_timeout(),
-            max_concurrent_requests: default_max_requests(),
-            max_connections: default_max_connections(),
+            reload_poll_secs: 1,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_concurrent_requests: 1024,
+            max_connections: 10_000,
         }
     }
-}
-
-fn default_reload_poll() -> u64 {
-    1
-}
-
-fn default_header_timeout() -> u64 {
-    10
-}
-fn default_request_timeout() -> u64 {
-    30
-}
-fn default_max_requests() -> u64 {
-    1024
-}
-fn default_max_connections() -> u64 {
-    10_000
-}
-
-/// `[tls]`: optional TLS on both listeners.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// When set, clients must present a certificate signed by this CA (mTLS).
-    #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
-    /// How often the certificate files are checked for changes (SIGHUP
-    /// reloads at once).
-    #[serde(default = "default_tls_reload", deserialize_with = "de_num")]
-    pub reload_check_secs: u64,
-}
-
-impl Default for TlsSettings {
-    fn default() -> Self {
-        Self {
-            cert_file: None,
-            key_file: None,
-            client_ca_file: None,
-            reload_check_secs: default_tls_reload(),
-        }
-    }
-}
-
-fn default_tls_reload() -> u64 {
-    5
 }
 
 /// `[rate_limit]`: the default per-client token bucket (a client's
 /// `rate_limit_per_sec` / `rate_limit_burst` override it). `per_sec = 0`
-/// turns rate limiting off.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// turns rate limiting off. Applies live on reload.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
-    #[serde(default, deserialize_with = "de_f64")]
+    #[serde(deserialize_with = "de_f64")]
     pub per_sec: f64,
     /// Requests allowed at once on top of the sustained rate; 0 = `per_sec`.
-    #[serde(default, deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub burst: u64,
 }
 
-impl Default for RateLimitSettings {
-    fn default() -> Self {
-        Self {
-            per_sec: 0.0,
-            burst: 0,
-        }
-    }
-}
-
-/// `[auth_throttle]`: back-off after failed client authentications.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[auth_throttle]`: back-off after failed client authentications. Applies
+/// live on reload.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuthThrottleSettings {
-    #[serde(default = "default_true")]
     pub enabled: bool,
     /// Failures (per client id, per peer address) before back-off starts.
-    #[serde(default = "default_throttle_threshold", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub threshold: u64,
     /// First back-off; it doubles with every further failure.
-    #[serde(default = "default_throttle_base", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub base_secs: u64,
     /// Longest back-off.
-    #[serde(default = "default_throttle_max", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub max_secs: u64,
     /// Failures are forgotten this long after the last one.
-    #[serde(default = "default_throttle_reset", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub reset_secs: u64,
 }
 
@@ -387,72 +227,27 @@ impl Default for AuthThrottleSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            threshold: default_throttle_threshold(),
-            base_secs: default_throttle_base(),
-            max_secs: default_throttle_max(),
-            reset_secs: default_throttle_reset(),
+            threshold: 10,
+            base_secs: 1,
+            max_secs: 60,
+            reset_secs: 900,
         }
     }
 }
 
-fn default_true() -> bool {
-    true
-}
-fn default_throttle_threshold() -> u64 {
-    10
-}
-fn default_throttle_base() -> u64 {
-    1
-}
-fn default_throttle_max() -> u64 {
-    60
-}
-fn default_throttle_reset() -> u64 {
-    900
-}
-
-/// Decimal numbers from TOML floats, integers or (env overrides) strings.
-pub(crate) fn de_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum N {
-        F(f64),
-        I(i64),
-        Str(String),
-    }
-    let v = match N::deserialize(d)? {
-        N::F(f) => f,
-        N::I(i) => i as f64,
-        N::Str(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("expected a number, got {s:?}")))?,
-    };
-    if !v.is_finite() || v < 0.0 {
-        return Err(serde::de::Error::custom("expected a non-negative number"));
-    }
-    Ok(v)
-}
-
-fn default_grace() -> u64 {
-    20
-}
-
 /// `[authorization]`: the authorization-code flow's delegated login.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuthorizationSettings {
     /// The login app's page; the browser is sent there with `login_challenge`.
-    #[serde(default)]
     pub login_url: Option<String>,
     /// How long the login app has to accept or reject a request.
-    #[serde(default = "default_challenge_ttl", deserialize_with = "de_num")]
+    #[serde(deserialize_with = "de_num")]
     pub challenge_ttl_secs: u64,
     /// `sha256:<64 hex>` of the login app's bearer secret (`tokend
     /// hash-secret`): `tokend.v1.AuthorizationService` answers only callers
     /// presenting it, since whoever accepts a login chooses the user a token
     /// is issued for. Required with `login_url`.
-    #[serde(default)]
     pub login_app_token_hash: Option<String>,
 }
 
@@ -460,52 +255,149 @@ impl Default for AuthorizationSettings {
     fn default() -> Self {
         Self {
             login_url: None,
-            challenge_ttl_secs: default_challenge_ttl(),
+            challenge_ttl_secs: 600,
             login_app_token_hash: None,
         }
     }
 }
 
-fn default_challenge_ttl() -> u64 {
-    600
-}
-
 /// `[admin]`: the operator listener (off unless `listen` is set) and the
 /// SHA-256 hash of its bearer secret.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
-    #[serde(default)]
     pub listen: Option<String>,
     /// `sha256:<64 hex>` of the admin bearer secret (`tokend hash-secret`).
-    #[serde(default)]
     pub token_hash: Option<String>,
 }
 
-/// Numbers may come from TOML integers or, through env overrides, strings.
-fn de_num<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum N {
-        Int(u64),
-        Str(String),
-    }
-    match N::deserialize(d)? {
-        N::Int(n) => Ok(n),
-        N::Str(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("expected a whole number, got {s:?}"))),
+/// The configuration, parsed: what a running tokend is built from.
+pub struct Settings {
+    /// The file as written (paths resolved), kept to compare with the next
+    /// reload and to know which files to watch.
+    pub file: Config,
+    pub boot: Boot,
+    pub live: Live,
+}
+
+/// What is bound at start; a change needs a restart.
+pub struct Boot {
+    pub oauth: oauth::Settings,
+    pub http_listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub grpc_listen: SocketAddr,
+    pub admin: Option<Admin>,
+    /// The login app's bearer secret (`[authorization] login_app_token_hash`).
+    pub login_app_token: Option<[u8; 32]>,
+    pub store: StoreConfig,
+    pub tls: Option<Tls>,
+    pub tls_reload_check: Duration,
+    pub server: ServerLimits,
+    pub log: LogSettings,
+}
+
+/// `[admin]`, parsed.
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// Without it the admin listener serves `/metrics` and probes only.
+    pub token: Option<[u8; 32]>,
+}
+
+/// `[server]`, parsed.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    pub shutdown_grace: Duration,
+    pub drain_delay: Duration,
+    /// `None`: reload on SIGHUP only.
+    pub reload_poll: Option<Duration>,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
+    pub max_connections: usize,
+}
+
+/// What a reload swaps into the running core.
+pub struct Live {
+    pub clients: Registry,
+    /// `None`: no `[signing] key_file`, so the server makes an ephemeral key
+    /// (and a reload keeps the running one).
+    pub keys: Option<KeySet>,
+    pub limits: LimitPolicy,
+}
+
+/// Reads, overrides and parses the configuration: [`Config::load`] then
+/// [`Config::parse`]. The error lists every problem, each naming its key.
+pub fn load(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, Problems> {
+    let cfg = Config::load(path, env).map_err(|e| Problems(vec![format!("{e:#}")]))?;
+    cfg.parse()
+}
+
+/// Every problem found in a configuration, each naming its key.
+#[derive(Debug)]
+pub struct Problems(pub Vec<String>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid configuration:")?;
+        for p in &self.0 {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
     }
 }
 
-fn de_alg<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
-    let s = String::deserialize(d)?;
-    Algorithm::parse(&s).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "unknown algorithm {s:?}; expected RS256, ES256 or EdDSA"
+impl std::error::Error for Problems {}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn size(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+fn listen_addr(key: &str, addr: &str, problems: &mut Vec<String>) -> Option<SocketAddr> {
+    addr.parse()
+        .map_err(|_| problems.push(format!("{key}: {addr:?} is not an IP:port address")))
+        .ok()
+}
+
+/// A bearer secret's `sha256:` hash, as its SHA-256 digest.
+fn secret_hash(key: &str, hash: Option<&str>, problems: &mut Vec<String>) -> Option<[u8; 32]> {
+    let h = hash?;
+    let parsed = SecretHash::parse_sha256(h);
+    if parsed.is_none() {
+        problems.push(format!("{key}: must be sha256:<64 hex digits>"));
+    }
+    parsed
+}
+
+/// An absolute `http(s)` URL with a host and no query or fragment.
+fn check_url(key: &str, url: &str, allow_path: bool) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        let host = r.split('/').next().unwrap_or("");
+        !host.is_empty()
+            && !r.contains('#')
+            && (allow_path || !r.contains('?'))
+            && !r.chars().any(|c| c.is_whitespace() || c.is_control())
+    });
+    if ok {
+        Ok(())
+    } else if allow_path {
+        Err(format!(
+            "{key}: {url:?} must be an absolute http(s) URL without a fragment"
         ))
-    })
+    } else {
+        Err(format!(
+            "{key}: {url:?} must be an absolute http(s) URL without a query or fragment"
+        ))
+    }
 }
 
 /// Sections whose scalar keys env variables may override.
@@ -554,7 +446,7 @@ impl Config {
         let store_password = env
             .iter()
             .find(|(k, v)| k == "TOKEND_STORE_PASSWORD" && !v.is_empty())
-            .map(|(_, v)| secrecy::SecretString::from(v.clone()));
+            .map(|(_, v)| StorePassword(secrecy::SecretString::from(v.clone())));
         apply_env(&mut table, env)?;
         let mut cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
@@ -593,83 +485,47 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks everything that can be checked without binding ports: addresses,
-    /// key files, clients. Returns every problem found, not just the first.
+    /// Checks everything that can be checked without binding ports, or
+    /// returns every problem found (not just the first).
     pub fn validate(&self) -> Vec<String> {
+        match self.clone().parse() {
+            Ok(_) => Vec::new(),
+            Err(Problems(p)) => p,
+        }
+    }
+
+    /// Parses every section into the typed settings, reading the files the
+    /// configuration names (keys, TLS material, the store's certificates)
+    /// exactly once.
+    pub fn parse(self) -> Result<Settings, Problems> {
         let mut problems = Vec::new();
-        if self.issuer.trim().is_empty() {
-            problems.push("issuer: must not be empty".to_string());
+        let p = &mut problems;
+        if let Err(e) = check_url("issuer", &self.issuer, false) {
+            p.push(e);
         }
-        for (key, addr) in [
-            ("http.listen", &self.http.listen),
-            ("grpc.listen", &self.grpc.listen),
-        ] {
-            if addr.parse::<SocketAddr>().is_err() {
-                problems.push(format!("{key}: {addr:?} is not an IP:port address"));
+        let http_listen = listen_addr("http.listen", &self.http.listen, p);
+        let grpc_listen = listen_addr("grpc.listen", &self.grpc.listen, p);
+        let admin = match &self.admin.listen {
+            Some(addr) => {
+                let listen = listen_addr("admin.listen", addr, p);
+                let token = secret_hash("admin.token_hash", self.admin.token_hash.as_deref(), p);
+                listen.map(|listen| Admin { listen, token })
             }
-        }
-        if let Some(addr) = &self.admin.listen {
-            if addr.parse::<SocketAddr>().is_err() {
-                problems.push(format!("admin.listen: {addr:?} is not an IP:port address"));
-            }
-            // Without token_hash the admin listener serves /metrics only.
-            if let Some(h) = &self.admin.token_hash
-                && SecretHash::parse_sha256(h).is_none()
-            {
-                problems.push("admin.token_hash: must be sha256:<64 hex digits>".into())
-            }
-        }
-        if self.http.max_body_bytes == 0 {
-            problems.push("http.max_body_bytes: must be positive".into());
-        }
-        if self.tokens.access_ttl_secs == 0 {
-            problems.push("tokens.access_ttl_secs: must be positive".into());
-        }
-        if self.tokens.code_ttl_secs == 0 {
-            problems.push("tokens.code_ttl_secs: must be positive".into());
-        }
-        if self.authorization.challenge_ttl_secs == 0 {
-            problems.push("authorization.challenge_ttl_secs: must be positive".into());
-        }
-        match (
-            &self.authorization.login_url,
-            &self.authorization.login_app_token_hash,
-        ) {
-            (_, Some(h)) if SecretHash::parse_sha256(h).is_none() => {
-                problems.push(
-                    "authorization.login_app_token_hash: must be sha256:<64 hex digits>".into(),
-                )
-            }
-            (Some(_), None) => problems.push(
-                "authorization.login_app_token_hash: required with login_url (the login app's \
-                 bearer secret for tokend.v1.AuthorizationService; hash it with `tokend hash-secret`)"
-                    .into(),
-            ),
-            _ => {}
-        }
-        match &self.authorization.login_url {
-            Some(u)
-                if !(u.starts_with("https://") || u.starts_with("http://")) || u.contains('#') =>
-            {
-                problems.push(format!(
-                    "authorization.login_url: {u:?} must be an absolute http(s) URL without a fragment"
-                ));
-            }
-            Some(_) => {}
             None => {
-                let code_clients = self
-                    .clients
-                    .iter()
-                    .any(|c| c.grant_types.iter().any(|g| g == "authorization_code"));
-                if code_clients {
-                    problems.push(
-                        "authorization.login_url: required when a client has the authorization_code grant"
-                            .into(),
-                    );
+                if self.admin.token_hash.is_some() {
+                    p.push("admin.token_hash: needs admin.listen (the admin API is served on the admin listener only)".into());
                 }
+                None
             }
-        }
+        };
         for (key, v) in [
+            ("http.max_body_bytes", self.http.max_body_bytes),
+            ("tokens.access_ttl_secs", self.tokens.access_ttl_secs),
+            ("tokens.code_ttl_secs", self.tokens.code_ttl_secs),
+            (
+                "authorization.challenge_ttl_secs",
+                self.authorization.challenge_ttl_secs,
+            ),
             (
                 "server.header_read_timeout_secs",
                 self.server.header_read_timeout_secs,
@@ -685,65 +541,261 @@ impl Config {
             ("server.max_connections", self.server.max_connections),
         ] {
             if v == 0 {
-                problems.push(format!("{key}: must be positive"));
+                p.push(format!("{key}: must be positive"));
             }
         }
-        match (&self.tls.cert_file, &self.tls.key_file) {
-            (Some(_), None) => problems.push("tls.key_file: required with tls.cert_file".into()),
-            (None, Some(_)) => problems.push("tls.cert_file: required with tls.key_file".into()),
-            (None, None) if self.tls.client_ca_file.is_some() => {
-                problems.push("tls.client_ca_file: requires tls.cert_file and tls.key_file".into())
+        let login_app_token = secret_hash(
+            "authorization.login_app_token_hash",
+            self.authorization.login_app_token_hash.as_deref(),
+            p,
+        );
+        match &self.authorization.login_url {
+            Some(u) => {
+                if let Err(e) = check_url("authorization.login_url", u, true) {
+                    p.push(e);
+                }
+                if self.authorization.login_app_token_hash.is_none() {
+                    p.push(
+                        "authorization.login_app_token_hash: required with login_url (the login app's \
+                         bearer secret for tokend.v1.AuthorizationService; hash it with `tokend hash-secret`)"
+                            .into(),
+                    );
+                }
             }
-            _ => {}
+            None => {
+                if self
+                    .clients
+                    .iter()
+                    .any(|c| c.grant_types.iter().any(|g| g == "authorization_code"))
+                {
+                    p.push(
+                        "authorization.login_url: required when a client has the authorization_code grant"
+                            .into(),
+                    );
+                }
+            }
         }
         if self.auth_throttle.enabled && self.auth_throttle.threshold == 0 {
-            problems.push("auth_throttle.threshold: must be positive".into());
+            p.push("auth_throttle.threshold: must be positive".into());
         }
         if self.auth_throttle.max_secs < self.auth_throttle.base_secs {
-            problems.push("auth_throttle.max_secs: must be at least base_secs".into());
+            p.push("auth_throttle.max_secs: must be at least base_secs".into());
         }
-        if self.store.timeout_ms == 0 {
-            problems.push("store.timeout_ms: must be positive".into());
+        let store = self.store.parse().map_err(|e| p.extend(e)).ok();
+        let tls = self.tls.load().map_err(|e| p.extend(e)).ok().flatten();
+        if let Err(e) = self.log.check() {
+            p.push(e);
         }
-        if !crate::store::is_memory(&self.store.url)
-            && let Err(e) =
-                crate::store::redis::validate_url(&self.store.url, self.store.password.as_ref())
-        {
-            problems.push(format!("store.url: {e}"));
-        }
-        if let Err(e) = crate::store::redis::tls_certificates(&self.store) {
-            problems.extend(e);
-        }
-        if let Err(e) = crate::telemetry::parse_level(&self.log.level) {
-            problems.push(format!("log.level: {e}"));
-        }
-        if let Some(k) = &self.signing.key_file
-            && let Err(e) = crate::token::SigningKey::from_file(self.signing.algorithm, k)
-        {
-            problems.push(format!("signing.key_file: {e:#}"));
-        }
-        for (i, k) in self.signing.previous_key_files.iter().enumerate() {
-            if let Err(e) = crate::token::SigningKey::from_file(self.signing.algorithm, k) {
-                problems.push(format!("signing.previous_key_files[{i}]: {e:#}"));
-            }
-        }
+        let keys = self.signing.load().map_err(|e| p.extend(e)).ok();
         let mut seen = BTreeMap::new();
         for (i, c) in self.clients.iter().enumerate() {
             if let Some(j) = seen.insert(c.client_id.clone(), i) {
-                problems.push(format!(
+                p.push(format!(
                     "clients[{i}].client_id: {:?} is also clients[{j}]",
                     c.client_id
                 ));
             }
             if let Err(errs) = c.validate() {
-                problems.extend(
+                p.extend(
                     errs.into_iter()
                         .map(|e| format!("clients[{i}] ({}): {e}", c.client_id)),
                 );
             }
         }
-        problems
+        let clients = if problems.is_empty() {
+            Registry::new(&self.clients)
+                .map_err(|e| problems.extend(e))
+                .ok()
+        } else {
+            None
+        };
+        let (Some(http_listen), Some(grpc_listen), Some(store), Some(keys), Some(clients), true) = (
+            http_listen,
+            grpc_listen,
+            store,
+            keys,
+            clients,
+            problems.is_empty(),
+        ) else {
+            return Err(Problems(problems));
+        };
+        let s = &self.server;
+        let boot = Boot {
+            oauth: oauth::Settings {
+                issuer: self.issuer.clone(),
+                access_ttl: secs(self.tokens.access_ttl_secs),
+                refresh_ttl: match self.tokens.refresh_ttl_secs {
+                    0 => None,
+                    s => Some(secs(s)),
+                },
+                code_ttl: secs(self.tokens.code_ttl_secs),
+                leeway_secs: i64::try_from(self.tokens.leeway_secs).unwrap_or(i64::MAX),
+                login_url: self.authorization.login_url.clone(),
+                challenge_ttl: secs(self.authorization.challenge_ttl_secs),
+            },
+            http_listen,
+            max_body_bytes: size(self.http.max_body_bytes),
+            grpc_listen,
+            admin,
+            login_app_token,
+            store,
+            tls,
+            tls_reload_check: secs(self.tls.reload_check_secs.max(1)),
+            server: ServerLimits {
+                shutdown_grace: secs(s.shutdown_grace_secs),
+                drain_delay: secs(s.drain_delay_secs),
+                reload_poll: (s.reload_poll_secs > 0).then(|| secs(s.reload_poll_secs)),
+                header_read_timeout: secs(s.header_read_timeout_secs),
+                request_timeout: secs(s.request_timeout_secs),
+                max_concurrent_requests: size(s.max_concurrent_requests),
+                max_connections: size(s.max_connections),
+            },
+            log: self.log.clone(),
+        };
+        let live = Live {
+            clients,
+            keys,
+            limits: self.limits(),
+        };
+        Ok(Settings {
+            file: self,
+            boot,
+            live,
+        })
     }
+
+    /// `[rate_limit]` and `[auth_throttle]` as the core applies them.
+    fn limits(&self) -> LimitPolicy {
+        let t = &self.auth_throttle;
+        LimitPolicy {
+            rate_limit: RateLimit {
+                per_sec: self.rate_limit.per_sec,
+                burst: u32::try_from(self.rate_limit.burst).unwrap_or(u32::MAX),
+            },
+            throttle: ThrottlePolicy {
+                enabled: t.enabled,
+                threshold: u32::try_from(t.threshold).unwrap_or(u32::MAX),
+                base: secs(t.base_secs),
+                max: secs(t.max_secs),
+                reset: secs(t.reset_secs),
+            },
+        }
+    }
+}
+
+/// Names of the restart-only keys whose value differs between the running
+/// file and `new`. Every section is destructured without `..`: a key added to
+/// a section fails to compile here until it is either listed as restart-only
+/// or marked live (and applied by the reload).
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    macro_rules! section {
+        ($prefix:literal, $old:expr, $new:expr, $Ty:ident { $($f:ident),* $(,)? }) => {{
+            let $Ty { $($f),* } = $new;
+            $( if $old.$f != *$f { out.push(concat!($prefix, stringify!($f))); } )*
+        }};
+    }
+    let Config {
+        issuer,
+        clients_file: _, // live: the registry is rebuilt
+        http,
+        grpc,
+        store,
+        tokens,
+        signing,
+        log,
+        server,
+        authorization,
+        admin,
+        tls,
+        rate_limit: _,    // live: Core::replace_limits
+        auth_throttle: _, // live: Core::replace_limits
+        clients: _,       // live: Core::replace_clients
+    } = new;
+    if old.issuer != *issuer {
+        out.push("issuer");
+    }
+    section!(
+        "http.",
+        old.http,
+        http,
+        HttpSettings {
+            listen,
+            max_body_bytes
+        }
+    );
+    section!("grpc.", old.grpc, grpc, GrpcSettings { listen });
+    section!(
+        "store.",
+        old.store,
+        store,
+        StoreSettings {
+            url,
+            key_prefix,
+            timeout_ms,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+            password,
+        }
+    );
+    section!(
+        "tokens.",
+        old.tokens,
+        tokens,
+        TokenSettings {
+            access_ttl_secs,
+            refresh_ttl_secs,
+            code_ttl_secs,
+            leeway_secs,
+        }
+    );
+    out.extend(crate::signing::restart_only_changes(&old.signing, signing));
+    section!("log.", old.log, log, LogSettings { format, level });
+    section!(
+        "server.",
+        old.server,
+        server,
+        ServerSettings {
+            shutdown_grace_secs,
+            drain_delay_secs,
+            reload_poll_secs,
+            header_read_timeout_secs,
+            request_timeout_secs,
+            max_concurrent_requests,
+            max_connections,
+        }
+    );
+    section!(
+        "authorization.",
+        old.authorization,
+        authorization,
+        AuthorizationSettings {
+            login_url,
+            challenge_ttl_secs,
+            login_app_token_hash,
+        }
+    );
+    section!(
+        "admin.",
+        old.admin,
+        admin,
+        AdminSettings { listen, token_hash }
+    );
+    // The TLS files' content reloads on its own (transport::tls); which files,
+    // and how often they are checked, is bound at start.
+    section!(
+        "tls.",
+        old.tls,
+        tls,
+        TlsSettings {
+            cert_file,
+            key_file,
+            client_ca_file,
+            reload_check_secs,
+        }
+    );
+    out
 }
 
 fn resolve(config_path: Option<&Path>, p: &Path) -> PathBuf {
@@ -866,7 +918,7 @@ mod tests {
         {
             use secrecy::ExposeSecret;
             let pw = cfg.store.password.as_ref().expect("password from env");
-            assert_eq!(pw.expose_secret(), "hunter2");
+            assert_eq!(pw.0.expose_secret(), "hunter2");
             assert!(!format!("{cfg:?}").contains("hunter2"), "Debug hides it");
         }
 

@@ -1,27 +1,34 @@
 //! tokend: an OAuth 2.0 token service with a gRPC API and an HTTP bridge.
 //!
-//! # Layout
-//! - [`oauth`]: the core; every protocol rule (client authentication, grants,
-//!   scope, introspection, revocation). No transport types.
-//! - [`token`]: keys, JWT minting and verification, opaque handles.
-//! - [`store`]: the shared-state trait and its backends.
+//! This crate is the service: configuration, transports, wiring, reload,
+//! health, metrics, logs and the command line. The rules live below it
+//! (docs/architecture.md draws the layers; the compiler enforces them):
+//! - `tokend-core` ([`oauth`], [`store`]): every protocol rule and the
+//!   shared state; no transport types.
+//! - `tokend-token` ([`token`]): keys, JWKS, JWT minting and verification,
+//!   opaque handles; no I/O.
+//!
+//! Here:
+//! - [`config`]: the TOML file, parsed once into live and boot settings;
+//!   each component owns its section ([`signing`], [`telemetry`],
+//!   [`transport::tls`], `store`).
 //! - [`transport`]: gRPC (tonic) and HTTP (axum) adapters onto the core.
-//! - [`reload`]: hot reload of clients and keys (SIGHUP, file changes).
-//! - [`server`]: wiring and lifecycle; [`cli`]: the command line;
-//!   [`config`]: the TOML file.
+//! - [`server`]: wiring and lifecycle; [`reload`]: hot reload (SIGHUP, file
+//!   changes); [`cli`]: the command line.
 
 pub mod cli;
 pub mod config;
 pub mod health;
 pub mod metrics;
-pub mod oauth;
 pub mod reload;
 pub mod server;
-pub mod store;
+pub mod signing;
 pub mod telemetry;
-pub mod token;
 pub mod transport;
 pub mod watch;
+
+pub use tokend_core::{oauth, store};
+pub use tokend_token as token;
 
 /// Generated protobuf and gRPC code for `tokend.v1`.
 pub mod pb {

@@ -1,13 +1,13 @@
 //! Hot reload of the clients and signing keys, on SIGHUP and when a watched
 //! file changes.
 //!
-//! A reload re-runs [`Config::load`] and [`Config::validate`], builds a new
-//! [`Registry`] and [`KeySet`], and only when all of that succeeded swaps both
-//! into the core (each behind an `ArcSwap`, so a request sees the old set or
-//! the new one, never a mix). Any error keeps the running configuration and
-//! logs why. Settings that are bound at start (listen addresses, store, admin
-//! listener, issuer, token lifetimes, log) are not reloaded: a change to them
-//! is logged as needing a restart.
+//! A reload re-runs [`crate::config::load`] (the same parse as at start) and
+//! only when all of it succeeded swaps the live settings into the core: the
+//! client registry, the key set, the rate limits and the secret-guessing
+//! back-off (each behind an `ArcSwap`, so a request sees the old set or the
+//! new one, never a mix). Any error keeps the running configuration and logs
+//! why. Every other key is bound at start; a change to one is logged at warn
+//! level, naming the key ([`restart_only_changes`]).
 //!
 //! Files are watched by polling their content hash (config file, clients
 //! file, key files) every interval rather than with inotify: reading through
@@ -18,11 +18,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::oauth::{Core, Registry};
+use crate::config::{Config, Live, restart_only_changes};
+use crate::oauth::Core;
 use crate::watch::{FileWatch, Trigger};
 
 /// What triggers a reload.
@@ -55,32 +54,32 @@ impl Reloader {
         }
     }
 
-    /// Loads, validates and swaps in the new clients and keys, or changes
-    /// nothing and returns why.
+    /// Loads and parses the configuration and swaps in what applies live
+    /// (clients, keys, rate limits, the secret-guessing back-off), or changes
+    /// nothing and returns why. Restart-only keys that changed are logged at
+    /// warn level by name.
     pub fn reload(&mut self) -> anyhow::Result<()> {
-        let cfg = Config::load(self.opts.config_path.as_deref(), std::env::vars())?;
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "));
-        }
-        let registry = Registry::new(&cfg.clients)
-            .map_err(|e| anyhow::anyhow!("invalid clients:\n  {}", e.join("\n  ")))?;
-        // Without a key file the key is ephemeral: generating a new one would
-        // orphan every token issued so far, so the running key stays.
-        let keys = if self.current.signing.key_file.is_some() && cfg.signing.key_file.is_some() {
-            Some(crate::server::load_keys(&cfg).context("signing")?)
-        } else {
-            None
-        };
-        for key in restart_only_changes(&self.current, &cfg) {
+        let next = crate::config::load(self.opts.config_path.as_deref(), std::env::vars())?;
+        for key in restart_only_changes(&self.current, &next.file) {
             tracing::warn!(
                 key,
                 "configuration change needs a restart to take effect; keeping the running value"
             );
         }
-        let n = registry.all().count();
-        self.core.replace_clients(registry);
-        if let Some(keys) = keys {
+        let Live {
+            clients,
+            keys,
+            limits,
+        } = next.live;
+        let n = clients.all().count();
+        self.core.replace_clients(clients);
+        self.core.replace_limits(limits);
+        // An ephemeral key stays (a new one would orphan every token issued
+        // so far), and so does the running algorithm.
+        let same_signing =
+            crate::signing::restart_only_changes(&self.current.signing, &next.file.signing)
+                .is_empty();
+        if let (Some(keys), true) = (keys, same_signing) {
             let before = self.core.keys();
             self.core.replace_keys(keys);
             crate::metrics::signing_key_changed(&before, &self.core.keys());
@@ -92,9 +91,9 @@ impl Reloader {
         );
         // Remember what is now running, but keep the restart-only settings
         // of the process so they keep being reported until a restart.
-        let mut next = cfg;
-        keep_restart_only(&self.current, &mut next);
-        self.current = next;
+        let mut file = next.file;
+        keep_restart_only(&self.current, &mut file);
+        self.current = file;
         Ok(())
     }
 
@@ -149,80 +148,8 @@ impl Reloader {
     }
 }
 
-/// Names of settings that differ between `old` and `new` but are only read
-/// at start.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    let mut check = |name: &'static str, changed: bool| {
-        if changed {
-            v.push(name);
-        }
-    };
-    check("issuer", old.issuer != new.issuer);
-    check("http.listen", old.http.listen != new.http.listen);
-    check(
-        "http.max_body_bytes",
-        old.http.max_body_bytes != new.http.max_body_bytes,
-    );
-    check("grpc.listen", old.grpc.listen != new.grpc.listen);
-    check("store.url", old.store.url != new.store.url);
-    check(
-        "store.key_prefix",
-        old.store.key_prefix != new.store.key_prefix,
-    );
-    check(
-        "store.timeout_ms",
-        old.store.timeout_ms != new.store.timeout_ms,
-    );
-    check(
-        "store.tls_*_file",
-        (
-            &old.store.tls_ca_file,
-            &old.store.tls_cert_file,
-            &old.store.tls_key_file,
-        ) != (
-            &new.store.tls_ca_file,
-            &new.store.tls_cert_file,
-            &new.store.tls_key_file,
-        ),
-    );
-    check(
-        "tokens",
-        (
-            old.tokens.access_ttl_secs,
-            old.tokens.refresh_ttl_secs,
-            old.tokens.code_ttl_secs,
-            old.tokens.leeway_secs,
-        ) != (
-            new.tokens.access_ttl_secs,
-            new.tokens.refresh_ttl_secs,
-            new.tokens.code_ttl_secs,
-            new.tokens.leeway_secs,
-        ),
-    );
-    check(
-        "signing.algorithm",
-        old.signing.algorithm != new.signing.algorithm,
-    );
-    check(
-        "signing.key_file (ephemeral key)",
-        old.signing.key_file.is_none() != new.signing.key_file.is_none(),
-    );
-    check(
-        "log",
-        old.log.level != new.log.level || old.log.format != new.log.format,
-    );
-    check(
-        "server",
-        old.server.shutdown_grace_secs != new.server.shutdown_grace_secs
-            || old.server.reload_poll_secs != new.server.reload_poll_secs,
-    );
-    check("admin", old.admin != new.admin);
-    check("authorization", old.authorization != new.authorization);
-    v
-}
-
-/// Copies the start-only settings of `running` into `next`.
+/// Copies the start-only settings of `running` into `next` (everything but
+/// what [`Reloader::reload`] applies).
 fn keep_restart_only(running: &Config, next: &mut Config) {
     next.issuer = running.issuer.clone();
     next.http = running.http.clone();
@@ -233,8 +160,8 @@ fn keep_restart_only(running: &Config, next: &mut Config) {
     next.server = running.server.clone();
     next.admin = running.admin.clone();
     next.authorization = running.authorization.clone();
-    next.signing.algorithm = running.signing.algorithm;
-    if running.signing.key_file.is_none() || next.signing.key_file.is_none() {
+    next.tls = running.tls.clone();
+    if !crate::signing::restart_only_changes(&running.signing, &next.signing).is_empty() {
         next.signing = running.signing.clone();
     }
 }

@@ -1,4 +1,5 @@
-//! Wiring and lifecycle: build the store, keys and core from a [`Config`],
+//! Wiring and lifecycle: build the store, keys and core from parsed
+//! [`Settings`],
 //! bind both listeners, and run the gRPC server, the HTTP bridge and the
 //! background tasks under one cancellation token.
 //!
@@ -14,18 +15,16 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Boot, Config, Settings};
 use crate::health::{self, Readiness};
-use crate::oauth::client::SecretHash;
-use crate::oauth::{Core, OAuthError, Registry, Settings};
+use crate::oauth::{Core, OAuthError};
 use crate::pb::authorization_service_server::AuthorizationServiceServer;
 use crate::pb::token_service_server::TokenServiceServer;
 use crate::reload::{ReloadOptions, Reloader};
 use crate::store::{self, SharedStore};
-use crate::token::{KeySet, SigningKey};
 use crate::transport::access::{AccessLayer, Transport};
-use crate::transport::listen::{self, ListenOptions, Protocols};
-use crate::transport::tls::Tls;
+use crate::transport::listen::{self, ListenOptions};
+use crate::transport::tls::Protocols;
 use crate::transport::{grpc, http};
 
 /// A built, bound, not yet running tokend.
@@ -38,55 +37,27 @@ pub struct Server {
     grpc_listener: TcpListener,
     admin_listener: Option<TcpListener>,
     reload: Option<ReloadOptions>,
-    tls: Option<Tls>,
-    config: Config,
-}
-
-/// Loads the signing key set named by `[signing]`, or an ephemeral key.
-pub fn load_keys(cfg: &Config) -> anyhow::Result<KeySet> {
-    let alg = cfg.signing.algorithm;
-    let active = match &cfg.signing.key_file {
-        Some(path) => SigningKey::from_file(alg, path).context("signing.key_file")?,
-        None => {
-            tracing::warn!(
-                %alg,
-                "no signing.key_file: using an EPHEMERAL key; tokens die with this process and \
-                 replicas cannot verify each other's tokens. Development only: run `tokend keygen`."
-            );
-            SigningKey::generate(alg)?
-        }
-    };
-    let previous = cfg
-        .signing
-        .previous_key_files
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            SigningKey::from_file(alg, p)
-                .with_context(|| format!("signing.previous_key_files[{i}]"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(KeySet::new(active, previous))
+    /// The file as written, for the reloader's comparison.
+    file: Config,
+    boot: Boot,
 }
 
 impl Server {
-    /// Validates `config`, connects the store, loads keys and binds both
-    /// listeners. Errors name the config key at fault.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let problems = config.validate();
-        if !problems.is_empty() {
-            anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "));
-        }
-        let keys = load_keys(&config)?;
-        let registry = Registry::new(&config.clients)
-            .map_err(|e| anyhow::anyhow!("invalid clients:\n  {}", e.join("\n  ")))?;
-        let tls = Tls::load(&config.tls)?;
+    /// Connects the store and binds the listeners of parsed `settings` (see
+    /// [`crate::config::load`]). Errors name the config key at fault.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let Settings { file, boot, live } = settings;
+        let keys = match live.keys {
+            Some(keys) => keys,
+            None => crate::signing::ephemeral(file.signing.algorithm)?,
+        };
         let store: SharedStore = Arc::new(store::instrumented::Instrumented::new(
-            store::connect(&config.store).await.context("store")?,
+            store::connect(&boot.store).await.context("store")?,
         ));
         let core = Arc::new(Core::new(
-            Settings::from_config(&config),
-            registry,
+            boot.oauth.clone(),
+            live.limits,
+            live.clients,
             keys,
             store.clone(),
         ));
@@ -103,18 +74,10 @@ impl Server {
             .await;
         let readiness = Readiness::new(health_reporter.clone());
         readiness.set(false, "starting").await;
-        let http_listener = TcpListener::bind(&config.http.listen)
-            .await
-            .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
-        let grpc_listener = TcpListener::bind(&config.grpc.listen)
-            .await
-            .with_context(|| format!("grpc.listen: cannot bind {}", config.grpc.listen))?;
-        let admin_listener = match &config.admin.listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("admin.listen: cannot bind {addr}"))?,
-            ),
+        let http_listener = bind("http.listen", boot.http_listen).await?;
+        let grpc_listener = bind("grpc.listen", boot.grpc_listen).await?;
+        let admin_listener = match &boot.admin {
+            Some(admin) => Some(bind("admin.listen", admin.listen).await?),
             None => None,
         };
         Ok(Self {
@@ -126,8 +89,8 @@ impl Server {
             grpc_listener,
             admin_listener,
             reload: None,
-            tls,
-            config,
+            file,
+            boot,
         })
     }
 
@@ -169,13 +132,14 @@ impl Server {
             grpc_listener,
             admin_listener,
             reload,
-            tls,
-            config,
+            file,
+            boot,
         } = self;
+        let boot = &boot;
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health_reporter),
         );
-        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let grace = boot.server.shutdown_grace;
         let stop_servers = CancellationToken::new();
         let background = CancellationToken::new();
 
@@ -187,7 +151,7 @@ impl Server {
         tokio::spawn(health::run_checks(
             readiness.clone(),
             store.clone(),
-            Duration::from_millis(config.store.timeout_ms),
+            boot.store.timeout(),
             Duration::from_secs(1),
             background.clone(),
         ));
@@ -198,43 +162,36 @@ impl Server {
             background.clone(),
         ));
         if let Some(opts) = reload {
-            let reloader = Reloader::new(core.clone(), config.clone(), opts);
+            let reloader = Reloader::new(core.clone(), file, opts);
             tokio::spawn(reloader.run(background.clone()));
         }
         tokio::spawn(crate::metrics::upkeep(
             metrics_handle.clone(),
             background.clone(),
         ));
+        let tls = boot.tls.clone();
         if let Some(t) = tls.clone() {
-            tokio::spawn(t.watch(
-                Duration::from_secs(config.tls.reload_check_secs.max(1)),
-                background.clone(),
-            ));
+            tokio::spawn(t.watch(boot.tls_reload_check, background.clone()));
         }
-        let limits = &config.server;
+        let limits = &boot.server;
         let opts = ListenOptions {
-            max_connections: usize::try_from(limits.max_connections).unwrap_or(usize::MAX),
-            header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+            max_connections: limits.max_connections,
+            header_read_timeout: limits.header_read_timeout,
             tls,
         };
-        let max_requests = usize::try_from(limits.max_concurrent_requests)
-            .unwrap_or(usize::MAX)
+        let max_requests = limits
+            .max_concurrent_requests
             .min(tokio::sync::Semaphore::MAX_PERMITS);
-        let request_timeout = Duration::from_secs(limits.request_timeout_secs);
+        let request_timeout = limits.request_timeout;
         let label: Arc<dyn Fn(&str) -> String + Send + Sync> = {
             let core = core.clone();
             Arc::new(move |id: &str| core.client_label(id))
         };
 
         // The login app's bearer secret.
-        let login_app = match config.authorization.login_app_token_hash.as_deref() {
-            None => None,
-            Some(h) => Some(crate::transport::admin::AdminAuth::login_app(
-                SecretHash::parse_sha256(h).context(
-                    "authorization.login_app_token_hash: must be sha256:<64 hex digits>",
-                )?,
-            )),
-        };
+        let login_app = boot
+            .login_app_token
+            .map(crate::transport::admin::AdminAuth::login_app);
         let (reflection_v1, reflection_v1alpha) = grpc::reflection(
             &["tokend.v1.TokenService", "tokend.v1.AuthorizationService"],
             true,
@@ -256,7 +213,7 @@ impl Server {
                 label.clone(),
                 max_requests,
                 request_timeout,
-                |e| tonic::Status::from(e).into_http(),
+                |e| grpc::status(e).into_http(),
             ))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -268,10 +225,9 @@ impl Server {
                 grpc::AuthorizationService::new(core.clone()),
                 move |req: tonic::Request<()>| match &login_app {
                     Some(auth) => auth.check(&req).map(|()| req),
-                    None => Err(OAuthError::AccessDenied(
+                    None => Err(grpc::status(OAuthError::AccessDenied(
                         "no login app is configured ([authorization] login_app_token_hash)".into(),
-                    )
-                    .into()),
+                    ))),
                 },
             ))
             .serve_with_incoming_shutdown(ReceiverStream::new(grpc_conns), async move {
@@ -282,7 +238,7 @@ impl Server {
         let mut app = http::router(http::HttpState {
             core: core.clone(),
             readiness: readiness.clone(),
-            max_body: usize::try_from(config.http.max_body_bytes).unwrap_or(usize::MAX),
+            max_body: boot.max_body_bytes,
         });
         if admin_listener.is_none() {
             app = app.merge(crate::metrics::router(metrics_handle.clone()));
@@ -292,7 +248,7 @@ impl Server {
             label,
             max_requests,
             request_timeout,
-            <OAuthError as axum::response::IntoResponse>::into_response,
+            http::error_response,
         ));
         let http_conns = listen::accept(
             http_listener,
@@ -315,7 +271,7 @@ impl Server {
                     tls: None,
                     ..opts.clone()
                 };
-                let app = admin_router(core.clone(), &config, metrics_handle.clone())?
+                let app = admin_router(core.clone(), boot, metrics_handle.clone())?
                     .merge(http::probes(readiness.clone()));
                 let conns = listen::accept(l, admin_opts, Protocols::Http, stop_servers.clone());
                 Some(tokio::spawn(listen::serve_http(
@@ -348,7 +304,7 @@ impl Server {
             "shutting down: draining requests"
         );
         readiness.shutting_down().await;
-        let drain_delay = Duration::from_secs(config.server.drain_delay_secs);
+        let drain_delay = boot.server.drain_delay;
         if !drain_delay.is_zero() {
             // Not ready, still serving: endpoint lists catch up before the
             // listeners close, so no new connection is refused meanwhile.
@@ -390,22 +346,26 @@ impl Server {
 /// its own bearer authentication, on one port (gRPC is h2c, metrics HTTP/1.1).
 fn admin_router(
     core: Arc<Core>,
-    config: &Config,
+    boot: &Boot,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<axum::Router> {
     let app = crate::metrics::router(metrics);
-    let Some(hash) = config.admin.token_hash.as_deref() else {
+    let Some(expected) = boot.admin.as_ref().and_then(|a| a.token) else {
         tracing::info!(
             "admin listener serves /metrics only: no admin.token_hash, no ClientAdmin API"
         );
         return Ok(app);
     };
-    let expected = SecretHash::parse_sha256(hash)
-        .context("admin.token_hash: must be sha256:<64 hex digits>")?;
     let admin =
         crate::transport::admin::router(core, crate::transport::admin::AdminAuth::new(expected))?;
     tracing::info!("admin API enabled (tokend.v1.ClientAdmin) on the admin listener");
     Ok(app.merge(admin))
+}
+
+async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key}: cannot bind {addr}"))
 }
 
 async fn prune_loop(store: SharedStore, stop: CancellationToken) {

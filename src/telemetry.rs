@@ -6,9 +6,43 @@
 //! (`Authorization: Basic ...`) and bodies (client secrets). The access log
 //! (`tokend::access`) is tokend's own per-request record instead.
 
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, LogSettings};
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[log]` as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl LogSettings {
+    /// Checks `level` (a level or an `EnvFilter` directive list).
+    pub fn check(&self) -> Result<(), String> {
+        parse_level(&self.level)
+            .map(|_| ())
+            .map_err(|e| format!("log.level: {e}"))
+    }
+}
 
 /// Filter directives appended to every configuration (see the module docs).
 pub const ALWAYS: &[&str] = &[

@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use secrecy::SecretString;
-use tokend::oauth::{
-    Core, Credentials, OAuthError, PresentedVia, Registry, Settings, TokenRequest,
-};
+use tokend::oauth::{Core, Credentials, OAuthError, PresentedVia, TokenRequest};
 use tokend::store::MemoryStore;
 use tokend::token::{Algorithm, KeySet, SigningKey, jwt};
 use tokend::transport::http::{Params, decode_basic};
@@ -55,9 +53,11 @@ audience = ["api"]
         std::fs::write(&p, toml).unwrap();
         tokend::config::Config::load(Some(&p), Vec::new()).unwrap()
     };
+    let parsed = cfg.parse().unwrap();
     Core::new(
-        Settings::from_config(&cfg),
-        Registry::new(&cfg.clients).unwrap(),
+        parsed.boot.oauth,
+        parsed.live.limits,
+        parsed.live.clients,
         KeySet::new(SigningKey::generate(Algorithm::ES256).unwrap(), vec![]),
         Arc::new(MemoryStore::new()),
     )

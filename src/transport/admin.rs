@@ -34,8 +34,9 @@ fn status(code: Code, reason: &str, message: &str) -> Status {
     Status::with_error_details(code, message, details)
 }
 
-impl From<AdminError> for Status {
-    fn from(e: AdminError) -> Self {
+/// The one conversion of an admin error to a gRPC status.
+fn admin_status(e: AdminError) -> Status {
+    {
         match &e {
             AdminError::UnknownClient => status(Code::NotFound, "unknown_client", &e.to_string()),
             AdminError::InvalidRequest(m) => status(Code::InvalidArgument, "invalid_request", m),
@@ -137,9 +138,9 @@ fn audit<T>(
     action: &'static str,
     target_kind: &'static str,
     target: &str,
-    result: &Result<T, AdminError>,
-) {
-    let outcome = match result {
+    result: Result<T, AdminError>,
+) -> Result<T, Status> {
+    let outcome = match &result {
         Ok(_) => "ok",
         Err(AdminError::UnknownClient) => "unknown_client",
         Err(AdminError::InvalidRequest(_)) => "invalid_request",
@@ -172,6 +173,7 @@ fn audit<T>(
             "admin action"
         );
     }
+    result.map_err(admin_status)
 }
 
 fn info(s: ClientState) -> pb::ClientInfo {
@@ -223,9 +225,10 @@ impl ClientAdmin {
         } else {
             "enable_client"
         };
-        audit(&ext, action, "client", &r.client_id, &result);
-        result?;
-        Ok(Response::new(self.one(&r.client_id).await?))
+        audit(&ext, action, "client", &r.client_id, result)?;
+        Ok(Response::new(
+            self.one(&r.client_id).await.map_err(admin_status)?,
+        ))
     }
 }
 
@@ -237,13 +240,7 @@ impl ClientAdminApi for ClientAdmin {
     ) -> Result<Response<pb::RevokeClientTokensResponse>, Status> {
         let (_, ext, r) = req.into_parts();
         let result = self.core.revoke_client_tokens(&r.client_id).await;
-        audit(
-            &ext,
-            "revoke_client_tokens",
-            "client",
-            &r.client_id,
-            &result,
-        );
+        let result = audit(&ext, "revoke_client_tokens", "client", &r.client_id, result);
         Ok(Response::new(pb::RevokeClientTokensResponse {
             not_before_ms: result?,
         }))
@@ -269,7 +266,7 @@ impl ClientAdminApi for ClientAdmin {
     ) -> Result<Response<pb::ListClientsResponse>, Status> {
         let (_, ext, _) = req.into_parts();
         let result = self.core.client_states(None).await;
-        audit(&ext, "list_clients", "client", "*", &result);
+        let result = audit(&ext, "list_clients", "client", "*", result);
         Ok(Response::new(pb::ListClientsResponse {
             clients: result?.into_iter().map(info).collect(),
         }))
@@ -281,7 +278,7 @@ impl ClientAdminApi for ClientAdmin {
     ) -> Result<Response<pb::ClientInfo>, Status> {
         let (_, ext, r) = req.into_parts();
         let result = self.one(&r.client_id).await;
-        audit(&ext, "get_client", "client", &r.client_id, &result);
+        let result = audit(&ext, "get_client", "client", &r.client_id, result);
         Ok(Response::new(result?))
     }
 
@@ -291,13 +288,7 @@ impl ClientAdminApi for ClientAdmin {
     ) -> Result<Response<pb::RevokeSubjectTokensResponse>, Status> {
         let (_, ext, r) = req.into_parts();
         let result = self.core.revoke_subject_tokens(&r.subject).await;
-        audit(
-            &ext,
-            "revoke_subject_tokens",
-            "subject",
-            &r.subject,
-            &result,
-        );
+        let result = audit(&ext, "revoke_subject_tokens", "subject", &r.subject, result);
         Ok(Response::new(pb::RevokeSubjectTokensResponse {
             not_before_ms: result?,
         }))

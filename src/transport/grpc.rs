@@ -17,8 +17,9 @@ use crate::pb;
 /// ErrorInfo domain for every tokend error.
 pub const ERROR_DOMAIN: &str = "tokend";
 
-impl From<OAuthError> for Status {
-    fn from(e: OAuthError) -> Self {
+/// The one conversion of an OAuth error to a gRPC status.
+pub fn status(e: OAuthError) -> Status {
+    {
         let code = match &e {
             OAuthError::InvalidRequest(_)
             | OAuthError::InvalidGrant(_)
@@ -42,6 +43,14 @@ impl From<OAuthError> for Status {
         }
         Status::with_error_details(code, e.description(), details)
     }
+}
+
+/// Records an RPC's outcome in the access log and metrics, and converts its
+/// error: every RPC answers through here, so the error-to-outcome mapping
+/// is written once.
+pub fn reply<T>(rec: &RequestRecord, r: Result<T, OAuthError>) -> Result<T, Status> {
+    rec.outcome(&r);
+    r.map_err(status)
 }
 
 /// The server reflection services (v1 and v1alpha) of one listener,
@@ -125,9 +134,7 @@ impl pb::token_service_server::TokenService for TokenService {
             code_verifier: non_empty(r.code_verifier),
             refresh_token: non_empty(r.refresh_token),
         };
-        let t = self.core.token(&creds, req).await;
-        rec.outcome(&t);
-        let t = t?;
+        let t = reply(&rec, self.core.token(&creds, req).await)?;
         Ok(Response::new(pb::IssueResponse {
             access_token: t.access_token,
             token_type: t.token_type.to_string(),
@@ -146,12 +153,12 @@ impl pb::token_service_server::TokenService for TokenService {
         let r = request.into_inner();
         let creds = credentials(r.client_id, r.client_secret, &rec);
         let hint = non_empty(r.token_type_hint);
-        let answer = self
-            .core
-            .introspect(&creds, &r.token, hint.as_deref())
-            .await;
-        rec.outcome(&answer);
-        let answer = answer?;
+        let answer = reply(
+            &rec,
+            self.core
+                .introspect(&creds, &r.token, hint.as_deref())
+                .await,
+        )?;
         Ok(Response::new(match answer {
             Introspection::Inactive => pb::IntrospectResponse::default(),
             Introspection::Refresh(r) => pb::IntrospectResponse {
@@ -191,9 +198,10 @@ impl pb::token_service_server::TokenService for TokenService {
         let r = request.into_inner();
         let creds = credentials(r.client_id, r.client_secret, &rec);
         let hint = non_empty(r.token_type_hint);
-        let done = self.core.revoke(&creds, &r.token, hint.as_deref()).await;
-        rec.outcome(&done);
-        done?;
+        reply(
+            &rec,
+            self.core.revoke(&creds, &r.token, hint.as_deref()).await,
+        )?;
         Ok(Response::new(pb::RevokeResponse {}))
     }
 }
@@ -216,8 +224,9 @@ impl pb::authorization_service_server::AuthorizationService for AuthorizationSer
         &self,
         request: Request<pb::GetAuthorizationRequest>,
     ) -> Result<Response<pb::GetAuthorizationResponse>, Status> {
+        let rec = RequestRecord::of(request.extensions());
         let r = request.into_inner();
-        let info = self.core.get_authorization(&r.login_challenge).await?;
+        let info = reply(&rec, self.core.get_authorization(&r.login_challenge).await)?;
         Ok(Response::new(pb::GetAuthorizationResponse {
             client_id: info.client_id,
             requested_scope: info.requested_scope,
@@ -229,6 +238,7 @@ impl pb::authorization_service_server::AuthorizationService for AuthorizationSer
         &self,
         request: Request<pb::AcceptAuthorizationRequest>,
     ) -> Result<Response<pb::AcceptAuthorizationResponse>, Status> {
+        let rec = RequestRecord::of(request.extensions());
         let r = request.into_inner();
         let granted: Vec<String> = r
             .granted_scope
@@ -236,10 +246,12 @@ impl pb::authorization_service_server::AuthorizationService for AuthorizationSer
             .flat_map(|s| crate::oauth::scope::split(s))
             .collect();
         let claims = r.claims.map(struct_to_json).unwrap_or_default();
-        let redirect_to = self
-            .core
-            .accept_authorization(&r.login_challenge, &r.subject, &granted, claims)
-            .await?;
+        let redirect_to = reply(
+            &rec,
+            self.core
+                .accept_authorization(&r.login_challenge, &r.subject, &granted, claims)
+                .await,
+        )?;
         Ok(Response::new(pb::AcceptAuthorizationResponse {
             redirect_to,
         }))
@@ -249,11 +261,14 @@ impl pb::authorization_service_server::AuthorizationService for AuthorizationSer
         &self,
         request: Request<pb::RejectAuthorizationRequest>,
     ) -> Result<Response<pb::RejectAuthorizationResponse>, Status> {
+        let rec = RequestRecord::of(request.extensions());
         let r = request.into_inner();
-        let redirect_to = self
-            .core
-            .reject_authorization(&r.login_challenge, &r.error, &r.error_description)
-            .await?;
+        let redirect_to = reply(
+            &rec,
+            self.core
+                .reject_authorization(&r.login_challenge, &r.error, &r.error_description)
+                .await,
+        )?;
         Ok(Response::new(pb::RejectAuthorizationResponse {
             redirect_to,
         }))

@@ -108,10 +108,10 @@ impl IntoResponse for HttpError {
     }
 }
 
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        HttpError::from(self).into_response()
-    }
+/// The one conversion of an OAuth error to an HTTP response (also used by
+/// the access layer for the rejections it makes itself).
+pub fn error_response(e: OAuthError) -> Response {
+    HttpError::from(e).into_response()
 }
 
 fn no_store(value: Value) -> Response {

@@ -21,7 +21,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower::ServiceExt;
 
 use super::access::PeerAddr;
-use super::tls::Tls;
+use super::tls::{Protocols, Tls};
 
 /// Listener options from `[server]` and `[tls]`.
 #[derive(Clone)]
@@ -91,15 +91,6 @@ impl Connected for Conn {
             remote_addr: Some(self.peer),
         }
     }
-}
-
-/// Which ALPN protocols a listener offers.
-#[derive(Clone, Copy)]
-pub enum Protocols {
-    /// HTTP/2 only (gRPC).
-    H2,
-    /// HTTP/1.1 and HTTP/2.
-    Http,
 }
 
 /// Accepts connections until `stop` is cancelled; yields them (handshaken

@@ -19,9 +19,58 @@ use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::listen::Protocols;
-use crate::config::TlsSettings;
+use serde::Deserialize;
+
 use crate::watch::FileWatch;
+
+/// `[tls]`: optional TLS on both listeners.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the certificate files are checked for changes (SIGHUP
+    /// reloads at once).
+    #[serde(deserialize_with = "tokend_core::de::de_num")]
+    pub reload_check_secs: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_check_secs: 5,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// Reads the files into acceptors; `Ok(None)` when TLS is off. Problems
+    /// name the key at fault.
+    pub fn load(&self) -> Result<Option<Tls>, Vec<String>> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err(vec!["tls.key_file: required with tls.cert_file".into()]),
+            (None, Some(_)) => Err(vec!["tls.cert_file: required with tls.key_file".into()]),
+            (None, None) if self.client_ca_file.is_some() => Err(vec![
+                "tls.client_ca_file: requires tls.cert_file and tls.key_file".into(),
+            ]),
+            _ => Tls::load(self).map_err(|e| vec![format!("{e:#}")]),
+        }
+    }
+}
+
+/// Which ALPN protocols a listener offers.
+#[derive(Clone, Copy)]
+pub enum Protocols {
+    /// HTTP/2 only (gRPC).
+    H2,
+    /// HTTP/1.1 and HTTP/2.
+    Http,
+}
 
 /// The acceptors built from one reading of the files.
 struct Acceptors {
@@ -113,7 +162,7 @@ fn build(
 
 impl Tls {
     /// Loads `[tls]`; `None` when TLS is off.
-    pub fn load(s: &TlsSettings) -> anyhow::Result<Option<Self>> {
+    fn load(s: &TlsSettings) -> anyhow::Result<Option<Self>> {
         let (Some(cert_file), Some(key_file)) = (&s.cert_file, &s.key_file) else {
             return Ok(None);
         };

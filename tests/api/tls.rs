@@ -281,7 +281,9 @@ impl TlsApp {
         let p = dir.path().join("tokend.toml");
         std::fs::write(&p, toml).unwrap();
         let cfg = tokend::config::Config::load(Some(&p), Vec::new()).unwrap();
-        let server = tokend::server::Server::build(cfg).await.unwrap();
+        let server = tokend::server::Server::build(cfg.parse().unwrap())
+            .await
+            .unwrap();
         let (http, grpc) = (server.http_addr(), server.grpc_addr());
         let stop = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone()));

@@ -151,7 +151,9 @@ impl TestApp {
     /// Starts tokend without waiting for readiness (e.g. while its Redis is
     /// down).
     pub async fn start_config_unready(cfg: Config) -> Self {
-        let server = Server::build(cfg).await.expect("server builds");
+        let server = Server::build(cfg.parse().expect("test config parses"))
+            .await
+            .expect("server builds");
         let http = server.http_addr();
         let grpc = server.grpc_addr();
         let admin = server.admin_addr();
@@ -176,9 +178,11 @@ impl TestApp {
     /// A handle on a tokend running elsewhere (a `tokend serve` child
     /// process); `core` is a placeholder and stopping it does nothing.
     pub fn remote(http: SocketAddr, grpc: SocketAddr) -> Self {
+        let parsed = Config::default().parse().unwrap();
         let placeholder = tokend::oauth::Core::new(
-            tokend::oauth::Settings::from_config(&Config::load(None, Vec::new()).unwrap()),
-            tokend::oauth::Registry::new(&[]).unwrap(),
+            parsed.boot.oauth,
+            parsed.live.limits,
+            parsed.live.clients,
             tokend::token::KeySet::new(
                 tokend::token::SigningKey::generate(tokend::token::Algorithm::ES256).unwrap(),
                 Vec::new(),

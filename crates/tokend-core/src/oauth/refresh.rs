@@ -27,7 +27,7 @@ use super::client::{Client, GrantType};
 use super::error::OAuthError;
 use super::grant::{Grant, TokenRequest, TokenResponse};
 use super::{Core, lifecycle, now_unix, scope};
-use crate::token::opaque;
+use tokend_token::opaque;
 
 /// Rotated refresh tokens remembered per family for reuse detection.
 pub const MAX_PREVIOUS: usize = 32;

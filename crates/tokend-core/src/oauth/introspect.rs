@@ -14,8 +14,8 @@ use super::client::Credentials;
 use super::error::OAuthError;
 use super::refresh::{refresh_gid, revoked_gid_key};
 use super::{Core, lifecycle, now_unix};
-use crate::token::cache::TokenKey;
-use crate::token::{AccessClaims, jwt};
+use tokend_token::cache::TokenKey;
+use tokend_token::{AccessClaims, jwt};
 
 pub use super::refresh::RefreshInfo;
 

@@ -26,11 +26,13 @@ pub use introspect::{Introspection, RefreshInfo};
 pub use lifecycle::{AdminError, ClientState, DisabledClients};
 
 use crate::store::SharedStore;
-use crate::token::KeySet;
-use crate::token::cache::VerifiedCache;
 use client::GrantType;
+use tokend_token::KeySet;
+use tokend_token::cache::VerifiedCache;
 
-/// Token lifetimes and issuer, from `[tokens]` and `issuer`.
+/// Token lifetimes, issuer and the login app's page: fixed for the life of the
+/// process (a change needs a restart). The limits that apply live are in
+/// [`limits::LimitPolicy`].
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub issuer: String,
@@ -43,38 +45,6 @@ pub struct Settings {
     pub login_url: Option<String>,
     /// How long a login challenge waits for the login app.
     pub challenge_ttl: Duration,
-    /// Default per-client rate limit (`[rate_limit]`).
-    pub rate_limit: limits::RateLimit,
-    /// Secret-guessing back-off (`[auth_throttle]`).
-    pub throttle: limits::ThrottlePolicy,
-}
-
-impl Settings {
-    pub fn from_config(cfg: &crate::config::Config) -> Self {
-        Self {
-            issuer: cfg.issuer.clone(),
-            access_ttl: Duration::from_secs(cfg.tokens.access_ttl_secs),
-            refresh_ttl: match cfg.tokens.refresh_ttl_secs {
-                0 => None,
-                s => Some(Duration::from_secs(s)),
-            },
-            code_ttl: Duration::from_secs(cfg.tokens.code_ttl_secs),
-            leeway_secs: i64::try_from(cfg.tokens.leeway_secs).unwrap_or(i64::MAX),
-            login_url: cfg.authorization.login_url.clone(),
-            challenge_ttl: Duration::from_secs(cfg.authorization.challenge_ttl_secs),
-            rate_limit: limits::RateLimit {
-                per_sec: cfg.rate_limit.per_sec,
-                burst: u32::try_from(cfg.rate_limit.burst).unwrap_or(u32::MAX),
-            },
-            throttle: limits::ThrottlePolicy {
-                enabled: cfg.auth_throttle.enabled,
-                threshold: u32::try_from(cfg.auth_throttle.threshold).unwrap_or(u32::MAX),
-                base: Duration::from_secs(cfg.auth_throttle.base_secs),
-                max: Duration::from_secs(cfg.auth_throttle.max_secs),
-                reset: Duration::from_secs(cfg.auth_throttle.reset_secs),
-            },
-        }
-    }
 }
 
 /// The token service core, shared by both transports. Clients and keys sit
@@ -82,6 +52,8 @@ impl Settings {
 /// the old set or the new one, never a mix.
 pub struct Core {
     settings: Settings,
+    /// Rate limits and the secret-guessing back-off, replaced on reload.
+    limits: ArcSwap<limits::LimitPolicy>,
     clients: ArcSwap<Registry>,
     keys: ArcSwap<KeySet>,
     store: SharedStore,
@@ -97,9 +69,16 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(settings: Settings, clients: Registry, keys: KeySet, store: SharedStore) -> Self {
+    pub fn new(
+        settings: Settings,
+        limits: limits::LimitPolicy,
+        clients: Registry,
+        keys: KeySet,
+        store: SharedStore,
+    ) -> Self {
         Self {
             settings,
+            limits: ArcSwap::from_pointee(limits),
             clients: ArcSwap::from_pointee(clients),
             keys: ArcSwap::from_pointee(keys),
             store,
@@ -123,6 +102,16 @@ impl Core {
 
     pub fn clients(&self) -> Arc<Registry> {
         self.clients.load_full()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Arc<limits::LimitPolicy> {
+        self.limits.load_full()
+    }
+
+    /// Replaces the rate limits and the secret-guessing back-off (hot reload).
+    pub fn replace_limits(&self, limits: limits::LimitPolicy) {
+        self.limits.store(Arc::new(limits));
     }
 
     /// Replaces the client registry (hot reload).

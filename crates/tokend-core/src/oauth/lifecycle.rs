@@ -9,7 +9,7 @@
 //!   overrides the file until `EnableClient`.
 //! - `client:nbf:<client_id>` / `sub:nbf:<subject>` = Unix milliseconds as
 //!   ASCII. A token whose issue time in milliseconds (`iat_ms`, see
-//!   [`AccessClaims::issued_at_ms`](crate::token::AccessClaims::issued_at_ms))
+//!   [`AccessClaims::issued_at_ms`](tokend_token::AccessClaims::issued_at_ms))
 //!   is strictly below the mark is inactive; one minted in the revocation's
 //!   millisecond or later stays valid. The marks expire once every token they
 //!   could cover has expired (the longest token lifetime any client has, plus

@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::OAuthError;
 use super::scope;
-use crate::token::jwt::RESERVED_CLAIMS;
+use tokend_token::jwt::RESERVED_CLAIMS;
 
 /// Grant types a client may be allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -103,7 +103,7 @@ pub struct ClientConfig {
 }
 
 fn de_opt_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    crate::config::de_f64(d).map(Some)
+    crate::de::de_f64(d).map(Some)
 }
 
 fn default_grants() -> Vec<String> {
@@ -157,7 +157,7 @@ impl SecretHash {
     pub fn sha256_of(secret: &str) -> String {
         format!(
             "sha256:{}",
-            crate::token::opaque::hex(&Sha256::digest(secret.as_bytes()))
+            tokend_token::opaque::hex(&Sha256::digest(secret.as_bytes()))
         )
     }
 }

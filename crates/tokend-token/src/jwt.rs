@@ -348,7 +348,7 @@ pub fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, Veri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::keys::{Algorithm, SigningKey};
+    use crate::keys::{Algorithm, SigningKey};
 
     fn claims(now: i64) -> AccessClaims {
         AccessClaims {

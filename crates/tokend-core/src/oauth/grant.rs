@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::client::{Client, Credentials, GrantType};
 use super::error::OAuthError;
 use super::{Core, scope};
-use crate::token::{AccessClaims, jwt, opaque};
+use tokend_token::{AccessClaims, jwt, opaque};
 
 /// A token request, already decoded from the wire (form, JSON or protobuf).
 /// Fields are the RFC 6749 parameter names; absent and empty are the same.
@@ -81,8 +81,8 @@ impl Core {
                 "client_credentials takes no code, code_verifier or refresh_token",
             ));
         }
-        let scope = scope::grant(client, &req.scope)?;
-        let audience = scope::audience(client, &req.audience)?;
+        let scope = scope::grant(&client.scopes, &client.default_scopes, &req.scope)?;
+        let audience = scope::audience(&client.audience, &req.audience)?;
         self.mint(Grant {
             client,
             grant_type: GrantType::ClientCredentials,

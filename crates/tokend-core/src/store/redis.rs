@@ -41,9 +41,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::StoreSettings;
-
-use super::{RateDecision, Store, StoreError, StoreResult};
+use super::{RateDecision, Store, StoreError, StoreResult, StoreSettings};
 
 /// GCRA in one script so that read-compute-write is atomic across replicas.
 /// Mirrors `MemoryStore::rate_limit` exactly, in microseconds, on the Redis

@@ -41,14 +41,24 @@ use super::error::OAuthError;
 use super::{Core, now_unix};
 
 /// A token bucket: `per_sec` sustained, `burst` at once. `per_sec = 0` is off.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RateLimit {
     pub per_sec: f64,
     pub burst: u32,
 }
 
+/// `[rate_limit]` and `[auth_throttle]` as the core applies them. A reload
+/// swaps them in whole (see [`super::Core::replace_limits`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitPolicy {
+    /// The default per-client rate limit.
+    pub rate_limit: RateLimit,
+    /// The secret-guessing back-off.
+    pub throttle: ThrottlePolicy,
+}
+
 /// The secret-guessing back-off policy (`[auth_throttle]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ThrottlePolicy {
     pub enabled: bool,
     pub threshold: u32,
@@ -179,7 +189,7 @@ fn now_ms() -> i64 {
 /// Client ids are attacker-chosen text (and sometimes a pasted secret), so
 /// store keys hold a hash of them.
 fn id_hash(client_id: &str) -> String {
-    crate::token::opaque::hex(&Sha256::digest(client_id.as_bytes())[..16])
+    tokend_token::opaque::hex(&Sha256::digest(client_id.as_bytes())[..16])
 }
 
 /// The store keys one authentication attempt touches.
@@ -307,7 +317,8 @@ impl Core {
     }
 
     async fn throttle_check(&self, creds: &Credentials) -> Result<Check, OAuthError> {
-        let policy = &self.settings.throttle;
+        let limits = self.limits.load();
+        let policy = &limits.throttle;
         if !policy.enabled {
             return Ok(Check::Off);
         }
@@ -373,7 +384,8 @@ impl Core {
         }
         for (key, before) in updates {
             let next = self.next_failure(before, now);
-            let ttl = self.settings.throttle.reset + next.remaining(now).unwrap_or(Duration::ZERO);
+            let ttl =
+                self.limits.load().throttle.reset + next.remaining(now).unwrap_or(Duration::ZERO);
             if let Err(e) = self.store.put(&key, &next.encode(), Some(ttl)).await {
                 tracing::warn!(error = %e, "auth throttle: could not record a failure");
             }
@@ -381,7 +393,8 @@ impl Core {
     }
 
     fn next_failure(&self, before: Failures, now: i64) -> Failures {
-        let p = &self.settings.throttle;
+        let limits = self.limits.load();
+        let p = &limits.throttle;
         let count = before.count.saturating_add(1);
         let blocked_until_ms = if count >= p.threshold {
             let doublings = (count - p.threshold).min(30);
@@ -398,7 +411,7 @@ impl Core {
 
     /// The effective limit of `client`: its overrides, else the default.
     pub fn rate_limit_of(&self, client: &Client) -> RateLimit {
-        let d = self.settings.rate_limit;
+        let d = self.limits.load().rate_limit;
         let per_sec = client.rate_limit_per_sec.unwrap_or(d.per_sec);
         let burst = client.rate_limit_burst.unwrap_or(d.burst);
         RateLimit { per_sec, burst }

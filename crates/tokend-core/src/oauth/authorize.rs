@@ -24,8 +24,8 @@ use super::client::{Client, GrantType};
 use super::error::OAuthError;
 use super::grant::{Grant, TokenRequest, TokenResponse};
 use super::{Core, scope};
-use crate::token::jwt::RESERVED_CLAIMS;
-use crate::token::opaque;
+use tokend_token::jwt::RESERVED_CLAIMS;
+use tokend_token::opaque;
 
 /// Largest `state` kept (it is stored and echoed; browsers cap URLs anyway).
 const MAX_STATE_LEN: usize = 2048;
@@ -283,7 +283,11 @@ impl Core {
                 "this client may not use the authorization code grant",
             ));
         }
-        let scope = scope::grant(client, &get("scope").map(scope::split).unwrap_or_default())?;
+        let scope = scope::grant(
+            &client.scopes,
+            &client.default_scopes,
+            &get("scope").map(scope::split).unwrap_or_default(),
+        )?;
         let code_challenge = match (get("code_challenge"), get("code_challenge_method")) {
             (None, None) => None,
             (Some(c), Some("S256")) if is_s256_challenge(c) => Some(c.to_owned()),
@@ -532,7 +536,7 @@ impl Core {
             (None, None) => {}
         }
         let scope = scope::narrow(&g.scope, &req.scope)?;
-        let audience = scope::audience(client, &req.audience)?;
+        let audience = scope::audience(&client.audience, &req.audience)?;
         let gid = opaque::random_id();
         let refresh_token = if client.allows(GrantType::RefreshToken) {
             Some(

@@ -10,7 +10,6 @@
 //! and replicas without configuration.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -125,13 +124,6 @@ impl SigningKey {
             ),
         };
         Self::from_pair(alg, pair)
-    }
-
-    /// Reads and parses a key file; errors name the file.
-    pub fn from_file(alg: Algorithm, path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        Self::from_pem(alg, &text).with_context(|| format!("{}: invalid {alg} key", path.display()))
     }
 
     /// A fresh random key (ephemeral keys and `tokend keygen`).

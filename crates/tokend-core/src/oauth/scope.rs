@@ -1,6 +1,5 @@
 //! Scope and audience rules (RFC 6749 3.3, RFC 8707).
 
-use super::client::Client;
 use super::error::OAuthError;
 
 /// Most scope tokens or audiences one request may name.
@@ -24,21 +23,26 @@ pub fn split(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The scopes granted for `requested`: the client's defaults when nothing is
-/// asked, otherwise exactly what was asked provided the client may have it.
-pub fn grant(client: &Client, requested: &[String]) -> Result<Vec<String>, OAuthError> {
+/// The scopes granted for `requested`: the client's `defaults` when nothing
+/// is asked, otherwise exactly what was asked provided every item is in the
+/// client's `allowed` scopes.
+pub fn grant(
+    allowed: &[String],
+    defaults: &[String],
+    requested: &[String],
+) -> Result<Vec<String>, OAuthError> {
     if requested.len() > MAX_ITEMS {
         return Err(OAuthError::invalid_scope("too many scopes requested"));
     }
     if requested.is_empty() {
-        return Ok(client.default_scopes.clone());
+        return Ok(defaults.to_vec());
     }
     let mut out: Vec<String> = Vec::with_capacity(requested.len());
     for s in requested {
         if !is_scope_token(s) {
             return Err(OAuthError::invalid_scope("malformed scope"));
         }
-        if !client.scopes.iter().any(|a| a == s) {
+        if !allowed.iter().any(|a| a == s) {
             return Err(OAuthError::invalid_scope(
                 "the requested scope is not allowed for this client",
             ));
@@ -98,16 +102,17 @@ fn subset(
     Ok(out)
 }
 
-/// The audiences for `requested`: all the client's when nothing is asked,
-/// otherwise exactly what was asked provided the client may have it.
-pub fn audience(client: &Client, requested: &[String]) -> Result<Vec<String>, OAuthError> {
+/// The audiences for `requested`: all of the client's `allowed` audiences
+/// when nothing is asked, otherwise exactly what was asked provided the
+/// client may have it.
+pub fn audience(allowed: &[String], requested: &[String]) -> Result<Vec<String>, OAuthError> {
     if requested.len() > MAX_ITEMS {
         return Err(OAuthError::invalid_target("too many audiences requested"));
     }
     if requested.is_empty() {
-        return Ok(client.audience.clone());
+        return Ok(allowed.to_vec());
     }
-    subset(&client.audience, requested, || {
+    subset(allowed, requested, || {
         OAuthError::invalid_target("the requested audience is not allowed for this client")
     })
 }
