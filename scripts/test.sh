@@ -33,4 +33,8 @@ if [ -f scripts/chart-check.sh ]; then
   cargo build --locked --bin tokend
   TOKEND_BIN="$PWD/target/debug/tokend" bash scripts/chart-check.sh
 fi
+
+echo "== container image: the Dockerfile's cargo command on exactly its build context"
+python3 scripts/docker-context-check.py
+
 echo "== all checks passed"

@@ -89,11 +89,17 @@ impl Reloader {
             kid = self.core.keys().active().kid(),
             "configuration reloaded"
         );
-        // Remember what is now running, but keep the restart-only settings
-        // of the process so they keep being reported until a restart.
-        let mut file = next.file;
-        keep_restart_only(&self.current, &mut file);
-        self.current = file;
+        // Remember what is now running: the live sections only, so a pending
+        // restart-only change keeps being reported until a restart.
+        let file = next.file;
+        let running = &mut self.current;
+        running.clients_file = file.clients_file;
+        running.clients = file.clients;
+        running.rate_limit = file.rate_limit;
+        running.auth_throttle = file.auth_throttle;
+        if same_signing {
+            running.signing = file.signing;
+        }
         Ok(())
     }
 
@@ -145,42 +151,6 @@ impl Reloader {
             // What is watched may itself have changed (a new clients_file).
             watch.mark_seen(&self.watched());
         }
-    }
-}
-
-/// Copies the start-only settings of `running` into `next` (everything but
-/// what [`Reloader::reload`] applies). Exhaustive like
-/// [`restart_only_changes`]: a new section must say which it is.
-fn keep_restart_only(running: &Config, next: &mut Config) {
-    let Config {
-        issuer,
-        clients_file: _,
-        http,
-        grpc,
-        store,
-        tokens,
-        signing,
-        log,
-        server,
-        authorization,
-        admin,
-        tls,
-        rate_limit: _,
-        auth_throttle: _,
-        clients: _,
-    } = next;
-    *issuer = running.issuer.clone();
-    *http = running.http.clone();
-    *grpc = running.grpc.clone();
-    *store = running.store.clone();
-    *tokens = running.tokens.clone();
-    *log = running.log.clone();
-    *server = running.server.clone();
-    *admin = running.admin.clone();
-    *authorization = running.authorization.clone();
-    *tls = running.tls.clone();
-    if !crate::signing::restart_only_changes(&running.signing, signing).is_empty() {
-        *signing = running.signing.clone();
     }
 }
 
