@@ -225,9 +225,13 @@ impl Server {
                 grpc::AuthorizationService::new(core.clone()),
                 move |req: tonic::Request<()>| match &login_app {
                     Some(auth) => auth.check(&req).map(|()| req),
-                    None => Err(grpc::status(OAuthError::AccessDenied(
-                        "no login app is configured ([authorization] login_app_token_hash)".into(),
-                    ))),
+                    None => grpc::reply(
+                        &crate::transport::access::RequestRecord::of(req.extensions()),
+                        Err(OAuthError::AccessDenied(
+                            "no login app is configured ([authorization] login_app_token_hash)"
+                                .into(),
+                        )),
+                    ),
                 },
             ))
             .serve_with_incoming_shutdown(ReceiverStream::new(grpc_conns), async move {

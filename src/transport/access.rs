@@ -82,10 +82,15 @@ impl RequestRecord {
     }
 
     pub fn outcome<T>(&self, r: &Result<T, OAuthError>) {
-        self.fields.lock().outcome = Some(match r {
+        self.set_outcome(match r {
             Ok(_) => "ok",
             Err(e) => e.code(),
         });
+    }
+
+    /// An outcome decided before the core was called (a bearer check).
+    pub fn set_outcome(&self, code: &'static str) {
+        self.fields.lock().outcome = Some(code);
     }
 }
 

@@ -104,6 +104,7 @@ impl AdminAuth {
             who = self.who,
             "call refused: missing or wrong bearer secret"
         );
+        super::access::RequestRecord::of(req.extensions()).set_outcome("unauthenticated");
         Err(status(
             Code::Unauthenticated,
             "unauthenticated",
