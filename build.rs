@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // Malformed requests are INVALID_ARGUMENT, not INTERNAL (src/transport/codec.rs).
+        .codec_path("crate::transport::codec::ProtoCodec")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -105,12 +105,19 @@ impl Default for HttpSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcSettings {
     pub listen: String,
+    /// Largest gRPC message tokend decodes or encodes, on every gRPC service
+    /// (tonic's default, 4 MiB, would be buffered per unauthenticated
+    /// stream); larger ones are refused with RESOURCE_EXHAUSTED. The API's
+    /// messages are a few KiB.
+    #[serde(deserialize_with = "de_num")]
+    pub max_message_bytes: u64,
 }
 
 impl Default for GrpcSettings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:50051".into(),
+            max_message_bytes: 64 * 1024,
         }
     }
 }
@@ -287,6 +294,7 @@ pub struct Boot {
     pub http_listen: SocketAddr,
     pub max_body_bytes: usize,
     pub grpc_listen: SocketAddr,
+    pub grpc_max_message_bytes: usize,
     pub admin: Option<Admin>,
     /// The login app's bearer secret (`[authorization] login_app_token_hash`).
     pub login_app_token: Option<[u8; 32]>,
@@ -521,6 +529,7 @@ impl Config {
         };
         for (key, v) in [
             ("http.max_body_bytes", self.http.max_body_bytes),
+            ("grpc.max_message_bytes", self.grpc.max_message_bytes),
             ("tokens.access_ttl_secs", self.tokens.access_ttl_secs),
             ("tokens.code_ttl_secs", self.tokens.code_ttl_secs),
             (
@@ -637,6 +646,7 @@ impl Config {
             http_listen,
             max_body_bytes: size(self.http.max_body_bytes),
             grpc_listen,
+            grpc_max_message_bytes: size(self.grpc.max_message_bytes),
             admin,
             login_app_token,
             store,
@@ -725,7 +735,15 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             max_body_bytes
         }
     );
-    section!("grpc.", old.grpc, grpc, GrpcSettings { listen });
+    section!(
+        "grpc.",
+        old.grpc,
+        grpc,
+        GrpcSettings {
+            listen,
+            max_message_bytes
+        }
+    );
     section!(
         "store.",
         old.store,

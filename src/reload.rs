@@ -170,6 +170,11 @@ mod tests {
         ("TOKEND_HTTP_LISTEN", "127.0.0.1:0", "http.listen"),
         ("TOKEND_HTTP_MAX_BODY_BYTES", "1000", "http.max_body_bytes"),
         ("TOKEND_GRPC_LISTEN", "127.0.0.1:0", "grpc.listen"),
+        (
+            "TOKEND_GRPC_MAX_MESSAGE_BYTES",
+            "1000",
+            "grpc.max_message_bytes",
+        ),
         ("TOKEND_STORE_KEY_PREFIX", "other:", "store.key_prefix"),
         ("TOKEND_STORE_TIMEOUT_MS", "99", "store.timeout_ms"),
         ("TOKEND_STORE_PASSWORD", "hunter2", "store.password"),

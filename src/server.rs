@@ -14,6 +14,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::config::{Boot, Config, Settings};
 use crate::health::{self, Readiness};
@@ -136,9 +137,11 @@ impl Server {
             boot,
         } = self;
         let boot = &boot;
+        let max_message = boot.grpc_max_message_bytes;
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health_reporter),
-        );
+        )
+        .max_decoding_message_size(max_message);
         let grace = boot.server.shutdown_grace;
         let stop_servers = CancellationToken::new();
         let background = CancellationToken::new();
@@ -195,6 +198,7 @@ impl Server {
         let (reflection_v1, reflection_v1alpha) = grpc::reflection(
             &["tokend.v1.TokenService", "tokend.v1.AuthorizationService"],
             true,
+            max_message,
         )?;
         let grpc_addr = grpc_listener.local_addr()?;
         let grpc_stop = stop_servers.clone();
@@ -218,11 +222,15 @@ impl Server {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(TokenServiceServer::new(grpc::TokenService::new(
-                core.clone(),
-            )))
-            .add_service(AuthorizationServiceServer::with_interceptor(
-                grpc::AuthorizationService::new(core.clone()),
+            .add_service(
+                TokenServiceServer::new(grpc::TokenService::new(core.clone()))
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(max_message),
+            )
+            .add_service(InterceptedService::new(
+                AuthorizationServiceServer::new(grpc::AuthorizationService::new(core.clone()))
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(max_message),
                 move |req: tonic::Request<()>| match &login_app {
                     Some(auth) => auth.check(&req).map(|()| req),
                     None => grpc::reply(
@@ -360,8 +368,11 @@ fn admin_router(
         );
         return Ok(app);
     };
-    let admin =
-        crate::transport::admin::router(core, crate::transport::admin::AdminAuth::new(expected))?;
+    let admin = crate::transport::admin::router(
+        core,
+        crate::transport::admin::AdminAuth::new(expected),
+        boot.grpc_max_message_bytes,
+    )?;
     tracing::info!("admin API enabled (tokend.v1.ClientAdmin) on the admin listener");
     Ok(app.merge(admin))
 }

@@ -301,6 +301,14 @@ fn is_probe(endpoint: &str) -> bool {
     super::routes::MACHINE.contains(&endpoint) || endpoint.starts_with("grpc.")
 }
 
+/// Whether a gRPC response is tonic's refusal of an oversized message
+/// (OUT_OF_RANGE, a code tokend itself never answers).
+fn oversized_message<B>(res: &Response<B>) -> bool {
+    res.headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11")
+}
+
 /// The outcome when no handler noted one: from the response itself.
 fn fallback_outcome<B>(transport: Transport, res: &Response<B>) -> &'static str {
     if let Some(o) = res.extensions().get::<Outcome>() {
@@ -370,6 +378,16 @@ where
                     )),
                 },
             };
+            if layer.transport == Transport::Grpc && oversized_message(&res) {
+                // tonic refuses a message over the configured size (before
+                // buffering it) with OUT_OF_RANGE and no details; tokend
+                // answers it like an oversized HTTP body.
+                let e = OAuthError::RequestTooLarge(
+                    "the message is larger than grpc.max_message_bytes".into(),
+                );
+                record.set_outcome(e.code());
+                res = (layer.reject)(e);
+            }
             if let Ok(mut v) = HeaderValue::from_str(&rid) {
                 // Unique per response: HPACK "never indexed", so it does not
                 // churn the HTTP/2 header tables of both peers.

@@ -298,12 +298,15 @@ impl ClientAdminApi for ClientAdmin {
 
 /// The admin gRPC service (authenticated) plus server reflection, as an axum
 /// router for the admin listener.
-pub fn router(core: Arc<Core>, auth: AdminAuth) -> anyhow::Result<Router> {
-    let svc = ClientAdminServer::with_interceptor(ClientAdmin { core }, move |req: Request<()>| {
-        auth.check(&req).map(|()| req)
-    });
+pub fn router(core: Arc<Core>, auth: AdminAuth, max_message: usize) -> anyhow::Result<Router> {
+    let svc = tonic::service::interceptor::InterceptedService::new(
+        ClientAdminServer::new(ClientAdmin { core })
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
+        move |req: Request<()>| auth.check(&req).map(|()| req),
+    );
     let (reflection_v1, reflection_v1alpha) =
-        super::grpc::reflection(&["tokend.v1.ClientAdmin"], false)?;
+        super::grpc::reflection(&["tokend.v1.ClientAdmin"], false, max_message)?;
     Ok(tonic::service::Routes::new(svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

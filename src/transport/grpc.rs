@@ -32,7 +32,9 @@ pub fn status(e: OAuthError) -> Status {
             OAuthError::UnauthorizedClient(_) | OAuthError::AccessDenied(_) => {
                 Code::PermissionDenied
             }
-            OAuthError::RateLimited { .. } => Code::ResourceExhausted,
+            OAuthError::RateLimited { .. } | OAuthError::RequestTooLarge(_) => {
+                Code::ResourceExhausted
+            }
             OAuthError::TemporarilyUnavailable(_) => Code::Unavailable,
             OAuthError::ServerError(_) => Code::Internal,
         };
@@ -60,6 +62,7 @@ pub fn reply<T>(rec: &RequestRecord, r: Result<T, OAuthError>) -> Result<T, Stat
 pub fn reflection(
     services: &[&str],
     with_health: bool,
+    max_message: usize,
 ) -> anyhow::Result<(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
@@ -81,7 +84,12 @@ pub fn reflection(
         }
         b
     };
-    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+    Ok((
+        builder().build_v1()?.max_decoding_message_size(max_message),
+        builder()
+            .build_v1alpha()?
+            .max_decoding_message_size(max_message),
+    ))
 }
 
 fn non_empty(s: String) -> Option<String> {

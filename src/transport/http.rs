@@ -73,6 +73,7 @@ impl From<OAuthError> for HttpError {
             OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
             OAuthError::AccessDenied(_) => StatusCode::FORBIDDEN,
             OAuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            OAuthError::RequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -220,10 +221,8 @@ async fn read_params(req: Request, max_body: usize) -> Result<(HeaderMap, Params
             });
         }
     };
-    let too_large = || HttpError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        error: OAuthError::invalid_request("the request body is too large"),
-    };
+    let too_large =
+        || HttpError::from(OAuthError::RequestTooLarge("the request body is too large".into()));
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)

@@ -93,11 +93,20 @@ fn with_query(uri: &str, params: &[(&str, &str)]) -> String {
 }
 
 /// The error redirect of RFC 6749 4.1.2.1, echoing `state` unchanged.
-fn error_redirect(uri: &str, code: &str, description: &str, state: Option<&str>) -> String {
+/// An error response to the client's redirect URI (RFC 6749 4.1.2.1), with
+/// `iss` (RFC 9207) like every authorization response.
+fn error_redirect(
+    uri: &str,
+    iss: &str,
+    code: &str,
+    description: &str,
+    state: Option<&str>,
+) -> String {
     let mut params = vec![("error", code), ("error_description", description)];
     if let Some(s) = state {
         params.push(("state", s));
     }
+    params.push(("iss", iss));
     with_query(uri, &params)
 }
 
@@ -194,6 +203,7 @@ impl Core {
                 tracing::debug!(client_id = %client.id, error = e.code(), "authorization request refused");
                 return Ok(error_redirect(
                     &redirect_uri,
+                    &self.settings.issuer,
                     e.code(),
                     &e.description(),
                     state,
@@ -204,6 +214,7 @@ impl Core {
             // Config validation prevents this; answer like any server error.
             return Ok(error_redirect(
                 &redirect_uri,
+                &self.settings.issuer,
                 "server_error",
                 "no login app is configured",
                 state,
@@ -215,6 +226,7 @@ impl Core {
             Err(e) => {
                 return Ok(error_redirect(
                     &redirect_uri,
+                    &self.settings.issuer,
                     e.code(),
                     &e.description(),
                     state,
@@ -233,6 +245,7 @@ impl Core {
             let e = OAuthError::from(e);
             return Ok(error_redirect(
                 &redirect_uri,
+                &self.settings.issuer,
                 e.code(),
                 &e.description(),
                 state,
@@ -409,6 +422,8 @@ impl Core {
         if let Some(s) = &p.state {
             params.push(("state", s));
         }
+        // RFC 9207: the client can tell which server answered (mix-up).
+        params.push(("iss", &self.settings.issuer));
         Ok(with_query(&p.redirect_uri, &params))
     }
 
@@ -446,6 +461,7 @@ impl Core {
         };
         Ok(error_redirect(
             &p.redirect_uri,
+            &self.settings.issuer,
             error,
             description,
             p.state.as_deref(),
@@ -577,8 +593,14 @@ mod tests {
     #[test]
     fn redirects_keep_existing_query_and_encode_state() {
         assert_eq!(
-            error_redirect("https://a/cb?x=1", "access_denied", "no", Some("a b&c")),
-            "https://a/cb?x=1&error=access_denied&error_description=no&state=a+b%26c"
+            error_redirect(
+                "https://a/cb?x=1",
+                "https://i",
+                "access_denied",
+                "no",
+                Some("a b&c")
+            ),
+            "https://a/cb?x=1&error=access_denied&error_description=no&state=a+b%26c&iss=https%3A%2F%2Fi"
         );
         assert_eq!(
             with_query("https://a/cb", &[("code", "k")]),

@@ -13,6 +13,10 @@ pub enum OAuthError {
     /// Malformed request: missing or repeated parameter, bad encoding.
     #[error("invalid_request: {0}")]
     InvalidRequest(Cow<'static, str>),
+    /// The request is larger than tokend accepts (a body or a gRPC message):
+    /// `invalid_request` on the wire, with HTTP 413 / gRPC RESOURCE_EXHAUSTED.
+    #[error("invalid_request: {0}")]
+    RequestTooLarge(Cow<'static, str>),
     /// Client authentication failed. `basic` records whether HTTP Basic was
     /// tried, so the HTTP bridge can answer with `WWW-Authenticate: Basic`.
     #[error("invalid_client")]
@@ -56,7 +60,7 @@ impl OAuthError {
     /// and metrics label.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidRequest(_) | Self::RequestTooLarge(_) => "invalid_request",
             Self::InvalidClient { .. } => "invalid_client",
             Self::InvalidGrant(_) => "invalid_grant",
             Self::UnauthorizedClient(_) => "unauthorized_client",
@@ -76,6 +80,7 @@ impl OAuthError {
     pub fn description(&self) -> Cow<'static, str> {
         match self {
             Self::InvalidRequest(d)
+            | Self::RequestTooLarge(d)
             | Self::InvalidGrant(d)
             | Self::UnauthorizedClient(d)
             | Self::InvalidScope(d)

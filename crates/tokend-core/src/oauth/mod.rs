@@ -154,6 +154,8 @@ impl Core {
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "code_challenge_methods_supported": ["S256"],
+            // RFC 9207: every authorization response names its issuer.
+            "authorization_response_iss_parameter_supported": true,
             "token_endpoint_auth_methods_supported": public_methods,
             "introspection_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": public_methods,

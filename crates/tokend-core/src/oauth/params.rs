@@ -5,7 +5,7 @@
 //! (form and JSON). The HTTP bridge and the authorization endpoint both use
 //! this; nothing else decides these rules.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::OAuthError;
 
@@ -17,6 +17,41 @@ pub struct Params {
 
 /// Most parameters one request may carry.
 pub const MAX_PARAMS: usize = 64;
+
+/// A JSON object's members in order, refusing a repeated key (serde_json's
+/// `Map` keeps the last one silently).
+struct JsonObject(Vec<(String, Value)>);
+
+const DUPLICATE: &str = "duplicate key";
+
+impl<'de> serde::Deserialize<'de> for JsonObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonObject, A::Error> {
+                let mut out: Vec<(String, Value)> = Vec::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    if out.iter().any(|(seen, _)| *seen == k) {
+                        return Err(serde::de::Error::custom(DUPLICATE));
+                    }
+                    if out.len() >= MAX_PARAMS {
+                        return Err(serde::de::Error::custom("too many members"));
+                    }
+                    out.push((k, map.next_value()?));
+                }
+                Ok(JsonObject(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
 
 /// Parameters that may legitimately repeat (RFC 8707 `resource`).
 const REPEATABLE: &[&str] = &["resource"];
@@ -32,11 +67,19 @@ impl Params {
 
     /// Parses a JSON object body. Values are strings; `scope`, `audience` and
     /// `resource` may also be arrays of strings.
+    /// A key may appear once: JSON parsers disagree on which of two equal
+    /// keys wins, so tokend takes neither (as a form body may not repeat a
+    /// parameter).
     pub fn from_json(body: &[u8]) -> Result<Self, OAuthError> {
-        let obj: Map<String, Value> = serde_json::from_slice(body)
-            .map_err(|_| OAuthError::invalid_request("the body is not a JSON object"))?;
-        let mut pairs = Vec::with_capacity(obj.len());
-        for (k, v) in obj {
+        let obj: JsonObject = serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() && e.to_string().starts_with(DUPLICATE) {
+                OAuthError::invalid_request("a JSON key is repeated")
+            } else {
+                OAuthError::invalid_request("the body is not a JSON object")
+            }
+        })?;
+        let mut pairs = Vec::with_capacity(obj.0.len());
+        for (k, v) in obj.0 {
             match v {
                 Value::String(s) => pairs.push((k, s)),
                 Value::Null => {}
@@ -153,5 +196,14 @@ mod tests {
         assert!(Params::from_json(br#"{"scope":["a","b"],"x":"y"}"#).is_ok());
         assert!(Params::from_json(br#"{"grant_type":1}"#).is_err());
         assert!(Params::from_json(b"[1]").is_err());
+        // Repeated JSON keys are refused, not last-one-wins.
+        let err = Params::from_json(br#"{"scope":"a","scope":"b"}"#).unwrap_err();
+        assert_eq!(err.description(), "a JSON key is repeated");
+        assert!(Params::from_json(br#"{"resource":"a","resource":"b"}"#).is_err());
+        let many: String = (0..=MAX_PARAMS)
+            .map(|i| format!("\"k{i}\":\"v\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(Params::from_json(format!("{{{many}}}").as_bytes()).is_err());
     }
 }
