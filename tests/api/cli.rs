@@ -1,12 +1,11 @@
 //! The `tokend` binary's helper commands, run as a user would.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::common::tempdir::TempDir;
+use tempfile::TempDir;
 
-fn tokend() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tokend"))
-}
+use crate::common::TokendProcess;
+use crate::common::process::tokend_command as tokend;
 
 fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;
@@ -45,9 +44,9 @@ fn hash_secret_matches_the_documented_sha256() {
     assert!(!out.status.success());
 }
 
-#[test]
-fn keygen_writes_keys_check_config_accepts_and_rejects() {
-    let dir = TempDir::new();
+#[tokio::test]
+async fn keygen_writes_keys_check_config_accepts_and_rejects() {
+    let dir = TempDir::new().unwrap();
     for alg in ["RS256", "ES256", "EdDSA"] {
         let key = dir.path().join(format!("{alg}.pem"));
         let st = tokend()
@@ -65,11 +64,14 @@ fn keygen_writes_keys_check_config_accepts_and_rejects() {
             assert_eq!(mode & 0o077, 0, "private key is not world-readable");
         }
         let cfg = dir.path().join(format!("{alg}.toml"));
-        std::fs::write(
-            &cfg,
-            format!("[signing]\nalgorithm = \"{alg}\"\nkey_file = \"{alg}.pem\"\n"),
-        )
+        let key_name = format!("{alg}.pem");
+        let text = toml::to_string(&toml::toml! {
+            [signing]
+            algorithm = (alg)
+            key_file = (key_name.as_str())
+        })
         .unwrap();
+        std::fs::write(&cfg, text).unwrap();
         let out = tokend()
             .args(["check-config", "--config"])
             .arg(&cfg)
@@ -140,17 +142,10 @@ claims = { sub = "x" }
             .unwrap()
             .contains("access_ttl")
     );
-    let out = tokend()
-        .args(["serve", "--config"])
-        .arg(&typo)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("access_ttl")
-    );
+    let log = TokendProcess::serve_file(&typo)
+        .start_expecting_failure()
+        .await;
+    assert!(log.contains("access_ttl"), "{log}");
 }
 
 #[test]
@@ -173,7 +168,7 @@ fn client_new_prints_a_working_block() {
         .skip_while(|l| !l.starts_with("[[clients]]"))
         .collect::<Vec<_>>()
         .join("\n");
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, &block).unwrap();
     let st = tokend()

@@ -1,6 +1,8 @@
 //! client_credentials over the HTTP bridge: every auth method and grant rule.
 
-use crate::common::{SECRET, TestApp, basic_header, jwt_parts};
+use crate::common::config::sha256;
+use crate::common::http::{basic_header, jwt_parts};
+use crate::common::{ConfigBuilder, SECRET, TestApp};
 
 #[tokio::test]
 async fn basic_auth_gets_a_jwt_with_rfc9068_claims() {
@@ -93,20 +95,25 @@ async fn body_credentials_and_json_body_work() {
 
 #[tokio::test]
 async fn percent_encoded_basic_credentials_are_decoded() {
-    let hash = tokend::oauth::client::SecretHash::sha256_of("p@ss:w rd+%");
-    let extra = format!(
-        "[[clients]]\nclient_id = \"odd id\"\nsecret_hashes = [\"{hash}\"]\ngrant_types = [\"client_credentials\"]\n"
-    );
-    let app = TestApp::start(&crate::common::config_toml("memory://", "", &extra)).await;
+    let hash = sha256("p@ss:w rd+%");
+    let app = TestApp::start(&ConfigBuilder::memory().client(toml::toml! {
+        client_id = "odd id"
+        secret_hashes = [(hash.as_str())]
+        grant_types = ["client_credentials"]
+    }))
+    .await;
     let r = app.token_response("odd id", "p@ss:w rd+%").await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
 }
 
 #[tokio::test]
 async fn wrong_secret_and_unknown_client_are_identical_401s() {
-    let other = tokend::oauth::client::SecretHash::sha256_of("the-other-clients-secret");
-    let extra = format!("[[clients]]\nclient_id = \"other\"\nsecret_hashes = [\"{other}\"]\n");
-    let app = TestApp::start(&crate::common::config_toml("memory://", "", &extra)).await;
+    let other = sha256("the-other-clients-secret");
+    let app = TestApp::start(&ConfigBuilder::memory().client(toml::toml! {
+        client_id = "other"
+        secret_hashes = [(other.as_str())]
+    }))
+    .await;
     // Control: the other client's own secret works for it.
     let r = app
         .token_response("other", "the-other-clients-secret")

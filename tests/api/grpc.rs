@@ -4,16 +4,9 @@
 use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
 use tonic::Code;
 
-use crate::common::{SECRET, TestApp, error_reason, jwt_parts};
-
-fn issue(client: &str, secret: &str) -> IssueRequest {
-    IssueRequest {
-        grant_type: "client_credentials".into(),
-        client_id: client.into(),
-        client_secret: secret.into(),
-        ..Default::default()
-    }
-}
+use crate::common::grpc::{error_reason, introspect_request, issue_request as issue};
+use crate::common::http::jwt_parts;
+use crate::common::{SECRET, TestApp};
 
 #[tokio::test]
 async fn issue_introspect_revoke_over_grpc() {
@@ -29,12 +22,7 @@ async fn issue_introspect_revoke_over_grpc() {
     assert!(t.refresh_token.is_empty());
     assert_eq!(jwt_parts(&t.access_token).1["aud"], "orders-api");
 
-    let introspect = |token: String| IntrospectRequest {
-        client_id: "resource-server".into(),
-        client_secret: SECRET.into(),
-        token,
-        token_type_hint: String::new(),
-    };
+    let introspect = |token: String| introspect_request(&token, SECRET);
     let i = c
         .introspect(introspect(t.access_token.clone()))
         .await

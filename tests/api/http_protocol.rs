@@ -1,7 +1,8 @@
 //! HTTP bridge protocol details: content types, body limits, discovery,
 //! health, and never a 500.
 
-use crate::common::{SECRET, TestApp, basic_header};
+use crate::common::http::basic_header;
+use crate::common::{SECRET, TestApp};
 
 #[tokio::test]
 async fn wrong_content_type_is_415_and_oversized_body_is_413() {

@@ -4,7 +4,12 @@
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 
-use crate::common::{SECRET, TestApp, config_toml, jwt_parts, tempdir::TempDir};
+use tempfile::TempDir;
+
+use crate::common::config::key_file;
+use crate::common::grpc::introspect_request;
+use crate::common::http::jwt_parts;
+use crate::common::{ConfigBuilder, SECRET, TestApp};
 
 #[tokio::test]
 async fn active_token_introspects_with_its_claims() {
@@ -104,16 +109,11 @@ async fn revoke_then_introspect_is_inactive() {
 
 /// Starts tokend with a key file, returning the app and the PEM.
 async fn app_with_key(alg: tokend::token::Algorithm) -> (TestApp, String, TempDir) {
-    let dir = TempDir::new();
-    let pem = tokend::token::keys::generate_pem(alg).unwrap();
-    let key = dir.path().join("key.pem");
-    std::fs::write(&key, &pem).unwrap();
-    let toml = config_toml(
-        "memory://",
-        &format!("algorithm = \"{alg}\"\nkey_file = \"{}\"", key.display()),
-        "",
-    );
-    (TestApp::start(&toml).await, pem, dir)
+    let dir = TempDir::new().unwrap();
+    let key = key_file(dir.path(), "key.pem", alg);
+    let pem = std::fs::read_to_string(&key).unwrap();
+    let config = ConfigBuilder::memory().signing_key(alg.as_str(), &key);
+    (TestApp::start(&config).await, pem, dir)
 }
 
 #[tokio::test]
@@ -213,12 +213,7 @@ async fn forged_expired_and_tampered_tokens_are_inactive() {
             "{name}"
         );
         let r = grpc
-            .introspect(tokend::pb::IntrospectRequest {
-                client_id: "resource-server".into(),
-                client_secret: SECRET.into(),
-                token,
-                token_type_hint: String::new(),
-            })
+            .introspect(introspect_request(&token, SECRET))
             .await
             .unwrap()
             .into_inner();

@@ -5,101 +5,46 @@
 
 use std::time::Duration;
 
+use tempfile::TempDir;
 use tokend::pb;
 use tokend::pb::client_admin_client::ClientAdminClient;
 use tokend::pb::token_service_client::TokenServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::{RedisServer, SECRET, TestApp, config_toml, error_reason};
+use crate::common::config::key_file;
+use crate::common::grpc::{
+    ADMIN_SECRET, admin_client, error_reason, grpc_issue, introspect_request,
+};
+use crate::common::wait::next_ms;
+use crate::common::{Api, ConfigBuilder, RedisServer, SECRET, TestApp, eventually};
 
-pub const ADMIN_SECRET: &str = "admin-secret-for-tests";
-
-pub fn admin_toml() -> String {
-    format!(
-        "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_hash = \"{}\"\n",
-        tokend::oauth::client::SecretHash::sha256_of(ADMIN_SECRET)
-    )
+/// The standard clients with an ES256 key and the admin API.
+fn with_admin(store_url: &str) -> ConfigBuilder {
+    ConfigBuilder::on_store(store_url)
+        .algorithm("ES256")
+        .admin(Some(ADMIN_SECRET))
 }
 
-pub async fn app_with_admin(store_url: &str) -> TestApp {
-    TestApp::start(&config_toml(
-        store_url,
-        "algorithm = \"ES256\"",
-        &admin_toml(),
-    ))
-    .await
-}
-
-type AddBearer =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type Admin = ClientAdminClient<tonic::service::interceptor::InterceptedService<Channel, AddBearer>>;
-
-/// An admin client sending `Bearer <token>` (or nothing).
-pub async fn admin_client(app: &TestApp, token: Option<&str>) -> Admin {
-    let ch = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        app.admin.expect("admin listener")
-    ))
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
-    let header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
-        token.map(|t| format!("Bearer {t}").parse().unwrap());
-    let f: AddBearer = Box::new(move |mut r: tonic::Request<()>| {
-        if let Some(h) = &header {
-            r.metadata_mut().insert("authorization", h.clone());
-        }
-        Ok(r)
-    });
-    ClientAdminClient::with_interceptor(ch, f)
-}
-
-async fn grpc_issue(
-    c: &mut TokenServiceClient<Channel>,
-    client: &str,
-) -> Result<String, tonic::Status> {
-    c.issue(pb::IssueRequest {
-        grant_type: "client_credentials".into(),
-        client_id: client.into(),
-        client_secret: SECRET.into(),
-        ..Default::default()
-    })
-    .await
-    .map(|r| r.into_inner().access_token)
+async fn app_with_admin(store_url: &str) -> TestApp {
+    TestApp::start(&with_admin(store_url)).await
 }
 
 async fn grpc_active(c: &mut TokenServiceClient<Channel>, token: &str) -> bool {
-    c.introspect(pb::IntrospectRequest {
-        token: token.into(),
-        client_id: "resource-server".into(),
-        client_secret: SECRET.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .active
-}
-
-pub async fn http_active(app: &TestApp, token: &str) -> bool {
-    app.introspect(token).await["active"] == true
+    c.introspect(introspect_request(token, SECRET))
+        .await
+        .unwrap()
+        .into_inner()
+        .active
 }
 
 /// Both transports agree on whether `token` is active; returns that.
-pub async fn active(app: &TestApp, token: &str) -> bool {
-    let mut g = app.grpc_client().await;
+async fn active(api: &Api, token: &str) -> bool {
+    let mut g = api.grpc_client().await;
     let over_grpc = grpc_active(&mut g, token).await;
-    let over_http = http_active(app, token).await;
+    let over_http = api.introspect(token).await["active"] == true;
     assert_eq!(over_grpc, over_http, "gRPC and HTTP disagree");
     over_http
-}
-
-/// Lets the millisecond clock move on, so "issued before" and "issued after"
-/// an admin call are distinct instants (not a speed assertion).
-async fn next_ms() {
-    tokio::time::sleep(Duration::from_millis(3)).await;
 }
 
 #[tokio::test]
@@ -338,24 +283,12 @@ async fn effective_clients_never_show_secret_hashes() {
 /// replica started afterwards (restart).
 #[tokio::test]
 async fn two_replicas_on_redis_share_disable_and_revocation() {
-    let redis = RedisServer::start();
-    let dir = crate::common::tempdir::TempDir::new();
-    let key = dir.path().join("signing.pem");
-    std::fs::write(
-        &key,
-        tokend::token::keys::generate_pem(tokend::token::Algorithm::ES256).unwrap(),
-    )
-    .unwrap();
-    let toml = config_toml(
-        &redis.url(),
-        &format!(
-            "algorithm = \"ES256\"\nkey_file = {:?}",
-            key.display().to_string()
-        ),
-        &admin_toml(),
-    );
-    let a = TestApp::start(&toml).await;
-    let b = TestApp::start(&toml).await;
+    let redis = RedisServer::start().await;
+    let dir = TempDir::new().unwrap();
+    let key = key_file(dir.path(), "signing.pem", tokend::token::Algorithm::ES256);
+    let config = with_admin(&redis.url()).signing_key("ES256", &key);
+    let a = TestApp::start(&config).await;
+    let b = TestApp::start(&config).await;
     let mut admin_b = admin_client(&b, Some(ADMIN_SECRET)).await;
     let mut admin_a = admin_client(&a, Some(ADMIN_SECRET)).await;
     let token = a.access_token("partner").await;
@@ -370,15 +303,10 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
         .await
         .unwrap();
     assert!(!active(&a, &token).await);
-    let mut refused = false;
-    for _ in 0..50 {
-        let r = a.token_response("partner", SECRET).await;
-        if r.status() == 401 {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let refused = eventually(Duration::from_secs(5), || async {
+        a.token_response("partner", SECRET).await.status() == 401
+    })
+    .await;
     assert!(refused, "replica A kept issuing to a disabled client");
     let mut ga = a.grpc_client().await;
     assert_eq!(
@@ -386,7 +314,7 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
         Code::Unauthenticated
     );
     // A replica started later (a restart) knows from its first request.
-    let c = TestApp::start(&toml).await;
+    let c = TestApp::start(&config).await;
     assert_eq!(c.token_response("partner", SECRET).await.status(), 401);
     let seen_on_a = admin_a
         .get_client(pb::ClientRef {
