@@ -15,11 +15,11 @@ use tonic::Code;
 
 use crate::common::config::key_file;
 use crate::common::flows::{
-    MOBILE_CB, WEB_CB, accept, authorize, challenge_for, error_of, location, login_client, param,
-    pkce, redeem, refresh, s, web_code, web_tokens,
+    MOBILE_CB, WEB_CB, accept, authorize, challenge_for, location, login_client, param, pkce,
+    redeem, redeem_as, refresh, s, web_code, web_tokens,
 };
 use crate::common::grpc::{ADMIN_SECRET, admin_client, error_reason};
-use crate::common::http::jwt_parts;
+use crate::common::http::{error_of, jwt_parts};
 use crate::common::wait::next_ms;
 use crate::common::{Api, ConfigBuilder, RedisServer, SECRET, TestApp};
 
@@ -435,34 +435,12 @@ async fn code_redemption_rules() {
     // redirect_uri at the token endpoint must equal the authorization one.
     let (code, verifier) = web_code(&app, "profile").await;
     for uri in ["https://app.example/other", "https://app.example/callback/"] {
-        let r = app
-            .post_form(
-                "/oauth/token",
-                Some(("web-app", SECRET)),
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", uri),
-                    ("code_verifier", &verifier),
-                ],
-            )
-            .await;
+        let r = redeem_as(&app, "web-app", &code, uri, &verifier).await;
         assert_eq!(error_of(r).await, (400, "invalid_grant".into()));
     }
     // Code used by another client.
     let (code, verifier) = web_code(&app, "profile").await;
-    let r = app
-        .post_form(
-            "/oauth/token",
-            Some(("other-web", SECRET)),
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", WEB_CB),
-                ("code_verifier", &verifier),
-            ],
-        )
-        .await;
+    let r = redeem_as(&app, "other-web", &code, WEB_CB, &verifier).await;
     assert_eq!(error_of(r).await, (400, "invalid_grant".into()));
     // Garbage and missing codes.
     assert_eq!(
@@ -515,12 +493,7 @@ async fn code_replay_revokes_the_first_tokens() {
         error_of(redeem(&app, &code, &verifier).await).await,
         (400, "invalid_grant".into())
     );
-    assert_eq!(app.introspect(&access).await, json!({"active": false}));
-    assert_eq!(app.introspect(&rt).await, json!({"active": false}));
-    assert_eq!(
-        error_of(refresh(&app, &rt, &[]).await).await,
-        (400, "invalid_grant".into())
-    );
+    assert_family_dead(&app, &rt, &[&access]).await;
 }
 
 #[tokio::test]
@@ -552,17 +525,12 @@ async fn refresh_rotates_and_reuse_kills_the_family() {
         error_of(refresh(&app, &rt0, &[]).await).await,
         (400, "invalid_grant".into())
     );
-    for t in [&t0, &t1, &t2] {
-        assert_eq!(
-            app.introspect(&s(&t["access_token"])).await["active"],
-            false
-        );
-    }
-    assert_eq!(app.introspect(&rt2).await["active"], false);
-    assert_eq!(
-        error_of(refresh(&app, &rt2, &[]).await).await,
-        (400, "invalid_grant".into())
-    );
+    let access: Vec<String> = [&t0, &t1, &t2]
+        .iter()
+        .map(|t| s(&t["access_token"]))
+        .collect();
+    let access: Vec<&str> = access.iter().map(String::as_str).collect();
+    assert_family_dead(&app, &rt2, &access).await;
 
     // Another family is untouched.
     let other = web_tokens(&app, "profile").await;
@@ -679,34 +647,23 @@ async fn public_client_with_pkce_and_never_expiring_refresh() {
     assert!(to.starts_with(&format!("{MOBILE_CB}?code=")));
     let code = param(&to, "code").unwrap();
 
+    // The redemption by the public client, with `extra` parameters.
+    let redeem_public = |extra: &[(&'static str, &'static str)]| {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("client_id", "mobile-app"),
+            ("code", code.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ];
+        form.extend_from_slice(extra);
+        let app = &app;
+        async move { app.post_form("/oauth/token", None, &form).await }
+    };
     // Sending a secret is not how a public client authenticates.
-    let r = app
-        .post_form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", "authorization_code"),
-                ("client_id", "mobile-app"),
-                ("client_secret", "anything"),
-                ("code", &code),
-                ("code_verifier", &verifier),
-            ],
-        )
-        .await;
+    let r = redeem_public(&[("client_secret", "anything")]).await;
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
     // (That attempt never reached the code: authentication comes first.)
-    let r = app
-        .post_form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", "authorization_code"),
-                ("client_id", "mobile-app"),
-                ("code", &code),
-                ("code_verifier", &verifier),
-            ],
-        )
-        .await;
+    let r = redeem_public(&[]).await;
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
     assert_eq!(t["scope"], "profile");
@@ -772,15 +729,7 @@ async fn revoking_a_refresh_token_revokes_its_family() {
             .post_form("/oauth/revoke", Some(("web-app", SECRET)), &form)
             .await;
         assert_eq!(r.status(), 200);
-        assert_eq!(app.introspect(&rt).await["active"], false);
-        assert_eq!(
-            app.introspect(&s(&t["access_token"])).await["active"],
-            false
-        );
-        assert_eq!(
-            error_of(refresh(&app, &rt, &[]).await).await,
-            (400, "invalid_grant".into())
-        );
+        assert_family_dead(&app, &rt, &[&s(&t["access_token"])]).await;
     }
 }
 
@@ -852,12 +801,9 @@ async fn grpc_issue_redeems_codes_and_refreshes() {
 #[tokio::test]
 async fn discovery_lists_the_code_flow() {
     let app = code_app().await;
-    let m: Value = app
-        .get("/.well-known/oauth-authorization-server")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let m = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert_eq!(
         m["authorization_endpoint"],
         "https://tokend.test/oauth/authorize"
@@ -876,27 +822,47 @@ async fn discovery_lists_the_code_flow() {
     );
 }
 
-/// Many simultaneous redemptions of one code: exactly one succeeds, and the
-/// replays that find the finished redemption revoke what it issued.
-async fn concurrent_redemptions(app: &Api) {
-    let (code, verifier) = web_code(app, "profile").await;
-    let attempts = (0..16).map(|_| redeem(app, &code, &verifier));
-    let results = join_all(attempts).await;
+/// A grant family is revoked: its refresh token and each of `access_tokens`
+/// introspect as exactly `{"active": false}`, and refreshing is
+/// `invalid_grant`.
+async fn assert_family_dead(api: &Api, refresh_token: &str, access_tokens: &[&str]) {
+    for t in access_tokens.iter().chain([&refresh_token]) {
+        assert_eq!(api.introspect(t).await, json!({"active": false}), "{t}");
+    }
+    assert_eq!(
+        error_of(refresh(api, refresh_token, &[]).await).await,
+        (400, "invalid_grant".into())
+    );
+}
+
+/// The one 200 among the answers to concurrent redemptions of one code (its
+/// token response); every other answer is `invalid_grant`.
+async fn the_only_success(answers: Vec<reqwest::Response>) -> Value {
+    let n = answers.len();
     let mut ok = Vec::new();
-    for r in results {
+    for r in answers {
         match r.status().as_u16() {
             200 => ok.push(r.json::<Value>().await.unwrap()),
             _ => assert_eq!(error_of(r).await, (400, "invalid_grant".into())),
         }
     }
-    assert_eq!(ok.len(), 1, "exactly one redemption succeeds");
+    assert_eq!(ok.len(), 1, "exactly one of {n} redemptions succeeds");
+    ok.pop().unwrap()
+}
+
+/// Many simultaneous redemptions of one code: exactly one succeeds, and the
+/// replays that find the finished redemption revoke what it issued.
+async fn concurrent_redemptions(app: &Api) {
+    let (code, verifier) = web_code(app, "profile").await;
+    let attempts = (0..16).map(|_| redeem(app, &code, &verifier));
+    let winner = the_only_success(join_all(attempts).await).await;
     // One more replay, after the winner finished, always revokes its tokens.
     assert_eq!(
         error_of(redeem(app, &code, &verifier).await).await,
         (400, "invalid_grant".into())
     );
     assert_eq!(
-        app.introspect(&s(&ok[0]["access_token"])).await["active"],
+        app.introspect(&s(&winner["access_token"])).await["active"],
         false
     );
 
@@ -932,13 +898,27 @@ async fn concurrent_redemption_exactly_once_redis_and_full_flow() {
         error_of(refresh(&app, &rt0, &[]).await).await,
         (400, "invalid_grant".into())
     );
+    assert_family_dead(&app, &s(&t1["refresh_token"]), &[&s(&t1["access_token"])]).await;
+}
+
+/// Whether the refresh token `rt` introspects active (with the hint).
+async fn refresh_active(api: &Api, rt: &str) -> bool {
+    let r = api
+        .post_form(
+            "/oauth/introspect",
+            Some(("resource-server", SECRET)),
+            &[("token", rt), ("token_type_hint", "refresh_token")],
+        )
+        .await;
+    r.json::<Value>().await.unwrap()["active"] == true
+}
+
+/// The refresh token `rt` is revoked: inactive, and refused (`invalid_grant`).
+async fn assert_refresh_revoked(api: &Api, rt: &str) {
+    assert!(!refresh_active(api, rt).await);
     assert_eq!(
-        app.introspect(&s(&t1["access_token"])).await["active"],
-        false
-    );
-    assert_eq!(
-        app.introspect(&s(&t1["refresh_token"])).await["active"],
-        false
+        error_of(refresh(api, rt, &[]).await).await,
+        (400, "invalid_grant".into())
     );
 }
 
@@ -947,43 +927,19 @@ async fn concurrent_redemption_exactly_once_redis_and_full_flow() {
 /// refresh token introspect inactive, while grants made after the mark work.
 #[tokio::test]
 async fn admin_bulk_revocation_covers_refresh_tokens() {
-    use tokend::pb::{ClientRef, RevokeClientTokensRequest, RevokeSubjectTokensRequest};
     let app = TestApp::start(&code_config().admin(Some(ADMIN_SECRET))).await;
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
-    let refresh_active = |rt: String| {
-        let app = &app;
-        async move {
-            let r = app
-                .post_form(
-                    "/oauth/introspect",
-                    Some(("resource-server", SECRET)),
-                    &[("token", &rt), ("token_type_hint", "refresh_token")],
-                )
-                .await;
-            r.json::<Value>().await.unwrap()["active"] == true
-        }
-    };
-
     let before = web_tokens(&app, "profile").await;
     let rt = s(&before["refresh_token"]);
     assert!(
-        refresh_active(rt.clone()).await,
+        refresh_active(&app, &rt).await,
         "control: live before the mark"
     );
     // Marks compare in milliseconds and a tie goes to the token: make the
     // issue and the mark distinct instants (not a speed assertion).
     next_ms().await;
-    admin
-        .revoke_subject_tokens(RevokeSubjectTokensRequest {
-            subject: "user-42".into(),
-        })
-        .await
-        .unwrap();
-    assert!(!refresh_active(rt.clone()).await);
-    assert_eq!(
-        error_of(refresh(&app, &rt, &[]).await).await,
-        (400, "invalid_grant".into())
-    );
+    admin.revoke_subject("user-42").await.unwrap();
+    assert_refresh_revoked(&app, &rt).await;
 
     next_ms().await;
     let after = web_tokens(&app, "profile").await;
@@ -992,28 +948,14 @@ async fn admin_bulk_revocation_covers_refresh_tokens() {
     assert_eq!(r.status(), 200, "grants after the mark keep working");
     let rt3 = s(&r.json::<Value>().await.unwrap()["refresh_token"]);
     next_ms().await;
-    admin
-        .revoke_client_tokens(RevokeClientTokensRequest {
-            client_id: "web-app".into(),
-        })
-        .await
-        .unwrap();
-    assert!(!refresh_active(rt3.clone()).await);
-    assert_eq!(
-        error_of(refresh(&app, &rt3, &[]).await).await,
-        (400, "invalid_grant".into())
-    );
+    admin.revoke_client("web-app").await.unwrap();
+    assert_refresh_revoked(&app, &rt3).await;
 
     next_ms().await;
     let live = s(&web_tokens(&app, "profile").await["refresh_token"]);
-    admin
-        .disable_client(ClientRef {
-            client_id: "web-app".into(),
-        })
-        .await
-        .unwrap();
+    admin.disable("web-app").await.unwrap();
     assert!(
-        !refresh_active(live.clone()).await,
+        !refresh_active(&app, &live).await,
         "disabled client's refresh token"
     );
     assert_eq!(
@@ -1038,22 +980,14 @@ async fn fifty_concurrent_redemptions_through_two_replicas_succeed_once() {
         let app = if i % 2 == 0 { &a } else { &b };
         redeem(app, &code, &verifier)
     });
-    let results = join_all(attempts).await;
-    let mut ok = Vec::new();
-    for r in results {
-        match r.status().as_u16() {
-            200 => ok.push(r.json::<Value>().await.unwrap()),
-            _ => assert_eq!(error_of(r).await, (400, "invalid_grant".into())),
-        }
-    }
-    assert_eq!(ok.len(), 1, "exactly one of 50 redemptions succeeds");
+    let winner = the_only_success(join_all(attempts).await).await;
     // A replay after the winner finished, through the other replica, revokes
     // the grant on both replicas (the losers above may already have).
     assert_eq!(
         error_of(redeem(&b, &code, &verifier).await).await,
         (400, "invalid_grant".into())
     );
-    let token = s(&ok[0]["access_token"]);
+    let token = s(&winner["access_token"]);
     assert_eq!(a.introspect(&token).await["active"], false);
     assert_eq!(b.introspect(&token).await["active"], false);
 }

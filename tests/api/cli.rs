@@ -25,6 +25,15 @@ fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// `tokend check-config --config PATH`.
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    tokend()
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn hash_secret_matches_the_documented_sha256() {
     let out = run_with_stdin(&["hash-secret"], "demo-secret\n");
@@ -72,11 +81,7 @@ async fn keygen_writes_keys_check_config_accepts_and_rejects() {
         })
         .unwrap();
         std::fs::write(&cfg, text).unwrap();
-        let out = tokend()
-            .args(["check-config", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
+        let out = check_config(&cfg);
         assert!(
             out.status.success(),
             "{}",
@@ -111,11 +116,7 @@ claims = { sub = "x" }
 "#,
     )
     .unwrap();
-    let out = tokend()
-        .args(["check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = check_config(&bad);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     for needle in [
@@ -131,11 +132,7 @@ claims = { sub = "x" }
     // Unknown keys and bad types are named too, and stop `serve`.
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "[tokens]\naccess_ttl = 5\n").unwrap();
-    let out = tokend()
-        .args(["check-config", "--config"])
-        .arg(&typo)
-        .output()
-        .unwrap();
+    let out = check_config(&typo);
     assert!(!out.status.success());
     assert!(
         String::from_utf8(out.stderr)
@@ -171,11 +168,7 @@ fn client_new_prints_a_working_block() {
     let dir = TempDir::new().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, &block).unwrap();
-    let st = tokend()
-        .args(["check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let st = check_config(&cfg);
     assert!(
         st.status.success(),
         "{}",

@@ -1,7 +1,7 @@
 //! client_credentials over the HTTP bridge: every auth method and grant rule.
 
 use crate::common::config::sha256;
-use crate::common::http::{basic_header, jwt_parts};
+use crate::common::http::{basic_header, error_of, jwt_parts};
 use crate::common::{ConfigBuilder, SECRET, TestApp};
 
 #[tokio::test]
@@ -50,15 +50,10 @@ async fn basic_auth_gets_a_jwt_with_rfc9068_claims() {
 async fn body_credentials_and_json_body_work() {
     let app = TestApp::default_memory().await;
     let r = app
-        .post_form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "orders-service"),
-                ("client_secret", SECRET),
-                ("scope", "orders:read orders:write"),
-            ],
+        .token_in_body(
+            "orders-service",
+            SECRET,
+            &[("scope", "orders:read orders:write")],
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -141,17 +136,7 @@ async fn wrong_secret_and_unknown_client_are_identical_401s() {
     assert_eq!(body["error"], "invalid_client");
 
     // Body credentials: 401 without WWW-Authenticate.
-    let r = app
-        .post_form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "orders-service"),
-                ("client_secret", "nope"),
-            ],
-        )
-        .await;
+    let r = app.token_in_body("orders-service", "nope", &[]).await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("www-authenticate").is_none());
     // No credentials at all.
@@ -169,17 +154,7 @@ async fn wrong_secret_and_unknown_client_are_identical_401s() {
 async fn auth_method_restrictions_and_grant_rules() {
     let app = TestApp::default_memory().await;
     // basic-only client may not send its secret in the body.
-    let r = app
-        .post_form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "basic-only"),
-                ("client_secret", SECRET),
-            ],
-        )
-        .await;
+    let r = app.token_in_body("basic-only", SECRET, &[]).await;
     assert_eq!(r.status(), 401);
     let ok = app.token("basic-only", &[]).await;
     assert!(ok["access_token"].is_string());
@@ -279,11 +254,7 @@ async fn credentials_in_both_places_and_repeated_params_are_invalid_request() {
             ],
         )
         .await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"],
-        "invalid_request"
-    );
+    assert_eq!(error_of(r).await, (400, "invalid_request".into()));
 
     let r = app
         .http_client

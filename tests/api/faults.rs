@@ -12,8 +12,9 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::common::config::key_file;
-use crate::common::flows::{error_of, redeem, refresh, s, web_code, web_tokens};
+use crate::common::flows::{redeem, refresh, s, web_code, web_tokens};
 use crate::common::grpc::{ADMIN_SECRET, admin_client};
+use crate::common::http::error_of;
 use crate::common::load::{Answer, BOTH, Target, Transport};
 use crate::common::wait::next_ms;
 use crate::common::{ConfigBuilder, RedisServer, TokendProcess, eventually};
@@ -348,8 +349,6 @@ async fn start_with_admin(dir: &std::path::Path, redis_url: &str) -> TokendProce
 /// unredeemed authorization code and a live refresh-token family all survive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_families() {
-    use tokend::pb::RevokeSubjectTokensRequest;
-
     let dir = TempDir::new().unwrap();
     let redis = RedisServer::start().await;
     let first = start_with_admin(dir.path(), &redis.url()).await;
@@ -366,9 +365,7 @@ async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_familie
     next_ms().await; // distinct ms instants
     admin_client(&first, Some(ADMIN_SECRET))
         .await
-        .revoke_subject_tokens(RevokeSubjectTokensRequest {
-            subject: "partner".into(),
-        })
+        .revoke_subject("partner")
         .await
         .unwrap();
     next_ms().await;

@@ -6,7 +6,7 @@ use tokend::pb::IssueRequest;
 use tonic::Code;
 
 use crate::common::grpc::{error_reason, introspect_request};
-use crate::common::http::basic_header;
+use crate::common::http::{basic_header, error_of};
 use crate::common::{SECRET, TestApp};
 
 #[tokio::test]
@@ -128,8 +128,7 @@ async fn oversized_and_unicode_fields_get_oauth_errors_on_both_transports() {
         let r = app
             .post_form("/oauth/token", Some(("orders-service", SECRET)), &form)
             .await;
-        assert_eq!(r.status().as_u16(), status);
-        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], error);
+        assert_eq!(error_of(r).await, (status, error.to_owned()));
     }
     let r = app
         .http_client

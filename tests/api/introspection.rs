@@ -8,7 +8,7 @@ use tempfile::TempDir;
 
 use crate::common::config::key_file;
 use crate::common::grpc::introspect_request;
-use crate::common::http::jwt_parts;
+use crate::common::http::{error_of, jwt_parts};
 use crate::common::{ConfigBuilder, SECRET, TestApp};
 
 #[tokio::test]
@@ -61,11 +61,7 @@ async fn revoke_then_introspect_is_inactive() {
             &[("token", &token)],
         )
         .await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"],
-        "unauthorized_client"
-    );
+    assert_eq!(error_of(r).await, (400, "unauthorized_client".into()));
     assert_eq!(app.introspect(&token).await["active"], true);
 
     let r = app
@@ -100,11 +96,7 @@ async fn revoke_then_introspect_is_inactive() {
             &[("token", &other), ("token_type_hint", "id_token")],
         )
         .await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"],
-        "unsupported_token_type"
-    );
+    assert_eq!(error_of(r).await, (400, "unsupported_token_type".into()));
 }
 
 /// Starts tokend with a key file, returning the app and the PEM.
@@ -156,12 +148,7 @@ async fn forged_expired_and_tampered_tokens_are_inactive() {
     other_kid.kid = Some("not-a-key".into());
     cases.push(("unknown kid", sign(&other_kid, &claims)));
     // Algorithm confusion: HS256 keyed with the public key material.
-    let jwks: serde_json::Value = app
-        .get("/.well-known/jwks.json")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let jwks = app.get_json("/.well-known/jwks.json").await;
     let n = jwks["keys"][0]["n"].as_str().unwrap().to_owned();
     let mut hs = Header::new(jsonwebtoken::Algorithm::HS256);
     hs.kid = Some(kid.clone());

@@ -52,12 +52,7 @@ async fn admin_api_requires_its_bearer_secret_and_is_not_on_the_public_listener(
     let app = app_with_admin("memory://").await;
     for token in [None, Some("wrong"), Some("")] {
         let mut admin = admin_client(&app, token).await;
-        let err = admin
-            .disable_client(pb::ClientRef {
-                client_id: "partner".into(),
-            })
-            .await
-            .unwrap_err();
+        let err = admin.disable("partner").await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{token:?}");
         assert_eq!(error_reason(&err), "unauthenticated");
         assert!(!err.message().contains("admin-secret"));
@@ -89,14 +84,7 @@ async fn revoke_client_tokens_kills_earlier_tokens_only() {
     next_ms().await;
 
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
-    let mark = admin
-        .revoke_client_tokens(pb::RevokeClientTokensRequest {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .not_before_ms;
+    let mark = admin.revoke_client("partner").await.unwrap().not_before_ms;
     assert!(mark > 0);
     next_ms().await;
 
@@ -109,28 +97,14 @@ async fn revoke_client_tokens_kills_earlier_tokens_only() {
     let after_http = app.access_token("partner").await;
     assert!(active(&app, &after_http).await);
 
-    let info = admin
-        .get_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let info = admin.get("partner").await.unwrap();
     assert_eq!(info.tokens_not_before_ms, mark);
 
     // Unknown and empty ids are documented errors.
-    let err = admin
-        .revoke_client_tokens(pb::RevokeClientTokensRequest {
-            client_id: "nobody".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = admin.revoke_client("nobody").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(error_reason(&err), "unknown_client");
-    let err = admin
-        .revoke_client_tokens(pb::RevokeClientTokensRequest::default())
-        .await
-        .unwrap_err();
+    let err = admin.revoke_client("").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(error_reason(&err), "invalid_request");
 }
@@ -141,13 +115,7 @@ async fn disabled_client_cannot_authenticate_and_its_tokens_are_inactive() {
     let mut g = app.grpc_client().await;
     let token = app.access_token("partner").await;
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
-    let info = admin
-        .disable_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let info = admin.disable("partner").await.unwrap();
     assert!(info.disabled);
 
     // Token endpoint: the same invalid_client as a wrong secret, on both transports.
@@ -171,32 +139,17 @@ async fn disabled_client_cannot_authenticate_and_its_tokens_are_inactive() {
     // Other clients are untouched.
     app.token("orders-service", &[]).await;
 
-    let listed = admin
-        .list_clients(pb::ListClientsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let partner = listed
-        .clients
-        .iter()
-        .find(|c| c.client_id == "partner")
-        .unwrap();
+    let listed = admin.list().await.unwrap();
+    let partner = listed.iter().find(|c| c.client_id == "partner").unwrap();
     assert!(partner.disabled);
     assert!(
         listed
-            .clients
             .iter()
             .filter(|c| c.client_id != "partner")
             .all(|c| !c.disabled)
     );
 
-    let info = admin
-        .enable_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let info = admin.enable("partner").await.unwrap();
     assert!(!info.disabled);
     grpc_issue(&mut g, "partner").await.unwrap();
     // Enabling alone brings old tokens back: cutting a client off for good is
@@ -213,12 +166,9 @@ async fn revoke_subject_tokens_logs_a_subject_out_everywhere() {
     next_ms().await;
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
     let mark = admin
-        .revoke_subject_tokens(pb::RevokeSubjectTokensRequest {
-            subject: "orders-service".into(),
-        })
+        .revoke_subject("orders-service")
         .await
         .unwrap()
-        .into_inner()
         .not_before_ms;
     assert!(mark > 0);
     next_ms().await;
@@ -227,10 +177,7 @@ async fn revoke_subject_tokens_logs_a_subject_out_everywhere() {
     let fresh = app.access_token("orders-service").await;
     assert!(active(&app, &fresh).await);
 
-    let err = admin
-        .revoke_subject_tokens(pb::RevokeSubjectTokensRequest::default())
-        .await
-        .unwrap_err();
+    let err = admin.revoke_subject("").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(error_reason(&err), "invalid_request");
 }
@@ -239,16 +186,8 @@ async fn revoke_subject_tokens_logs_a_subject_out_everywhere() {
 async fn effective_clients_never_show_secret_hashes() {
     let app = app_with_admin("memory://").await;
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
-    let listed = admin
-        .list_clients(pb::ListClientsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let ids: Vec<&str> = listed
-        .clients
-        .iter()
-        .map(|c| c.client_id.as_str())
-        .collect();
+    let listed = admin.list().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|c| c.client_id.as_str()).collect();
     assert_eq!(
         ids,
         ["basic-only", "orders-service", "partner", "resource-server"]
@@ -256,25 +195,14 @@ async fn effective_clients_never_show_secret_hashes() {
     let text = format!("{listed:?}");
     let hash = tokend::oauth::client::SecretHash::sha256_of(SECRET);
     assert!(!text.contains(&hash[7..]), "a hash leaked: {text}");
-    let orders = admin
-        .get_client(pb::ClientRef {
-            client_id: "orders-service".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let orders = admin.get("orders-service").await.unwrap();
     assert_eq!(orders.secret_count, 1);
     assert_eq!(orders.scopes, ["orders:read", "orders:write"]);
     assert_eq!(orders.audience, ["orders-api", "billing-api"]);
     assert_eq!(orders.access_ttl_secs, 3600);
     assert!(!orders.disabled);
     assert_eq!(orders.tokens_not_before_ms, 0);
-    let err = admin
-        .get_client(pb::ClientRef {
-            client_id: "nobody".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = admin.get("nobody").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
 
@@ -296,12 +224,7 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
 
     // Disable on B: introspection on A is inactive at once; A's token endpoint
     // refuses within its ~1 s refresh (bounded wait, not a speed assertion).
-    admin_b
-        .disable_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap();
+    admin_b.disable("partner").await.unwrap();
     assert!(!active(&a, &token).await);
     let refused = eventually(Duration::from_secs(5), || async {
         a.token_response("partner", SECRET).await.status() == 401
@@ -316,30 +239,14 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
     // A replica started later (a restart) knows from its first request.
     let c = TestApp::start(&config).await;
     assert_eq!(c.token_response("partner", SECRET).await.status(), 401);
-    let seen_on_a = admin_a
-        .get_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let seen_on_a = admin_a.get("partner").await.unwrap();
     assert!(seen_on_a.disabled);
 
     // Enable on A, revoke on A: B sees both.
-    admin_a
-        .enable_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap();
+    admin_a.enable("partner").await.unwrap();
     assert!(active(&b, &token).await);
     next_ms().await;
-    admin_a
-        .revoke_client_tokens(pb::RevokeClientTokensRequest {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap();
+    admin_a.revoke_client("partner").await.unwrap();
     next_ms().await;
     assert!(!active(&b, &token).await);
     assert!(!active(&c, &token).await);
@@ -347,12 +254,7 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
     // Subject revocation on B holds on A.
     let orders = a.access_token("orders-service").await;
     next_ms().await;
-    admin_b
-        .revoke_subject_tokens(pb::RevokeSubjectTokensRequest {
-            subject: "orders-service".into(),
-        })
-        .await
-        .unwrap();
+    admin_b.revoke_subject("orders-service").await.unwrap();
     next_ms().await;
     assert!(!active(&a, &orders).await);
     let fresh = b.access_token("orders-service").await;

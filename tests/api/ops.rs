@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-use crate::common::grpc::{error_reason, introspect_request, issue_request as issue};
-use crate::common::http::{basic_header, held_token_request};
+use crate::common::grpc::{error_reason, grpc_issue, introspect_request, issue_request as issue};
+use crate::common::http::{basic_header, error_of, held_token_request};
 use crate::common::{ConfigBuilder, RedisServer, SECRET, TestApp, eventually};
 
 /// An HTTP client whose connections come from `ip` (any 127/8 address
@@ -138,10 +138,7 @@ async fn failed_authentications_back_off_per_peer_and_per_client() {
     let r = token_from(&app, &attacker, "partner", SECRET).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
-    let err = app
-        .grpc_client()
-        .await
-        .issue(issue("orders-service", SECRET))
+    let err = grpc_issue(&mut app.grpc_client().await, "orders-service")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
@@ -469,15 +466,8 @@ async fn with_redis_rate_limits_and_back_off_are_shared_by_replicas() {
     a.token("orders-service", &[]).await;
     a.token("orders-service", &[]).await;
     let r = b.token_response("orders-service", SECRET).await;
-    assert_eq!(r.status(), 429);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"],
-        "rate_limited"
-    );
-    let err = b
-        .grpc_client()
-        .await
-        .issue(issue("orders-service", SECRET))
+    assert_eq!(error_of(r).await, (429, "rate_limited".into()));
+    let err = grpc_issue(&mut b.grpc_client().await, "orders-service")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
@@ -538,11 +528,7 @@ async fn with_redis_introspection_is_rate_limited_too() {
     // ...then both kinds are refused.
     for t in [token.clone(), "garbage".to_owned()] {
         let r = app.introspect_response(&t).await;
-        assert_eq!(r.status(), 429);
-        assert_eq!(
-            r.json::<serde_json::Value>().await.unwrap()["error"],
-            "rate_limited"
-        );
+        assert_eq!(error_of(r).await, (429, "rate_limited".into()));
     }
     let err = app
         .grpc_client()

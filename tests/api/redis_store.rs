@@ -12,6 +12,7 @@ use tokend::pb::RevokeRequest;
 
 use crate::common::config::key_file;
 use crate::common::grpc::{error_reason, introspect_request, issue_request};
+use crate::common::http::error_of;
 use crate::common::redis::free_port;
 use crate::common::{
     ConfigBuilder, RedisCluster, RedisServer, SECRET, TestApp, TokendProcess, eventually,
@@ -64,11 +65,7 @@ async fn redis_outage_fails_closed_keeps_issuing_and_recovers() {
     // Introspection cannot read revocations: 503, never active.
     for t in [&token, &revoked] {
         let r = app.introspect_response(t).await;
-        assert_eq!(r.status(), 503);
-        assert_eq!(
-            r.json::<serde_json::Value>().await.unwrap()["error"],
-            "temporarily_unavailable"
-        );
+        assert_eq!(error_of(r).await, (503, "temporarily_unavailable".into()));
     }
     let mut grpc = app.grpc_client().await;
     let status = grpc

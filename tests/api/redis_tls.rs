@@ -82,7 +82,7 @@ async fn fails_closed(app: &TestApp) -> String {
         assert_eq!(app.readyz().await, 503);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let body: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
+    let body = app.get_json("/readyz").await;
     let reason = body["reason"].as_str().unwrap_or_default().to_owned();
     assert!(reason.starts_with("store unreachable"), "{body}");
     reason

@@ -45,6 +45,11 @@ impl Api {
         self.http_client.get(self.url(path)).send().await.unwrap()
     }
 
+    /// GET `path` on the HTTP listener; the JSON body.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.unwrap()
+    }
+
     /// POSTs a form body with optional Basic credentials.
     pub async fn post_form(
         &self,
@@ -68,6 +73,23 @@ impl Api {
             .await;
         assert_eq!(r.status(), 200, "token request failed");
         r.json().await.unwrap()
+    }
+
+    /// client_credentials with the credentials in the form body
+    /// (`client_secret_post`) and `extra` parameters; the raw response.
+    pub async fn token_in_body(
+        &self,
+        client_id: &str,
+        secret: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ];
+        form.extend_from_slice(extra);
+        self.post_form("/oauth/token", None, &form).await
     }
 
     /// The raw response to a client_credentials request with Basic

@@ -127,13 +127,25 @@ pub async fn web_code(api: &Api, scope: &str) -> (String, String) {
 
 /// POST /oauth/token for web-app with Basic auth.
 pub async fn redeem(api: &Api, code: &str, verifier: &str) -> reqwest::Response {
+    redeem_as(api, "web-app", code, WEB_CB, verifier).await
+}
+
+/// POST /oauth/token redeeming `code` as `client_id` (Basic auth, the test
+/// secret) with `redirect_uri` and `code_verifier`.
+pub async fn redeem_as(
+    api: &Api,
+    client_id: &str,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> reqwest::Response {
     api.post_form(
         "/oauth/token",
-        Some(("web-app", SECRET)),
+        Some((client_id, SECRET)),
         &[
             ("grant_type", "authorization_code"),
             ("code", code),
-            ("redirect_uri", WEB_CB),
+            ("redirect_uri", redirect_uri),
             ("code_verifier", verifier),
         ],
     )
@@ -153,16 +165,6 @@ pub async fn web_tokens(api: &Api, scope: &str) -> Value {
     let r = redeem(api, &code, &verifier).await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
-}
-
-/// (status, `error`) of an OAuth error response.
-pub async fn error_of(r: reqwest::Response) -> (u16, String) {
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap();
-    (
-        status,
-        body["error"].as_str().unwrap_or_default().to_owned(),
-    )
 }
 
 /// A JSON string value, owned.

@@ -1,8 +1,10 @@
 //! gRPC-side helpers: request builders, the ErrorInfo reason of a status, and
 //! the admin API's client with its bearer secret.
 
+use tokend::pb;
 use tokend::pb::client_admin_client::ClientAdminClient;
 use tokend::pb::{IntrospectRequest, IssueRequest};
+use tonic::Status;
 use tonic::transport::Channel;
 
 use super::SECRET;
@@ -55,12 +57,70 @@ pub async fn grpc_issue(
 
 type AddBearer =
     Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-pub type Admin =
-    ClientAdminClient<tonic::service::interceptor::InterceptedService<Channel, AddBearer>>;
+type Admin = ClientAdminClient<tonic::service::interceptor::InterceptedService<Channel, AddBearer>>;
+
+/// The ClientAdmin API as the tests call it: one method per call, taking
+/// the id as a string and returning the response message or the status.
+pub struct AdminClient(Admin);
+
+impl AdminClient {
+    /// RevokeClientTokens: every token of `client_id` issued until now.
+    pub async fn revoke_client(
+        &mut self,
+        client_id: &str,
+    ) -> Result<pb::RevokeClientTokensResponse, Status> {
+        let req = pb::RevokeClientTokensRequest {
+            client_id: client_id.into(),
+        };
+        Ok(self.0.revoke_client_tokens(req).await?.into_inner())
+    }
+
+    /// RevokeSubjectTokens: every token for `subject` issued until now.
+    pub async fn revoke_subject(
+        &mut self,
+        subject: &str,
+    ) -> Result<pb::RevokeSubjectTokensResponse, Status> {
+        let req = pb::RevokeSubjectTokensRequest {
+            subject: subject.into(),
+        };
+        Ok(self.0.revoke_subject_tokens(req).await?.into_inner())
+    }
+
+    pub async fn disable(&mut self, client_id: &str) -> Result<pb::ClientInfo, Status> {
+        Ok(self
+            .0
+            .disable_client(client_ref(client_id))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn enable(&mut self, client_id: &str) -> Result<pb::ClientInfo, Status> {
+        Ok(self
+            .0
+            .enable_client(client_ref(client_id))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn get(&mut self, client_id: &str) -> Result<pb::ClientInfo, Status> {
+        Ok(self.0.get_client(client_ref(client_id)).await?.into_inner())
+    }
+
+    pub async fn list(&mut self) -> Result<Vec<pb::ClientInfo>, Status> {
+        let req = pb::ListClientsRequest {};
+        Ok(self.0.list_clients(req).await?.into_inner().clients)
+    }
+}
+
+fn client_ref(client_id: &str) -> pb::ClientRef {
+    pb::ClientRef {
+        client_id: client_id.into(),
+    }
+}
 
 /// An admin client on `api`'s admin listener sending `Bearer <token>` (or
 /// nothing).
-pub async fn admin_client(api: &Api, token: Option<&str>) -> Admin {
+pub async fn admin_client(api: &Api, token: Option<&str>) -> AdminClient {
     let ch = tonic::transport::Endpoint::from_shared(format!(
         "http://{}",
         api.admin.expect("admin listener")
@@ -77,5 +137,5 @@ pub async fn admin_client(api: &Api, token: Option<&str>) -> Admin {
         }
         Ok(r)
     });
-    ClientAdminClient::with_interceptor(ch, f)
+    AdminClient(ClientAdminClient::with_interceptor(ch, f))
 }

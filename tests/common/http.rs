@@ -34,6 +34,16 @@ pub fn jwt_parts(token: &str) -> (serde_json::Value, serde_json::Value) {
     (h, p)
 }
 
+/// (status, `error`) of an OAuth error response (a JSON body).
+pub async fn error_of(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
 /// The body [`held_token_request`] announces; [`HeldRequest::finish`] sends
 /// the rest of it.
 const HELD_BODY: &str = "grant_type=client_credentials";
