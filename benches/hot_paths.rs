@@ -20,10 +20,10 @@ use aws_lc_rs::signature::{
 use criterion::{Criterion, criterion_group, criterion_main};
 use secrecy::SecretString;
 use tokend::oauth::client::{ClientConfig, SecretHash, argon2_hash};
+use tokend::oauth::params::Params;
 use tokend::oauth::{Credentials, PresentedVia, Registry};
 use tokend::token::keys::generate_pem;
 use tokend::token::{AccessClaims, Algorithm, KeySet, SigningKey, jwt};
-use tokend::transport::http::Params;
 
 const ISSUER: &str = "http://127.0.0.1:8080";
 
@@ -40,8 +40,8 @@ fn claims(now: i64) -> AccessClaims {
         jti: "0f6a3b1c2d4e5f60718293a4b5c6d7e8".into(),
         client_id: "orders-service".into(),
         scope: "orders:read orders:write".into(),
-        gid: None,
-        iat_ms: Some(now * 1000),
+        sid: None,
+        legacy_iat_ms: None,
         extra: extra.as_object().cloned().unwrap_or_default(),
     }
 }

@@ -33,4 +33,7 @@ if [ -f scripts/chart-check.sh ]; then
   cargo build --locked --bin tokend
   TOKEND_BIN="$PWD/target/debug/tokend" bash scripts/chart-check.sh
 fi
+echo "== docs: links and runnable blocks"
+python3 scripts/docs_check.py links
+python3 scripts/docs_check.py run
 echo "== all checks passed"

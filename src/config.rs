@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use tokend_core::de::{de_f64, de_num};
+use tokend_core::de::{de_bool, de_f64, de_num};
 use tokend_core::oauth::client::{ClientConfig, SecretHash};
 use tokend_core::oauth::limits::{LimitPolicy, RateLimit, ThrottlePolicy};
 use tokend_core::oauth::{self, Registry};
@@ -208,6 +208,7 @@ pub struct RateLimitSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthThrottleSettings {
+    #[serde(deserialize_with = "de_bool")]
     pub enabled: bool,
     /// Failures (per client id, per peer address) before back-off starts.
     #[serde(deserialize_with = "de_num")]
@@ -888,6 +889,74 @@ fn section_table<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validation_gaps_are_closed() {
+        let problems = |pairs: &[(&str, &str)]| Config::load(None, env(pairs)).unwrap().validate();
+        for bad in [
+            "notaurl",
+            "ftp://x",
+            "https://",
+            "https://a b",
+            "https://x/?q=1",
+            "https://x/#f",
+        ] {
+            let p = problems(&[("TOKEND_ISSUER", bad)]);
+            assert!(p.iter().any(|p| p.starts_with("issuer: ")), "{bad}: {p:?}");
+        }
+        assert!(problems(&[("TOKEND_ISSUER", "https://auth.example/tenant")]).is_empty());
+        let hash = tokend_core::oauth::client::SecretHash::sha256_of("s");
+        let p = problems(&[("TOKEND_ADMIN_TOKEN_HASH", hash.as_str())]);
+        assert!(
+            p[0].starts_with("admin.token_hash: needs admin.listen"),
+            "{p:?}"
+        );
+        assert!(
+            problems(&[
+                ("TOKEND_ADMIN_TOKEN_HASH", hash.as_str()),
+                ("TOKEND_ADMIN_LISTEN", "127.0.0.1:0"),
+            ])
+            .is_empty()
+        );
+        let p = problems(&[
+            ("TOKEND_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("TOKEND_ADMIN_TOKEN_HASH", "x"),
+        ]);
+        assert_eq!(p, ["admin.token_hash: must be sha256:<64 hex digits>"]);
+    }
+
+    #[test]
+    fn parse_errors_name_the_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[http]\nlisten = 5\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&p), Vec::new()).unwrap_err());
+        assert_eq!(err.matches("bad.toml").count(), 1, "{err}");
+        std::fs::write(&p, "not toml [").unwrap();
+        let err = format!("{:#}", Config::load(Some(&p), Vec::new()).unwrap_err());
+        assert_eq!(err.matches("bad.toml").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn every_scalar_key_takes_an_env_override() {
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("TOKEND_AUTH_THROTTLE_ENABLED", "false"),
+                ("TOKEND_RATE_LIMIT_PER_SEC", "2.5"),
+                ("TOKEND_TLS_RELOAD_CHECK_SECS", "9"),
+            ]),
+        )
+        .unwrap();
+        assert!(!cfg.auth_throttle.enabled);
+        assert_eq!(cfg.rate_limit.per_sec, 2.5);
+        assert_eq!(cfg.tls.reload_check_secs, 9);
+        let err = Config::load(None, env(&[("TOKEND_AUTH_THROTTLE_ENABLED", "no")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("auth_throttle.enabled"),
+            "{err:#}"
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

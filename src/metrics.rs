@@ -83,7 +83,7 @@ pub async fn upkeep(handle: PrometheusHandle, stop: CancellationToken) {
 /// `GET /metrics`.
 pub fn router(handle: PrometheusHandle) -> Router {
     Router::new()
-        .route("/metrics", get(render))
+        .route(crate::transport::routes::METRICS, get(render))
         .with_state(handle)
 }
 

@@ -149,19 +149,264 @@ impl Reloader {
 }
 
 /// Copies the start-only settings of `running` into `next` (everything but
-/// what [`Reloader::reload`] applies).
+/// what [`Reloader::reload`] applies). Exhaustive like
+/// [`restart_only_changes`]: a new section must say which it is.
 fn keep_restart_only(running: &Config, next: &mut Config) {
-    next.issuer = running.issuer.clone();
-    next.http = running.http.clone();
-    next.grpc = running.grpc.clone();
-    next.store = running.store.clone();
-    next.tokens = running.tokens.clone();
-    next.log = running.log.clone();
-    next.server = running.server.clone();
-    next.admin = running.admin.clone();
-    next.authorization = running.authorization.clone();
-    next.tls = running.tls.clone();
-    if !crate::signing::restart_only_changes(&running.signing, &next.signing).is_empty() {
-        next.signing = running.signing.clone();
+    let Config {
+        issuer,
+        clients_file: _,
+        http,
+        grpc,
+        store,
+        tokens,
+        signing,
+        log,
+        server,
+        authorization,
+        admin,
+        tls,
+        rate_limit: _,
+        auth_throttle: _,
+        clients: _,
+    } = next;
+    *issuer = running.issuer.clone();
+    *http = running.http.clone();
+    *grpc = running.grpc.clone();
+    *store = running.store.clone();
+    *tokens = running.tokens.clone();
+    *log = running.log.clone();
+    *server = running.server.clone();
+    *admin = running.admin.clone();
+    *authorization = running.authorization.clone();
+    *tls = running.tls.clone();
+    if !crate::signing::restart_only_changes(&running.signing, signing).is_empty() {
+        *signing = running.signing.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::oauth::limits::{LimitPolicy, RateLimit};
+
+    /// Every restart-only key, with an environment override that changes it.
+    const RESTART_ONLY: &[(&str, &str, &str)] = &[
+        ("TOKEND_ISSUER", "https://other.example", "issuer"),
+        ("TOKEND_HTTP_LISTEN", "127.0.0.1:0", "http.listen"),
+        ("TOKEND_HTTP_MAX_BODY_BYTES", "1000", "http.max_body_bytes"),
+        ("TOKEND_GRPC_LISTEN", "127.0.0.1:0", "grpc.listen"),
+        ("TOKEND_STORE_KEY_PREFIX", "other:", "store.key_prefix"),
+        ("TOKEND_STORE_TIMEOUT_MS", "99", "store.timeout_ms"),
+        ("TOKEND_STORE_PASSWORD", "hunter2", "store.password"),
+        (
+            "TOKEND_TOKENS_ACCESS_TTL_SECS",
+            "60",
+            "tokens.access_ttl_secs",
+        ),
+        (
+            "TOKEND_TOKENS_REFRESH_TTL_SECS",
+            "60",
+            "tokens.refresh_ttl_secs",
+        ),
+        ("TOKEND_TOKENS_CODE_TTL_SECS", "5", "tokens.code_ttl_secs"),
+        ("TOKEND_TOKENS_LEEWAY_SECS", "1", "tokens.leeway_secs"),
+        ("TOKEND_SIGNING_ALGORITHM", "ES256", "signing.algorithm"),
+        ("TOKEND_LOG_LEVEL", "debug", "log.level"),
+        ("TOKEND_LOG_FORMAT", "json", "log.format"),
+        (
+            "TOKEND_SERVER_SHUTDOWN_GRACE_SECS",
+            "3",
+            "server.shutdown_grace_secs",
+        ),
+        (
+            "TOKEND_SERVER_DRAIN_DELAY_SECS",
+            "3",
+            "server.drain_delay_secs",
+        ),
+        (
+            "TOKEND_SERVER_RELOAD_POLL_SECS",
+            "3",
+            "server.reload_poll_secs",
+        ),
+        (
+            "TOKEND_SERVER_HEADER_READ_TIMEOUT_SECS",
+            "3",
+            "server.header_read_timeout_secs",
+        ),
+        (
+            "TOKEND_SERVER_REQUEST_TIMEOUT_SECS",
+            "3",
+            "server.request_timeout_secs",
+        ),
+        (
+            "TOKEND_SERVER_MAX_CONCURRENT_REQUESTS",
+            "3",
+            "server.max_concurrent_requests",
+        ),
+        (
+            "TOKEND_SERVER_MAX_CONNECTIONS",
+            "3",
+            "server.max_connections",
+        ),
+        (
+            "TOKEND_AUTHORIZATION_CHALLENGE_TTL_SECS",
+            "3",
+            "authorization.challenge_ttl_secs",
+        ),
+        ("TOKEND_ADMIN_LISTEN", "127.0.0.1:0", "admin.listen"),
+        ("TOKEND_TLS_RELOAD_CHECK_SECS", "3", "tls.reload_check_secs"),
+    ];
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_restart_only_key_is_named_when_it_changes() {
+        let base = Config::load(None, Vec::new()).unwrap();
+        assert!(restart_only_changes(&base, &base).is_empty());
+        for (var, value, key) in RESTART_ONLY {
+            let next = Config::load(None, env(&[(var, value)])).unwrap();
+            assert_eq!(restart_only_changes(&base, &next), vec![*key], "{var}");
+        }
+        // Paths and URLs too (no env override needed to see them compared).
+        let mut next = base.clone();
+        next.store.url = "redis://127.0.0.1:1".into();
+        next.store.tls_ca_file = Some("ca.pem".into());
+        next.store.tls_cert_file = Some("c.pem".into());
+        next.store.tls_key_file = Some("k.pem".into());
+        next.authorization.login_url = Some("https://login.example".into());
+        next.authorization.login_app_token_hash = Some("sha256:00".into());
+        next.admin.token_hash = Some("sha256:00".into());
+        next.tls.cert_file = Some("t.pem".into());
+        next.tls.key_file = Some("t.key".into());
+        next.tls.client_ca_file = Some("ca.pem".into());
+        next.signing.key_file = Some("k.pem".into());
+        let mut named = restart_only_changes(&base, &next);
+        named.sort_unstable();
+        assert_eq!(
+            named,
+            [
+                "admin.token_hash",
+                "authorization.login_app_token_hash",
+                "authorization.login_url",
+                "signing.key_file",
+                "store.tls_ca_file",
+                "store.tls_cert_file",
+                "store.tls_key_file",
+                "store.url",
+                "tls.cert_file",
+                "tls.client_ca_file",
+                "tls.key_file",
+            ]
+        );
+    }
+
+    #[test]
+    fn live_keys_are_not_reported() {
+        let base = Config::load(None, Vec::new()).unwrap();
+        let next = Config::load(
+            None,
+            env(&[
+                ("TOKEND_RATE_LIMIT_PER_SEC", "5"),
+                ("TOKEND_RATE_LIMIT_BURST", "7"),
+                ("TOKEND_AUTH_THROTTLE_ENABLED", "false"),
+                ("TOKEND_AUTH_THROTTLE_THRESHOLD", "3"),
+                ("TOKEND_AUTH_THROTTLE_BASE_SECS", "2"),
+                ("TOKEND_AUTH_THROTTLE_MAX_SECS", "4"),
+                ("TOKEND_AUTH_THROTTLE_RESET_SECS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert!(restart_only_changes(&base, &next).is_empty());
+    }
+
+    /// Log lines written while `f` runs on this thread.
+    fn captured(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        String::from_utf8(buf.0.lock().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_reload_applies_limits_live_and_warns_by_name_about_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokend.toml");
+        std::fs::write(&path, "[rate_limit]\nper_sec = 1\n").unwrap();
+        let settings = crate::config::load(Some(&path), Vec::new()).unwrap();
+        let keys = crate::signing::ephemeral(tokend_token::Algorithm::ES256).unwrap();
+        let core = Arc::new(Core::new(
+            settings.boot.oauth,
+            settings.live.limits,
+            settings.live.clients,
+            keys,
+            Arc::new(crate::store::MemoryStore::new()),
+        ));
+        let mut reloader = Reloader::new(
+            core.clone(),
+            settings.file,
+            ReloadOptions {
+                config_path: Some(path.clone()),
+                sighup: false,
+                poll: None,
+            },
+        );
+        std::fs::write(
+            &path,
+            "issuer = \"https://moved.example\"\n[rate_limit]\nper_sec = 9\nburst = 4\n\
+             [auth_throttle]\nthreshold = 3\n[server]\nmax_connections = 5\n",
+        )
+        .unwrap();
+        let logs = captured(|| reloader.reload().unwrap());
+        let limits = core.limits();
+        assert_eq!(
+            limits.rate_limit,
+            RateLimit {
+                per_sec: 9.0,
+                burst: 4
+            }
+        );
+        assert_eq!(limits.throttle.threshold, 3);
+        assert_ne!(*limits, LimitPolicy::default());
+        for key in ["issuer", "server.max_connections"] {
+            assert!(
+                logs.lines()
+                    .any(|l| l.contains("WARN") && l.contains(&format!("key=\"{key}\""))),
+                "{key} not named at warn level in:\n{logs}"
+            );
+        }
+        assert!(
+            !logs.contains("rate_limit") && !logs.contains("auth_throttle"),
+            "{logs}"
+        );
+        // The running value stays the reference: reloading the same file
+        // again warns again (the change is still pending a restart).
+        let again = captured(|| reloader.reload().unwrap());
+        assert!(again.contains("key=\"issuer\""), "{again}");
+        assert_eq!(core.settings().issuer, "http://127.0.0.1:8080");
     }
 }

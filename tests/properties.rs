@@ -13,10 +13,11 @@ use common::ConfigBuilder;
 use common::config::sha256;
 use proptest::prelude::*;
 use secrecy::SecretString;
+use tokend::oauth::params::Params;
 use tokend::oauth::{Core, Credentials, OAuthError, PresentedVia, TokenRequest};
 use tokend::store::MemoryStore;
 use tokend::token::{Algorithm, KeySet, SigningKey, jwt};
-use tokend::transport::http::{Params, decode_basic};
+use tokend::transport::http::decode_basic;
 
 const KNOWN_CODES: &[&str] = &[
     "invalid_request",
@@ -137,7 +138,7 @@ proptest! {
         let keys = KeySet::new(SigningKey::generate(Algorithm::ES256).unwrap(), vec![]);
         let claims = jwt::AccessClaims {
             iss: "https://tokend.test".into(), sub: "s".into(), aud: vec![], exp: 100, iat: 0, nbf: 0,
-            jti: "j".into(), client_id: "c".into(), scope: String::new(), gid: None, iat_ms: None,
+            jti: "j".into(), client_id: "c".into(), scope: String::new(), sid: None, legacy_iat_ms: None,
             extra: serde_json::Map::new(),
         };
         let token = jwt::mint(keys.active(), &claims).unwrap();

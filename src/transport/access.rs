@@ -213,22 +213,11 @@ const GRPC_METHODS: &[&str] = &[
     "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
-const HTTP_ROUTES: &[&str] = &[
-    "/oauth/token",
-    "/oauth/introspect",
-    "/oauth/revoke",
-    "/oauth/authorize",
-    "/.well-known/oauth-authorization-server",
-    "/.well-known/jwks.json",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-];
 const OTHER: &str = "other";
 
 fn labels(transport: Transport) -> &'static [&'static str] {
     match transport {
-        Transport::Http => HTTP_ROUTES,
+        Transport::Http => super::routes::ALL,
         Transport::Grpc => GRPC_METHODS,
     }
 }
@@ -304,7 +293,7 @@ impl std::fmt::Display for ClientField<'_> {
 /// Probes and scrapes are logged at debug, not info, to keep the access log
 /// readable.
 fn is_probe(endpoint: &str) -> bool {
-    matches!(endpoint, "/healthz" | "/readyz" | "/metrics") || endpoint.starts_with("grpc.")
+    super::routes::MACHINE.contains(&endpoint) || endpoint.starts_with("grpc.")
 }
 
 /// The outcome when no handler noted one: from the response itself.
@@ -436,6 +425,13 @@ mod tests {
     #[test]
     fn labels_are_bounded() {
         assert_eq!(endpoint(Transport::Http, "/oauth/token"), "/oauth/token");
+        for route in super::super::routes::ALL {
+            assert_eq!(
+                endpoint(Transport::Http, route),
+                *route,
+                "labelled as itself"
+            );
+        }
         assert_eq!(endpoint(Transport::Http, "/secret-in-path"), "other");
         assert_eq!(
             endpoint(Transport::Grpc, "/tokend.v1.TokenService/Issue"),

@@ -161,30 +161,21 @@ impl pb::token_service_server::TokenService for TokenService {
         )?;
         Ok(Response::new(match answer {
             Introspection::Inactive => pb::IntrospectResponse::default(),
-            Introspection::Refresh(r) => pb::IntrospectResponse {
-                active: true,
-                scope: r.scope,
-                client_id: r.client_id,
-                sub: r.sub,
-                exp: r.exp.unwrap_or(0),
-                token_type: "refresh_token".into(),
-                ..Default::default()
-            },
-            Introspection::Active(c) => {
-                let c = *c;
+            Introspection::Active(t) => {
+                let t = *t;
                 pb::IntrospectResponse {
                     active: true,
-                    scope: crate::oauth::scope::split(&c.scope),
-                    client_id: c.client_id,
-                    sub: c.sub,
-                    aud: c.aud,
-                    iss: c.iss,
-                    jti: c.jti,
-                    exp: c.exp,
-                    iat: c.iat,
-                    nbf: c.nbf,
-                    token_type: "Bearer".into(),
-                    claims: (!c.extra.is_empty()).then(|| json_to_struct(c.extra)),
+                    scope: t.scope,
+                    client_id: t.client_id,
+                    sub: t.sub,
+                    aud: t.aud,
+                    iss: t.iss,
+                    jti: t.jti,
+                    exp: t.exp.unwrap_or(0),
+                    iat: t.iat.unwrap_or(0),
+                    nbf: t.nbf.unwrap_or(0),
+                    token_type: t.token_type.into(),
+                    claims: (!t.claims.is_empty()).then(|| json_to_struct(t.claims)),
                 }
             }
         }))

@@ -14,10 +14,12 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use secrecy::SecretString;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::access::RequestRecord;
+use super::routes;
 use crate::health::Readiness;
+use crate::oauth::params::Params;
 use crate::oauth::{
     Core, Credentials, Introspection, OAuthError, PresentedVia, TokenRequest, scope,
 };
@@ -34,12 +36,12 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     let probes = probes(state.readiness.clone());
     Router::new()
-        .route("/oauth/authorize", get(authorize))
-        .route("/oauth/token", post(token))
-        .route("/oauth/introspect", post(introspect))
-        .route("/oauth/revoke", post(revoke))
-        .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/.well-known/jwks.json", get(jwks))
+        .route(routes::AUTHORIZE, get(authorize))
+        .route(routes::TOKEN, post(token))
+        .route(routes::INTROSPECT, post(introspect))
+        .route(routes::REVOKE, post(revoke))
+        .route(routes::METADATA, get(metadata))
+        .route(routes::JWKS, get(jwks))
         .with_state(state)
         .merge(probes)
 }
@@ -51,8 +53,8 @@ pub fn router(state: HttpState) -> Router {
 /// certificates).
 pub fn probes(readiness: Readiness) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route(routes::HEALTHZ, get(healthz))
+        .route(routes::READYZ, get(readyz))
         .with_state(readiness)
 }
 
@@ -120,110 +122,6 @@ fn no_store(value: Value) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     res
-}
-
-/// Decoded request parameters, in order, from a form or a JSON object.
-#[derive(Debug, Default)]
-pub struct Params {
-    pairs: Vec<(String, String)>,
-}
-
-/// Parameters that may legitimately repeat (RFC 8707 `resource`).
-const REPEATABLE: &[&str] = &["resource"];
-
-impl Params {
-    /// Parses an `application/x-www-form-urlencoded` body.
-    pub fn from_form(body: &[u8]) -> Result<Self, OAuthError> {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(body)
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        Self::checked(pairs)
-    }
-
-    /// Parses a JSON object body. Values are strings; `scope`, `audience` and
-    /// `resource` may also be arrays of strings.
-    pub fn from_json(body: &[u8]) -> Result<Self, OAuthError> {
-        let obj: Map<String, Value> = serde_json::from_slice(body)
-            .map_err(|_| OAuthError::invalid_request("the body is not a JSON object"))?;
-        let mut pairs = Vec::with_capacity(obj.len());
-        for (k, v) in obj {
-            match v {
-                Value::String(s) => pairs.push((k, s)),
-                Value::Null => {}
-                Value::Array(items) if matches!(k.as_str(), "scope" | "audience" | "resource") => {
-                    let mut joined = Vec::with_capacity(items.len());
-                    for item in items {
-                        match item {
-                            Value::String(s) => joined.push(s),
-                            _ => {
-                                return Err(OAuthError::invalid_request(format!(
-                                    "{k} must be a string or an array of strings"
-                                )));
-                            }
-                        }
-                    }
-                    if k == "resource" {
-                        pairs.extend(joined.into_iter().map(|s| (k.clone(), s)));
-                    } else {
-                        pairs.push((k, joined.join(" ")));
-                    }
-                }
-                _ => {
-                    return Err(OAuthError::invalid_request(format!("{k} must be a string")));
-                }
-            }
-        }
-        Self::checked(pairs)
-    }
-
-    fn checked(pairs: Vec<(String, String)>) -> Result<Self, OAuthError> {
-        if pairs.len() > 64 {
-            return Err(OAuthError::invalid_request("too many parameters"));
-        }
-        // RFC 6749 3.1: parameters sent without a value are treated as omitted.
-        let pairs: Vec<_> = pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-        for (i, (k, _)) in pairs.iter().enumerate() {
-            if !REPEATABLE.contains(&k.as_str()) && pairs[..i].iter().any(|(k2, _)| k2 == k) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {} is repeated",
-                    printable(k)
-                )));
-            }
-        }
-        Ok(Self { pairs })
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn all(&self, name: &str) -> impl Iterator<Item = &str> {
-        self.pairs
-            .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn owned(&self, name: &str) -> Option<String> {
-        self.get(name).map(str::to_owned)
-    }
-}
-
-/// A parameter name safe to echo in an error description.
-fn printable(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .take(40)
-        .collect();
-    if cleaned.is_empty() {
-        "(unnamed)".into()
-    } else {
-        cleaned
-    }
 }
 
 /// Decodes an HTTP Basic `Authorization` value into (client_id, secret), both
@@ -429,33 +327,7 @@ async fn introspect(State(s): State<HttpState>, req: Request) -> Result<Response
         .await?;
     Ok(no_store(match answer {
         Introspection::Inactive => json!({"active": false}),
-        Introspection::Refresh(r) => {
-            let mut v = json!({
-                "active": true,
-                "client_id": r.client_id,
-                "sub": r.sub,
-                "token_type": "refresh_token",
-            });
-            if !r.scope.is_empty() {
-                v["scope"] = r.scope.join(" ").into();
-            }
-            if let Some(exp) = r.exp {
-                v["exp"] = exp.into();
-            }
-            v
-        }
-        Introspection::Active(claims) => {
-            let mut v = serde_json::to_value(*claims).map_err(|_| {
-                HttpError::from(OAuthError::ServerError("could not encode claims".into()))
-            })?;
-            if let Some(o) = v.as_object_mut() {
-                o.remove("gid");
-                o.remove("iat_ms");
-                o.insert("active".into(), true.into());
-                o.insert("token_type".into(), "Bearer".into());
-            }
-            v
-        }
+        Introspection::Active(t) => Value::Object(t.to_json()),
     }))
 }
 
@@ -518,16 +390,5 @@ mod tests {
         let no_colon = base64::engine::general_purpose::STANDARD.encode("abc");
         assert_eq!(decode_basic(&format!("Basic {no_colon}")), None);
         assert_eq!(decode_basic("Bearer abc"), None);
-    }
-
-    #[test]
-    fn repeated_parameters_are_rejected_except_resource() {
-        assert!(Params::from_form(b"grant_type=a&grant_type=b").is_err());
-        let p = Params::from_form(b"resource=a&resource=b&scope=").unwrap();
-        assert_eq!(p.all("resource").count(), 2);
-        assert_eq!(p.get("scope"), None);
-        assert!(Params::from_json(br#"{"scope":["a","b"],"x":"y"}"#).is_ok());
-        assert!(Params::from_json(br#"{"grant_type":1}"#).is_err());
-        assert!(Params::from_json(b"[1]").is_err());
     }
 }

@@ -6,4 +6,5 @@ pub mod admin;
 pub mod grpc;
 pub mod http;
 pub mod listen;
+pub mod routes;
 pub mod tls;

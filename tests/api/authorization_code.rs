@@ -107,7 +107,7 @@ async fn pkce_flow_end_to_end() {
     assert_eq!(claims["email"], "u@example.com");
     assert_eq!(claims["user_id"], 276);
     assert_eq!(claims["tenant"], "acme", "the client's claims are kept");
-    assert!(claims["gid"].is_string());
+    assert!(claims["sid"].is_string());
     // The refresh token is not stored anywhere in clear: it is not a key.
     assert!(!rt.contains(' ') && rt.len() > 60);
 
@@ -510,7 +510,7 @@ async fn refresh_rotates_and_reuse_kills_the_family() {
     let (_, c0) = jwt_parts(&s(&t0["access_token"]));
     let (_, c1) = jwt_parts(&s(&t1["access_token"]));
     assert_eq!(c1["sub"], "user-42");
-    assert_eq!(c1["gid"], c0["gid"], "same grant family");
+    assert_eq!(c1["sid"], c0["sid"], "same grant family");
     assert_eq!(c1["tenant"], "acme");
     // The rotated token is dead for introspection; the new one is live.
     assert_eq!(app.introspect(&rt0).await["active"], false);
@@ -540,7 +540,7 @@ async fn refresh_rotates_and_reuse_kills_the_family() {
     );
     // A forged token naming a live family's gid is just invalid: it does not
     // revoke the family.
-    let gid = jwt_parts(&s(&other["access_token"])).1["gid"]
+    let gid = jwt_parts(&s(&other["access_token"])).1["sid"]
         .as_str()
         .unwrap()
         .to_owned();

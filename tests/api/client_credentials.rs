@@ -41,8 +41,37 @@ async fn basic_auth_gets_a_jwt_with_rfc9068_claims() {
     let iat = claims["iat"].as_i64().unwrap();
     assert_eq!(exp - iat, 3600);
     assert_eq!(claims["nbf"], claims["iat"]);
-    // 128-bit jti, base64url without padding.
-    assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
+    // The jti is a version 7 UUID whose millisecond falls in the iat second.
+    let jti = claims["jti"].as_str().unwrap();
+    assert_eq!((jti.len(), &jti[14..15]), (36, "7"), "{jti}");
+    let ms = i64::from_str_radix(&jti[..8], 16).unwrap() << 16
+        | i64::from_str_radix(&jti[9..13], 16).unwrap();
+    assert_eq!(ms / 1000, iat, "{jti}");
+    // Registered and partner claims only: nothing internal.
+    let mut names: Vec<&str> = claims
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "aud",
+            "client_id",
+            "exp",
+            "iat",
+            "is_test",
+            "iss",
+            "jti",
+            "nbf",
+            "organisation_id",
+            "roles",
+            "scope",
+            "sub"
+        ]
+    );
     app.stop().await;
 }
 

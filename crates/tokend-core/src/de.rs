@@ -43,3 +43,23 @@ pub fn de_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     }
     Ok(v)
 }
+
+/// Booleans from TOML booleans or the strings `true` / `false`.
+pub fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B {
+        Bool(bool),
+        Str(String),
+    }
+    match B::deserialize(d)? {
+        B::Bool(b) => Ok(b),
+        B::Str(s) => match s.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected true or false, got {s:?}"
+            ))),
+        },
+    }
+}

@@ -142,8 +142,8 @@ mod tests {
             jti: jti.into(),
             client_id: "c".into(),
             scope: String::new(),
-            gid: None,
-            iat_ms: None,
+            sid: None,
+            legacy_iat_ms: None,
             extra: serde_json::Map::new(),
         })
     }

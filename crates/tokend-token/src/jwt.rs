@@ -35,27 +35,35 @@ pub struct AccessClaims {
     pub client_id: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
-    /// Grant family id: set on tokens issued from an authorization code or a
-    /// refresh token, so a whole grant can be revoked at once.
+    /// The grant this token was issued from (authorization code and refresh
+    /// tokens only), as the registered `sid` (session id) claim: revoking the
+    /// grant revokes its access tokens, and a resource server can match
+    /// session revocations against it. Tokens from before tokend 0.2 call it
+    /// `gid`; both parse.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gid: Option<String>,
-    /// Issue time in Unix milliseconds (private claim). Bulk revocation marks
-    /// ("not before" per client or subject) are milliseconds, so a token
-    /// minted in the same second just after a revocation stays valid while
-    /// one minted just before it does not. Tokens without it count as issued
-    /// at `iat * 1000`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub iat_ms: Option<i64>,
+    pub sid: Option<String>,
+    /// `iat_ms` of tokens minted before issue times were read from the `jti`
+    /// (see [`AccessClaims::issued_at_ms`]); parsed, never written.
+    #[serde(skip)]
+    pub legacy_iat_ms: Option<i64>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl AccessClaims {
-    /// Issue time in Unix milliseconds: `iat_ms`, or `iat * 1000` for tokens
-    /// minted before that claim existed (conservative: such a token counts as
-    /// issued at the start of its second).
+    /// Issue time in Unix milliseconds. Bulk revocation marks ("not before"
+    /// per client or subject) are milliseconds, so that a token minted in the
+    /// same second just after a revocation stays valid while one minted just
+    /// before it does not. The millisecond comes from the `jti` (a version 7
+    /// UUID, [`crate::opaque::time_ordered_id`]) when it agrees with `iat`;
+    /// else from a legacy `iat_ms`; else `iat * 1000` (conservative: the
+    /// token counts as issued at the start of its second).
     pub fn issued_at_ms(&self) -> i64 {
-        self.iat_ms.unwrap_or_else(|| self.iat.saturating_mul(1000))
+        let second = self.iat.saturating_mul(1000);
+        crate::opaque::uuid_v7_ms(&self.jti)
+            .filter(|ms| (second..second.saturating_add(1000)).contains(ms))
+            .or(self.legacy_iat_ms)
+            .unwrap_or(second)
     }
 }
 
@@ -70,6 +78,7 @@ pub const RESERVED_CLAIMS: &[&str] = &[
     "jti",
     "client_id",
     "scope",
+    "sid",
     "gid",
     "iat_ms",
     "typ",
@@ -131,7 +140,7 @@ enum Field {
     Jti,
     ClientId,
     Scope,
-    Gid,
+    Sid,
     IatMs,
     Other(String),
 }
@@ -155,7 +164,7 @@ impl<'de> Deserialize<'de> for Field {
                     "jti" => Field::Jti,
                     "client_id" => Field::ClientId,
                     "scope" => Field::Scope,
-                    "gid" => Field::Gid,
+                    "sid" | "gid" => Field::Sid,
                     "iat_ms" => Field::IatMs,
                     other => Field::Other(other.to_owned()),
                 })
@@ -191,7 +200,7 @@ impl<'de> Deserialize<'de> for AccessClaims {
                 let (mut iss, mut sub, mut aud, mut jti, mut client_id) =
                     (None, None, None, None, None);
                 let (mut exp, mut iat, mut nbf) = (None, None, None);
-                let (mut scope, mut gid, mut iat_ms) = (None, None, None);
+                let (mut scope, mut sid, mut iat_ms) = (None, None, None);
                 let mut extra = serde_json::Map::new();
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
@@ -206,7 +215,7 @@ impl<'de> Deserialize<'de> for AccessClaims {
                             once(&mut client_id, map.next_value::<String>()?, "client_id")?
                         }
                         Field::Scope => once(&mut scope, map.next_value::<String>()?, "scope")?,
-                        Field::Gid => once(&mut gid, map.next_value::<Option<String>>()?, "gid")?,
+                        Field::Sid => once(&mut sid, map.next_value::<Option<String>>()?, "sid")?,
                         Field::IatMs => {
                             once(&mut iat_ms, map.next_value::<Option<i64>>()?, "iat_ms")?
                         }
@@ -226,8 +235,8 @@ impl<'de> Deserialize<'de> for AccessClaims {
                     jti: jti.ok_or_else(|| A::Error::missing_field("jti"))?,
                     client_id: client_id.ok_or_else(|| A::Error::missing_field("client_id"))?,
                     scope: scope.unwrap_or_default(),
-                    gid: gid.flatten(),
-                    iat_ms: iat_ms.flatten(),
+                    sid: sid.flatten(),
+                    legacy_iat_ms: iat_ms.flatten(),
                     extra,
                 })
             }
@@ -361,8 +370,8 @@ mod tests {
             jti: "j1".into(),
             client_id: "svc".into(),
             scope: "a b".into(),
-            gid: None,
-            iat_ms: None,
+            sid: None,
+            legacy_iat_ms: None,
             extra: serde_json::Map::new(),
         }
     }
@@ -396,10 +405,35 @@ mod tests {
     }
 
     #[test]
+    fn issue_time_comes_from_the_jti_and_legacy_claims_stay_out_of_extra() {
+        let mut c = claims(1_733_160_000);
+        assert_eq!(
+            c.issued_at_ms(),
+            1_733_160_000_000,
+            "no v7 jti: start of second"
+        );
+        c.jti = crate::opaque::time_ordered_id(1_733_160_000_123);
+        assert_eq!(c.issued_at_ms(), 1_733_160_000_123);
+        // A jti whose time disagrees with iat is not trusted.
+        c.jti = crate::opaque::time_ordered_id(1_733_160_005_000);
+        assert_eq!(c.issued_at_ms(), 1_733_160_000_000);
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(!text.contains("iat_ms") && !text.contains("gid"), "{text}");
+
+        // A token minted by an earlier tokend: `gid` and `iat_ms`.
+        let legacy = r#"{"iss":"i","sub":"s","exp":9,"iat":1,"nbf":1,"jti":"j","client_id":"c","gid":"g1","iat_ms":1500,"org":7}"#;
+        let p: AccessClaims = serde_json::from_str(legacy).unwrap();
+        assert_eq!(p.sid.as_deref(), Some("g1"));
+        assert_eq!(p.issued_at_ms(), 1500);
+        assert_eq!(p.extra.keys().collect::<Vec<_>>(), ["org"]);
+        let both = r#"{"iss":"i","sub":"s","exp":9,"iat":1,"nbf":1,"jti":"j","client_id":"c","gid":"g1","sid":"g2"}"#;
+        assert!(serde_json::from_str::<AccessClaims>(both).is_err());
+    }
+
+    #[test]
     fn claims_parse_like_the_derived_form() {
         let mut c = claims(1000);
-        c.gid = Some("g".into());
-        c.iat_ms = Some(1_000_123);
+        c.sid = Some("g".into());
         c.extra
             .insert("organisation_id".into(), serde_json::json!(74));
         c.extra.insert("roles".into(), serde_json::json!(["ADMIN"]));
@@ -408,7 +442,7 @@ mod tests {
         // Several audiences, absent optional claims, and escaped names.
         c.aud = vec!["a".into(), "b".into()];
         c.scope.clear();
-        c.gid = None;
+        c.sid = None;
         let text = serde_json::to_string(&c)
             .unwrap()
             .replace("\"roles\"", "\"r\\u006fles\"");

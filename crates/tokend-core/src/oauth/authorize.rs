@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 use super::client::{Client, GrantType};
 use super::error::OAuthError;
 use super::grant::{Grant, TokenRequest, TokenResponse};
+use super::params::Params;
 use super::{Core, scope};
 use tokend_token::jwt::RESERVED_CLAIMS;
 use tokend_token::opaque;
@@ -158,19 +159,9 @@ impl Core {
     /// trusted, so the error is shown to the user and never redirected
     /// (RFC 6749 4.1.2.1).
     pub async fn authorize(&self, query: Vec<(String, String)>) -> Result<String, OAuthError> {
-        // RFC 6749 3.1: parameters sent without a value are treated as omitted.
-        let query: Vec<(String, String)> =
-            query.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-        if query.len() > 64 {
-            return Err(OAuthError::invalid_request("too many parameters"));
-        }
-        let count = |name: &str| query.iter().filter(|(k, _)| k == name).count();
-        let get = |name: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let query = Params::lenient(query)?;
+        let count = |name: &str| query.count(name);
+        let get = |name: &str| query.get(name);
         if count("client_id") > 1 || count("redirect_uri") > 1 {
             return Err(OAuthError::invalid_request(
                 "client_id or redirect_uri is repeated",
@@ -255,21 +246,12 @@ impl Core {
     fn check_authorize(
         &self,
         client: &Client,
-        query: &[(String, String)],
+        query: &Params,
         redirect_uri: &str,
         state: Option<&str>,
     ) -> Result<Pending, OAuthError> {
-        for (i, (k, _)) in query.iter().enumerate() {
-            if query[..i].iter().any(|(k2, _)| k2 == k) {
-                return Err(OAuthError::invalid_request("a parameter is repeated"));
-            }
-        }
-        let get = |name: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        query.check_repeats()?;
+        let get = |name: &str| query.get(name);
         if get("state").is_some_and(|s| s.len() > MAX_STATE_LEN) {
             return Err(OAuthError::invalid_request("state is too long"));
         }

@@ -109,11 +109,11 @@ impl Core {
             exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
             iat: now,
             nbf: now,
-            jti: opaque::random_id(),
+            jti: opaque::time_ordered_id(now_ms),
             client_id: g.client.id.clone(),
             scope: g.scope.join(" "),
-            gid: g.gid,
-            iat_ms: Some(now_ms),
+            sid: g.gid,
+            legacy_iat_ms: None,
             extra: g.extra,
         };
         let keys = self.keys();

@@ -23,10 +23,101 @@ pub use super::refresh::RefreshInfo;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Introspection {
     Inactive,
-    /// A live access token.
-    Active(Box<AccessClaims>),
-    /// A live refresh token.
-    Refresh(RefreshInfo),
+    /// A live access or refresh token.
+    Active(Box<ActiveToken>),
+}
+
+/// What introspection discloses about a live token: this struct *is* the
+/// allow-list. The RFC 7662 members tokend answers, plus the client's
+/// partner claims; nothing internal (grant ids, issue milliseconds, store
+/// state) can reach an answer unless a field is added here. Both transports
+/// encode this one value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveToken {
+    /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
+    pub token_type: &'static str,
+    pub scope: Vec<String>,
+    pub client_id: String,
+    pub sub: String,
+    pub aud: Vec<String>,
+    /// Empty for refresh tokens.
+    pub iss: String,
+    /// Empty for refresh tokens.
+    pub jti: String,
+    /// `None` for a refresh token that never expires.
+    pub exp: Option<i64>,
+    pub iat: Option<i64>,
+    pub nbf: Option<i64>,
+    /// The client's configured (partner) claims and the login app's claims.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ActiveToken {
+    fn access(c: &AccessClaims) -> Self {
+        Self {
+            token_type: "Bearer",
+            scope: super::scope::split(&c.scope),
+            client_id: c.client_id.clone(),
+            sub: c.sub.clone(),
+            aud: c.aud.clone(),
+            iss: c.iss.clone(),
+            jti: c.jti.clone(),
+            exp: Some(c.exp),
+            iat: Some(c.iat),
+            nbf: Some(c.nbf),
+            claims: c.extra.clone(),
+        }
+    }
+
+    fn refresh(r: RefreshInfo) -> Self {
+        Self {
+            token_type: "refresh_token",
+            scope: r.scope,
+            client_id: r.client_id,
+            sub: r.sub,
+            aud: Vec::new(),
+            iss: String::new(),
+            jti: String::new(),
+            exp: r.exp,
+            iat: None,
+            nbf: None,
+            claims: serde_json::Map::new(),
+        }
+    }
+
+    /// The RFC 7662 JSON object (`active: true` included). Partner claims
+    /// come first so a standard member always wins a name clash.
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::Value;
+        let mut o = self.claims.clone();
+        o.insert("active".into(), Value::Bool(true));
+        o.insert("token_type".into(), self.token_type.into());
+        o.insert("client_id".into(), self.client_id.clone().into());
+        o.insert("sub".into(), self.sub.clone().into());
+        if !self.scope.is_empty() {
+            o.insert("scope".into(), self.scope.join(" ").into());
+        }
+        match self.aud.as_slice() {
+            [] => {}
+            [one] => {
+                o.insert("aud".into(), one.clone().into());
+            }
+            many => {
+                o.insert("aud".into(), many.to_vec().into());
+            }
+        }
+        for (k, v) in [("iss", &self.iss), ("jti", &self.jti)] {
+            if !v.is_empty() {
+                o.insert(k.into(), v.clone().into());
+            }
+        }
+        for (k, v) in [("exp", self.exp), ("iat", self.iat), ("nbf", self.nbf)] {
+            if let Some(v) = v {
+                o.insert(k.into(), v.into());
+            }
+        }
+        o
+    }
 }
 
 /// Store key marking a revoked access token.
@@ -58,7 +149,7 @@ impl Core {
                 return Err(OAuthError::invalid_request("token is required"));
             }
             return Ok(match self.introspect_refresh(token).await? {
-                Some(info) => Introspection::Refresh(info),
+                Some(info) => Introspection::Active(Box::new(ActiveToken::refresh(info))),
                 None => Introspection::Inactive,
             });
         }
@@ -81,7 +172,7 @@ impl Core {
         if revoked? {
             return Ok(Introspection::Inactive);
         }
-        Ok(Introspection::Active(Box::new(AccessClaims::clone(
+        Ok(Introspection::Active(Box::new(ActiveToken::access(
             &claims,
         ))))
     }
@@ -117,7 +208,7 @@ impl Core {
             lifecycle::client_not_before_key(&claims.client_id),
             lifecycle::subject_not_before_key(&claims.sub),
         ];
-        if let Some(gid) = &claims.gid {
+        if let Some(gid) = &claims.sid {
             keys.push(revoked_gid_key(gid));
         }
         let found = self.store.get_many(&keys).await?;
@@ -179,5 +270,65 @@ impl Core {
             .await?;
         tracing::info!(client_id = %client.id, jti = %claims.jti, "token revoked");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_disclose_the_allow_list_and_partner_claims_only() {
+        let mut extra = serde_json::Map::new();
+        extra.insert("organisation_id".into(), 74.into());
+        // A partner claim can never shadow a standard member.
+        extra.insert("active".into(), false.into());
+        let claims = AccessClaims {
+            iss: "https://issuer".into(),
+            sub: "svc".into(),
+            aud: vec!["api".into()],
+            exp: 100,
+            iat: 40,
+            nbf: 40,
+            jti: tokend_token::opaque::time_ordered_id(40_123),
+            client_id: "svc".into(),
+            scope: "a b".into(),
+            sid: Some("family".into()),
+            legacy_iat_ms: Some(40_123),
+            extra,
+        };
+        let json = ActiveToken::access(&claims).to_json();
+        let mut keys: Vec<&str> = json.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "active",
+                "aud",
+                "client_id",
+                "exp",
+                "iat",
+                "iss",
+                "jti",
+                "nbf",
+                "organisation_id",
+                "scope",
+                "sub",
+                "token_type"
+            ]
+        );
+        assert_eq!(json["active"], true);
+        assert_eq!(json["aud"], "api");
+        assert_eq!(json["scope"], "a b");
+        let refresh = ActiveToken::refresh(RefreshInfo {
+            client_id: "web".into(),
+            sub: "alice".into(),
+            scope: vec![],
+            exp: None,
+        })
+        .to_json();
+        let mut keys: Vec<&str> = refresh.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["active", "client_id", "sub", "token_type"]);
     }
 }

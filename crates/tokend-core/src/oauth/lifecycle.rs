@@ -8,7 +8,7 @@
 //! - `client:disabled:<client_id>` = `1`, no TTL: the operator's decision
 //!   overrides the file until `EnableClient`.
 //! - `client:nbf:<client_id>` / `sub:nbf:<subject>` = Unix milliseconds as
-//!   ASCII. A token whose issue time in milliseconds (`iat_ms`, see
+//!   ASCII. A token whose issue time in milliseconds (read back from its `jti`, see
 //!   [`AccessClaims::issued_at_ms`](tokend_token::AccessClaims::issued_at_ms))
 //!   is strictly below the mark is inactive; one minted in the revocation's
 //!   millisecond or later stays valid. The marks expire once every token they

@@ -10,11 +10,13 @@ use arc_swap::ArcSwap;
 
 pub mod authorize;
 pub mod client;
+pub mod endpoints;
 pub mod error;
 pub mod grant;
 pub mod introspect;
 pub mod lifecycle;
 pub mod limits;
+pub mod params;
 pub mod refresh;
 pub mod scope;
 
@@ -22,7 +24,7 @@ pub use authorize::AuthorizationInfo;
 pub use client::{Client, Credentials, PresentedVia, Registry};
 pub use error::OAuthError;
 pub use grant::{TokenRequest, TokenResponse};
-pub use introspect::{Introspection, RefreshInfo};
+pub use introspect::{ActiveToken, Introspection, RefreshInfo};
 pub use lifecycle::{AdminError, ClientState, DisabledClients};
 
 use crate::store::SharedStore;
@@ -143,11 +145,11 @@ impl Core {
         let grant_types: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
         serde_json::json!({
             "issuer": self.settings.issuer,
-            "authorization_endpoint": format!("{iss}/oauth/authorize"),
-            "token_endpoint": format!("{iss}/oauth/token"),
-            "introspection_endpoint": format!("{iss}/oauth/introspect"),
-            "revocation_endpoint": format!("{iss}/oauth/revoke"),
-            "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+            "authorization_endpoint": format!("{iss}{}", endpoints::AUTHORIZE),
+            "token_endpoint": format!("{iss}{}", endpoints::TOKEN),
+            "introspection_endpoint": format!("{iss}{}", endpoints::INTROSPECT),
+            "revocation_endpoint": format!("{iss}{}", endpoints::REVOKE),
+            "jwks_uri": format!("{iss}{}", endpoints::JWKS),
             "grant_types_supported": grant_types,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],

@@ -9,7 +9,7 @@
 //! per live grant, never one per rotation, even with `refresh_ttl_secs = 0`.
 //!
 //! A refresh token is `<gid>.<256 random bits>`: the gid finds the family in
-//! one read. The gid is not secret (access tokens carry it), so a token whose
+//! one read. The gid is not secret (access tokens carry it as their `sid` claim), so a token whose
 //! hash is neither current nor a remembered predecessor is merely invalid;
 //! only a genuinely rotated token proves theft and revokes the family.
 //!
@@ -72,7 +72,7 @@ fn family_key(gid: &str) -> String {
     format!("fam:{gid}")
 }
 
-/// Store key marking a revoked grant family (its access tokens carry `gid`).
+/// Store key marking a revoked grant family (its access tokens carry it as `sid`).
 pub fn revoked_gid_key(gid: &str) -> String {
     format!("rev:gid:{gid}")
 }
