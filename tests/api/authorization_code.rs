@@ -18,7 +18,7 @@ use crate::common::flows::{
     MOBILE_CB, WEB_CB, accept, authorize, challenge_for, location, login_client, param, pkce,
     redeem, redeem_as, refresh, s, web_code, web_tokens,
 };
-use crate::common::grpc::{ADMIN_SECRET, admin_client, error_reason};
+use crate::common::grpc::{ADMIN_SECRET, admin_client, error_reason, introspect_request};
 use crate::common::http::{error_of, jwt_parts};
 use crate::common::wait::next_ms;
 use crate::common::{Api, ConfigBuilder, RedisServer, SECRET, TestApp};
@@ -787,10 +787,8 @@ async fn grpc_issue_redeems_codes_and_refreshes() {
     assert_eq!(error_reason(&err), "invalid_grant");
     let i = c
         .introspect(tokend::pb::IntrospectRequest {
-            client_id: "resource-server".into(),
-            client_secret: SECRET.into(),
-            token: t1.refresh_token,
             token_type_hint: "refresh_token".into(),
+            ..introspect_request(&t1.refresh_token, SECRET)
         })
         .await
         .unwrap()

@@ -1,11 +1,12 @@
 //! The `tokend` binary's helper commands, run as a user would.
 
+use std::path::Path;
 use std::process::Stdio;
 
 use tempfile::TempDir;
 
-use crate::common::TokendProcess;
 use crate::common::process::tokend_command as tokend;
+use crate::common::{ConfigBuilder, TokendProcess};
 
 fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;
@@ -73,14 +74,10 @@ async fn keygen_writes_keys_check_config_accepts_and_rejects() {
             assert_eq!(mode & 0o077, 0, "private key is not world-readable");
         }
         let cfg = dir.path().join(format!("{alg}.toml"));
-        let key_name = format!("{alg}.pem");
-        let text = toml::to_string(&toml::toml! {
-            [signing]
-            algorithm = (alg)
-            key_file = (key_name.as_str())
-        })
-        .unwrap();
-        std::fs::write(&cfg, text).unwrap();
+        // Relative to the config file, as in production.
+        ConfigBuilder::bare()
+            .signing_key(alg, Path::new(&format!("{alg}.pem")))
+            .write(&cfg);
         let out = check_config(&cfg);
         assert!(
             out.status.success(),
@@ -98,24 +95,18 @@ async fn keygen_writes_keys_check_config_accepts_and_rejects() {
 
     // A config with several problems names each key.
     let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        r#"
-[http]
-listen = "nowhere"
-[signing]
-algorithm = "ES256"
-key_file = "RS256.pem"
-[[clients]]
-client_id = "a"
-secret_hashes = ["md5:abc"]
-grant_types = ["password"]
-scopes = ["ok"]
-default_scopes = ["missing"]
-claims = { sub = "x" }
-"#,
-    )
-    .unwrap();
+    ConfigBuilder::bare()
+        .set("http.listen", "nowhere")
+        .signing_key("ES256", Path::new("RS256.pem"))
+        .client(toml::toml! {
+            client_id = "a"
+            secret_hashes = ["md5:abc"]
+            grant_types = ["password"]
+            scopes = ["ok"]
+            default_scopes = ["missing"]
+            claims = { sub = "x" }
+        })
+        .write(&bad);
     let out = check_config(&bad);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
@@ -131,7 +122,9 @@ claims = { sub = "x" }
     }
     // Unknown keys and bad types are named too, and stop `serve`.
     let typo = dir.path().join("typo.toml");
-    std::fs::write(&typo, "[tokens]\naccess_ttl = 5\n").unwrap();
+    ConfigBuilder::bare()
+        .set("tokens.access_ttl", 5)
+        .write(&typo);
     let out = check_config(&typo);
     assert!(!out.status.success());
     assert!(

@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use base64::Engine;
-use tokend::pb::RevokeRequest;
 use tokend::pb::token_service_client::TokenServiceClient;
 
-use crate::common::grpc::{introspect_request, issue_request};
+use crate::common::grpc::{introspect_request, issue_request, revoke_request};
 use crate::common::http::{basic_header, held_token_request};
 use crate::common::{ConfigBuilder, SECRET, TokendProcess, eventually};
 
@@ -131,14 +130,9 @@ async fn no_secret_token_or_credential_reaches_the_logs_at_trace() {
         .await
         .unwrap();
     assert!(g.introspect(introspect(&grpc_access, wrong)).await.is_err());
-    g.revoke(RevokeRequest {
-        client_id: "orders-service".into(),
-        client_secret: SECRET.into(),
-        token: grpc_access.clone(),
-        token_type_hint: String::new(),
-    })
-    .await
-    .unwrap();
+    g.revoke(revoke_request("orders-service", &grpc_access))
+        .await
+        .unwrap();
     let r = post(
         "/oauth/revoke",
         Some(basic_header("orders-service", SECRET)),

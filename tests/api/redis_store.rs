@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use tempfile::TempDir;
-use tokend::pb::RevokeRequest;
 
 use crate::common::config::key_file;
-use crate::common::grpc::{error_reason, introspect_request, issue_request};
+use crate::common::grpc::{error_reason, introspect_request, issue_request, revoke_request};
 use crate::common::http::error_of;
 use crate::common::redis::free_port;
 use crate::common::{
@@ -77,12 +76,7 @@ async fn redis_outage_fails_closed_keeps_issuing_and_recovers() {
     let r = app.revoke("orders-service", &token).await;
     assert_eq!(r.status(), 503);
     let status = grpc
-        .revoke(RevokeRequest {
-            client_id: "orders-service".into(),
-            client_secret: SECRET.into(),
-            token: token.clone(),
-            token_type_hint: String::new(),
-        })
+        .revoke(revoke_request("orders-service", &token))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);

@@ -164,7 +164,10 @@ async fn rotation_with_overlap_through_kubernetes_symlink_swaps() {
     assert!(active(&serve, &t_new).await);
 
     // A broken update keeps the running clients and says why, once.
-    vol.update("[[clients]]\nclient_id = \"partner\"\nsecret_hashes = [\"sha256:zz\"]\n");
+    vol.update(&clients_file([toml::toml! {
+        client_id = "partner"
+        secret_hashes = ["sha256:zz"]
+    }]));
     serve
         .wait_log("reload failed; keeping the previous configuration", 1)
         .await;

@@ -86,11 +86,6 @@ impl TestApp {
         Self::start(&ConfigBuilder::memory()).await
     }
 
-    /// The client side, to hand to helpers that outlive a borrow.
-    pub fn api(&self) -> &Api {
-        &self.api
-    }
-
     async fn wait_ready(&self) {
         assert!(
             eventually(READY, || async { self.readyz().await == 200 }).await,

@@ -3,7 +3,7 @@
 
 use tokend::pb;
 use tokend::pb::client_admin_client::ClientAdminClient;
-use tokend::pb::{IntrospectRequest, IssueRequest};
+use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -29,6 +29,16 @@ pub fn introspect_request(token: &str, secret: &str) -> IntrospectRequest {
     IntrospectRequest {
         client_id: "resource-server".into(),
         client_secret: secret.into(),
+        token: token.into(),
+        token_type_hint: String::new(),
+    }
+}
+
+/// A Revoke request for `token` by `client_id` with the test secret.
+pub fn revoke_request(client_id: &str, token: &str) -> RevokeRequest {
+    RevokeRequest {
+        client_id: client_id.into(),
+        client_secret: SECRET.into(),
         token: token.into(),
         token_type_hint: String::new(),
     }

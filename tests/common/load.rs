@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokend::pb::token_service_client::TokenServiceClient;
-use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
 use tonic::transport::Channel;
 
 use super::SECRET;
 use super::api::Api;
-use super::grpc::reason;
+use super::grpc::{introspect_request, issue_request, reason, revoke_request};
 
 /// Bound on any one request: a hang is a failure, never a wait.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -105,12 +104,7 @@ impl Target {
             Transport::Grpc => self
                 .grpc
                 .clone()
-                .issue(IssueRequest {
-                    grant_type: "client_credentials".into(),
-                    client_id: client_id.into(),
-                    client_secret: SECRET.into(),
-                    ..Default::default()
-                })
+                .issue(issue_request(client_id, SECRET))
                 .await
                 .map(|r| r.into_inner().access_token)
                 .map_err(|s| format!("gRPC issue: {s:?}")),
@@ -146,12 +140,7 @@ impl Target {
                 let r = self
                     .grpc
                     .clone()
-                    .introspect(IntrospectRequest {
-                        client_id: "resource-server".into(),
-                        client_secret: SECRET.into(),
-                        token: token.into(),
-                        token_type_hint: String::new(),
-                    })
+                    .introspect(introspect_request(token, SECRET))
                     .await;
                 match r {
                     Ok(r) if r.get_ref().active => Answer::Active,
@@ -191,12 +180,7 @@ impl Target {
             Transport::Grpc => self
                 .grpc
                 .clone()
-                .revoke(RevokeRequest {
-                    client_id: client_id.into(),
-                    client_secret: SECRET.into(),
-                    token: token.into(),
-                    token_type_hint: String::new(),
-                })
+                .revoke(revoke_request(client_id, token))
                 .await
                 .map(|_| ())
                 .map_err(|s| format!("gRPC revoke: {s:?}")),

@@ -224,11 +224,6 @@ impl TokendProcess {
         }
     }
 
-    /// The client side, to hand to helpers that outlive a borrow.
-    pub fn api(&self) -> &Api {
-        &self.api
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
