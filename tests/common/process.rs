@@ -84,10 +84,29 @@ impl Serve {
                 panic!("tokend serve wrote no ready file within {START:?}; its log:\n{log}")
             }
         };
-        if probe && !eventually(START, || async { p.readyz().await == 200 }).await {
-            let log = p.log();
-            p.kill_now();
-            panic!("tokend serve did not become ready within {START:?}; its log:\n{log}");
+        if probe {
+            // Fail fast here too: a process that dies (e.g. on its store)
+            // is not waited on for the whole deadline.
+            let api = p.api.clone();
+            let child = &mut p.child;
+            let mut exited = None;
+            let ready = eventually(START, || {
+                exited = child.try_wait().ok().flatten();
+                let (api, gone) = (&api, exited.is_some());
+                async move { gone || api.readyz().await == 200 }
+            })
+            .await;
+            if let Some(status) = exited {
+                panic!(
+                    "tokend serve exited ({status}) before it was ready; its log:\n{}",
+                    p.log()
+                );
+            }
+            if !ready {
+                let log = p.log();
+                p.kill_now();
+                panic!("tokend serve did not become ready within {START:?}; its log:\n{log}");
+            }
         }
         p
     }
@@ -128,7 +147,7 @@ impl Serve {
         };
         let ready_file = dir.path().join("ready.json");
         let log_path = dir.path().join("stderr.log");
-        let child = tokend_command()
+        let mut child = tokend_command()
             .args(["serve", "--config"])
             .arg(&config_path)
             .arg("--ready-file")
@@ -140,23 +159,21 @@ impl Serve {
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .expect("cannot run the tokend binary");
-        let mut exited = false;
-        let mut child = child;
+        let mut exited = None;
         let wrote = eventually(START, || {
-            exited = matches!(child.try_wait(), Ok(Some(_)));
-            let done = exited || ready_file.exists();
+            exited = child.try_wait().ok().flatten();
+            let done = exited.is_some() || ready_file.exists();
             async move { done }
         })
         .await;
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        if exited || !wrote {
+        if let Some(status) = exited {
+            return Err(NotStarted::Exited(status, log()));
+        }
+        if !wrote {
             let _ = child.kill();
-            let status = child.wait().unwrap();
-            return Err(if exited {
-                NotStarted::Exited(status, log())
-            } else {
-                NotStarted::TimedOut(log())
-            });
+            let _ = child.wait();
+            return Err(NotStarted::TimedOut(log()));
         }
         let text = std::fs::read_to_string(&ready_file).unwrap();
         let ready: Ready =
