@@ -34,6 +34,10 @@ if [ -f scripts/chart-check.sh ]; then
   TOKEND_BIN="$PWD/target/debug/tokend" bash scripts/chart-check.sh
 fi
 
+echo "== docs: links and runnable blocks"
+python3 scripts/docs_check.py links
+python3 scripts/docs_check.py run
+
 echo "== container image: the Dockerfile's cargo command on exactly its build context"
 python3 scripts/docker-context-check.py
 

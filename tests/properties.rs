@@ -4,8 +4,13 @@
 //! For every input: no panic, and either success or a well-formed OAuth error
 //! that is never `server_error`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 
+use common::ConfigBuilder;
+use common::config::sha256;
 use proptest::prelude::*;
 use secrecy::SecretString;
 use tokend::oauth::params::Params;
@@ -36,24 +41,16 @@ fn well_formed(e: &OAuthError) {
 }
 
 fn core() -> Core {
-    let toml = format!(
-        r#"
-issuer = "https://tokend.test"
-[[clients]]
-client_id = "svc"
-secret_hashes = ["{}"]
-scopes = ["a", "b:c"]
-audience = ["api"]
-"#,
-        tokend::oauth::client::SecretHash::sha256_of("secret")
-    );
-    let cfg: tokend::config::Config = {
-        let dir = std::env::temp_dir().join(format!("tokend-prop-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("c.toml");
-        std::fs::write(&p, toml).unwrap();
-        tokend::config::Config::load(Some(&p), Vec::new()).unwrap()
-    };
+    let hash = sha256("secret");
+    let dir = tempfile::TempDir::new().unwrap();
+    let cfg = ConfigBuilder::bare()
+        .client(toml::toml! {
+            client_id = "svc"
+            secret_hashes = [(hash.as_str())]
+            scopes = ["a", "b:c"]
+            audience = ["api"]
+        })
+        .load_in(dir.path(), &[]);
     let parsed = cfg.parse().unwrap();
     Core::new(
         parsed.boot.oauth,

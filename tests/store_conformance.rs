@@ -10,7 +10,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{RedisCluster, RedisServer, free_port};
+use common::redis::free_port;
+use common::{RedisCluster, RedisServer, eventually};
 use tokend::store::{MemoryStore, RedisStore, SharedStore};
 
 /// Makes a store namespaced by the given key prefix. Two calls with the same
@@ -21,6 +22,9 @@ fn redis_store(url: &str, prefix: &str) -> SharedStore {
     Arc::new(RedisStore::new(url, None, prefix, Duration::from_millis(1000)).expect("store"))
 }
 
+/// The cases. Their sleeps are the behaviour under test (TTLs and the rate
+/// limit's refill, on the backend's own clock): real time on Redis, while the
+/// memory backend runs on tokio's paused clock, where they cost nothing.
 mod cases {
     use super::*;
 
@@ -180,22 +184,22 @@ mod cases {
     }
 }
 
-/// One `#[tokio::test]` per case for a backend.
+/// One test per case for a backend, each with the test attribute `$test`.
 macro_rules! conformance {
-    ($backend:ident, $fixture:expr) => {
+    ($backend:ident, #[$test:meta], $fixture:expr) => {
         mod $backend {
             use super::*;
-            conformance!(@case $fixture, put_get_overwrite_delete);
-            conformance!(@case $fixture, ttl_expiry);
-            conformance!(@case $fixture, put_new_only_when_absent);
-            conformance!(@case $fixture, take_is_once_under_concurrency);
-            conformance!(@case $fixture, get_many_keeps_order);
-            conformance!(@case $fixture, rate_limit_bursts_then_paces);
-            conformance!(@case $fixture, prefixes_isolate);
+            conformance!(@case #[$test] $fixture, put_get_overwrite_delete);
+            conformance!(@case #[$test] $fixture, ttl_expiry);
+            conformance!(@case #[$test] $fixture, put_new_only_when_absent);
+            conformance!(@case #[$test] $fixture, take_is_once_under_concurrency);
+            conformance!(@case #[$test] $fixture, get_many_keeps_order);
+            conformance!(@case #[$test] $fixture, rate_limit_bursts_then_paces);
+            conformance!(@case #[$test] $fixture, prefixes_isolate);
         }
     };
-    (@case $fixture:expr, $case:ident) => {
-        #[tokio::test]
+    (@case #[$test:meta] $fixture:expr, $case:ident) => {
+        #[$test]
         async fn $case() {
             let (_guard, make) = $fixture;
             cases::$case(&*make).await;
@@ -203,13 +207,14 @@ macro_rules! conformance {
     };
 }
 
-conformance!(memory, {
+// The memory store keeps time with tokio's clock: paused, TTLs pass at once.
+conformance!(memory, #[tokio::test(start_paused = true)], {
     let make: Box<Factory> = Box::new(|_| Arc::new(MemoryStore::new()));
     ((), make)
 });
 
-conformance!(redis, {
-    let server = RedisServer::start();
+conformance!(redis, #[tokio::test], {
+    let server = RedisServer::start().await;
     let url = server.url();
     let make: Box<Factory> = Box::new(move |p| redis_store(&url, p));
     (server, make)
@@ -219,9 +224,7 @@ conformance!(redis, {
 /// seconds, so the cases share it, each under its own prefix).
 #[tokio::test]
 async fn redis_cluster_passes_the_suite() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let cluster = RedisCluster::start().await;
     let url = cluster.url();
     let run = |tag: &'static str| {
         let url = url.clone();
@@ -244,7 +247,7 @@ async fn redis_cluster_passes_the_suite() {
 /// Every key tokend writes carries a TTL unless the caller asked for none.
 #[tokio::test]
 async fn redis_keys_carry_ttls_and_the_prefix() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let s = redis_store(&server.url(), "tokend:");
     s.put("rev:jti:x", b"1", Some(Duration::from_secs(90)))
         .await
@@ -285,7 +288,7 @@ async fn redis_keys_carry_ttls_and_the_prefix() {
 /// concurrently: exactly one succeeds.
 #[tokio::test]
 async fn take_once_across_two_replicas() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let replicas = [
         redis_store(&server.url(), "tokend:"),
         redis_store(&server.url(), "tokend:"),
@@ -366,16 +369,9 @@ async fn redis_down_at_start_then_up() {
     let err = s.ping().await.unwrap_err();
     assert_eq!(err.op, "ping");
     assert!(s.get("k").await.is_err());
-    let _server = RedisServer::start_on(port);
-    let mut ok = false;
-    for _ in 0..40 {
-        if s.ping().await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "the store never reconnected");
+    let _server = RedisServer::start_on(port).await;
+    let reconnected = eventually(Duration::from_secs(2), || async { s.ping().await.is_ok() }).await;
+    assert!(reconnected, "the store never reconnected");
     s.put("k", b"v", None).await.unwrap();
     assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
 }
@@ -385,7 +381,7 @@ async fn redis_down_at_start_then_up() {
 /// Redis fails as a StoreError, not a panic or a hang.
 #[tokio::test]
 async fn rediss_against_plain_redis_is_a_store_error() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let s: SharedStore = Arc::new(
         RedisStore::new(
             &format!("rediss://127.0.0.1:{}/0", server.port),

@@ -4,222 +4,33 @@
 //! for the login app's AuthorizationService. Refresh rotation, reuse
 //! detection, family revocation and the concurrency cases are here too.
 
-use base64::Engine;
+use futures::future::join_all;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use tempfile::TempDir;
 use tokend::pb::authorization_service_client::AuthorizationServiceClient;
 use tokend::pb::{
     AcceptAuthorizationRequest, GetAuthorizationRequest, IssueRequest, RejectAuthorizationRequest,
 };
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-use crate::common::{SECRET, TestApp, config_toml, error_reason, jwt_parts};
+use crate::common::config::key_file;
+use crate::common::flows::{
+    MOBILE_CB, WEB_CB, accept, authorize, challenge_for, location, login_client, param, pkce,
+    redeem, redeem_as, refresh, s, web_code, web_tokens,
+};
+use crate::common::grpc::{ADMIN_SECRET, admin_client, error_reason, introspect_request};
+use crate::common::http::{error_of, jwt_parts};
+use crate::common::wait::next_ms;
+use crate::common::{Api, ConfigBuilder, RedisServer, SECRET, TestApp};
 
-pub const WEB_CB: &str = "https://app.example/callback";
-pub const MOBILE_CB: &str = "http://127.0.0.1:7777/cb";
-pub const LOGIN_URL: &str = "https://login.example/login";
-/// The login app's bearer secret (`[authorization] login_app_token_hash`).
-pub const LOGIN_APP_TOKEN: &str = "login-app-secret-0123456789abcdef";
-
-/// The login app's gRPC client: every call carries its bearer secret.
-pub type LoginClient = AuthorizationServiceClient<
-    InterceptedService<
-        Channel,
-        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
-    >,
->;
-
-fn login_app_auth(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {LOGIN_APP_TOKEN}").parse().unwrap(),
-    );
-    Ok(req)
+/// The standard clients, the authorization-code clients and the login app,
+/// with an ES256 key.
+fn code_config() -> ConfigBuilder {
+    ConfigBuilder::memory().algorithm("ES256").code_flow()
 }
 
-/// Config with the authorization-code clients; `tokens` is the body of a
-/// `[tokens]` section.
-pub fn code_config(store_url: &str, tokens: &str) -> String {
-    code_config_signed(store_url, "algorithm = \"ES256\"", tokens)
-}
-
-/// [`code_config`] with the given `[signing]` body (e.g. a shared key file).
-pub fn code_config_signed(store_url: &str, signing: &str, tokens: &str) -> String {
-    let hash = tokend::oauth::client::SecretHash::sha256_of(SECRET);
-    let login_app_hash = tokend::oauth::client::SecretHash::sha256_of(LOGIN_APP_TOKEN);
-    let extra = format!(
-        r#"
-[[clients]]
-client_id = "web-app"
-secret_hashes = ["{hash}"]
-grant_types = ["authorization_code", "refresh_token"]
-scopes = ["profile", "orders:read", "orders:write"]
-default_scopes = ["profile"]
-audience = ["orders-api"]
-redirect_uris = ["{WEB_CB}", "https://app.example/other"]
-claims = {{ tenant = "acme" }}
-
-[[clients]]
-client_id = "mobile-app"
-token_endpoint_auth_method = "none"
-grant_types = ["authorization_code", "refresh_token"]
-scopes = ["profile"]
-redirect_uris = ["{MOBILE_CB}"]
-
-[[clients]]
-client_id = "other-web"
-secret_hashes = ["{hash}"]
-grant_types = ["authorization_code"]
-scopes = ["profile"]
-redirect_uris = ["https://other.example/cb"]
-
-[authorization]
-login_url = "{LOGIN_URL}"
-login_app_token_hash = "{login_app_hash}"
-
-[tokens]
-{tokens}
-"#
-    );
-    config_toml(store_url, signing, &extra)
-}
-
-pub async fn code_app() -> TestApp {
-    TestApp::start(&code_config("memory://", "")).await
-}
-
-/// A fresh PKCE pair: (verifier, S256 challenge).
-pub fn pkce() -> (String, String) {
-    let verifier = tokend::token::opaque::generate("v-");
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(Sha256::digest(verifier.as_bytes()));
-    (verifier, challenge)
-}
-
-/// The query parameters of a URL.
-pub fn query_of(url: &str) -> Vec<(String, String)> {
-    let q = url.split_once('?').map(|(_, q)| q).unwrap_or("");
-    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
-}
-
-pub fn param(url: &str, name: &str) -> Option<String> {
-    query_of(url)
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-}
-
-pub async fn login_client(app: &TestApp) -> LoginClient {
-    AuthorizationServiceClient::with_interceptor(app.grpc_channel().await, login_app_auth as _)
-}
-
-/// GET /oauth/authorize with `params`; never follows the redirect.
-pub async fn authorize(app: &TestApp, params: &[(&str, &str)]) -> reqwest::Response {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        q.append_pair(k, v);
-    }
-    app.http_client
-        .get(format!("{}?{}", app.url("/oauth/authorize"), q.finish()))
-        .send()
-        .await
-        .unwrap()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    assert_eq!(r.status(), 302, "expected a redirect");
-    r.headers()["location"].to_str().unwrap().to_owned()
-}
-
-/// Runs /authorize for `client_id` and returns the login challenge.
-pub async fn challenge_for(app: &TestApp, params: &[(&str, &str)]) -> String {
-    let r = authorize(app, params).await;
-    let loc = location(&r);
-    assert!(loc.starts_with(&format!("{LOGIN_URL}?")), "{loc}");
-    param(&loc, "login_challenge").expect("login_challenge")
-}
-
-pub async fn accept(
-    login: &mut LoginClient,
-    challenge: &str,
-    subject: &str,
-    scope: &[&str],
-) -> Result<String, tonic::Status> {
-    login
-        .accept_authorization(AcceptAuthorizationRequest {
-            login_challenge: challenge.into(),
-            subject: subject.into(),
-            granted_scope: scope.iter().map(|s| s.to_string()).collect(),
-            claims: None,
-        })
-        .await
-        .map(|r| r.into_inner().redirect_to)
-}
-
-/// Browser + login app for web-app with PKCE; returns (code, verifier).
-pub async fn web_code(app: &TestApp, scope: &str) -> (String, String) {
-    let (verifier, challenge) = pkce();
-    let ch = challenge_for(
-        app,
-        &[
-            ("response_type", "code"),
-            ("client_id", "web-app"),
-            ("redirect_uri", WEB_CB),
-            ("scope", scope),
-            ("state", "st"),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-        ],
-    )
-    .await;
-    let mut login = login_client(app).await;
-    let to = accept(&mut login, &ch, "user-42", &[]).await.unwrap();
-    (param(&to, "code").unwrap(), verifier)
-}
-
-/// POST /oauth/token for web-app with Basic auth.
-pub async fn redeem(app: &TestApp, code: &str, verifier: &str) -> reqwest::Response {
-    app.post_form(
-        "/oauth/token",
-        Some(("web-app", SECRET)),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", WEB_CB),
-            ("code_verifier", verifier),
-        ],
-    )
-    .await
-}
-
-pub async fn refresh(app: &TestApp, token: &str, extra: &[(&str, &str)]) -> reqwest::Response {
-    let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
-    form.extend_from_slice(extra);
-    app.post_form("/oauth/token", Some(("web-app", SECRET)), &form)
-        .await
-}
-
-/// A full web-app grant: the token response JSON.
-pub async fn web_tokens(app: &TestApp, scope: &str) -> Value {
-    let (code, verifier) = web_code(app, scope).await;
-    let r = redeem(app, &code, &verifier).await;
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
-pub async fn error_of(r: reqwest::Response) -> (u16, String) {
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap();
-    (
-        status,
-        body["error"].as_str().unwrap_or_default().to_owned(),
-    )
-}
-
-fn s(v: &Value) -> String {
-    v.as_str().unwrap().to_owned()
+async fn code_app() -> TestApp {
+    TestApp::start(&code_config()).await
 }
 
 #[tokio::test]
@@ -624,34 +435,12 @@ async fn code_redemption_rules() {
     // redirect_uri at the token endpoint must equal the authorization one.
     let (code, verifier) = web_code(&app, "profile").await;
     for uri in ["https://app.example/other", "https://app.example/callback/"] {
-        let r = app
-            .post_form(
-                "/oauth/token",
-                Some(("web-app", SECRET)),
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", uri),
-                    ("code_verifier", &verifier),
-                ],
-            )
-            .await;
+        let r = redeem_as(&app, "web-app", &code, uri, &verifier).await;
         assert_eq!(error_of(r).await, (400, "invalid_grant".into()));
     }
     // Code used by another client.
     let (code, verifier) = web_code(&app, "profile").await;
-    let r = app
-        .post_form(
-            "/oauth/token",
-            Some(("other-web", SECRET)),
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", WEB_CB),
-                ("code_verifier", &verifier),
-            ],
-        )
-        .await;
+    let r = redeem_as(&app, "other-web", &code, WEB_CB, &verifier).await;
     assert_eq!(error_of(r).await, (400, "invalid_grant".into()));
     // Garbage and missing codes.
     assert_eq!(
@@ -704,12 +493,7 @@ async fn code_replay_revokes_the_first_tokens() {
         error_of(redeem(&app, &code, &verifier).await).await,
         (400, "invalid_grant".into())
     );
-    assert_eq!(app.introspect(&access).await, json!({"active": false}));
-    assert_eq!(app.introspect(&rt).await, json!({"active": false}));
-    assert_eq!(
-        error_of(refresh(&app, &rt, &[]).await).await,
-        (400, "invalid_grant".into())
-    );
+    assert_family_dead(&app, &rt, &[&access]).await;
 }
 
 #[tokio::test]
@@ -741,17 +525,12 @@ async fn refresh_rotates_and_reuse_kills_the_family() {
         error_of(refresh(&app, &rt0, &[]).await).await,
         (400, "invalid_grant".into())
     );
-    for t in [&t0, &t1, &t2] {
-        assert_eq!(
-            app.introspect(&s(&t["access_token"])).await["active"],
-            false
-        );
-    }
-    assert_eq!(app.introspect(&rt2).await["active"], false);
-    assert_eq!(
-        error_of(refresh(&app, &rt2, &[]).await).await,
-        (400, "invalid_grant".into())
-    );
+    let access: Vec<String> = [&t0, &t1, &t2]
+        .iter()
+        .map(|t| s(&t["access_token"]))
+        .collect();
+    let access: Vec<&str> = access.iter().map(String::as_str).collect();
+    assert_family_dead(&app, &rt2, &access).await;
 
     // Another family is untouched.
     let other = web_tokens(&app, "profile").await;
@@ -817,13 +596,18 @@ async fn refresh_scope_narrowing_and_client_binding() {
 
 #[tokio::test]
 async fn expired_code_and_refresh_after_access_expiry() {
-    let app = TestApp::start(&code_config(
-        "memory://",
-        "code_ttl_secs = 1\naccess_ttl_secs = 1\nleeway_secs = 0",
-    ))
+    let app = TestApp::start(
+        &code_config()
+            .set("tokens.code_ttl_secs", 1)
+            .set("tokens.access_ttl_secs", 1)
+            .set("tokens.leeway_secs", 0),
+    )
     .await;
     let t = web_tokens(&app, "profile").await;
     let (code, verifier) = web_code(&app, "profile").await;
+    // The sleep is the behaviour under test: the code and the access token
+    // really expire (1 s lifetimes on the wall clock). Nothing can be polled
+    // instead: a redemption attempt consumes the code.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(
         error_of(redeem(&app, &code, &verifier).await).await,
@@ -844,7 +628,7 @@ async fn expired_code_and_refresh_after_access_expiry() {
 
 #[tokio::test]
 async fn public_client_with_pkce_and_never_expiring_refresh() {
-    let app = TestApp::start(&code_config("memory://", "refresh_ttl_secs = 0")).await;
+    let app = TestApp::start(&code_config().set("tokens.refresh_ttl_secs", 0)).await;
     let (verifier, challenge) = pkce();
     let ch = challenge_for(
         &app,
@@ -863,34 +647,23 @@ async fn public_client_with_pkce_and_never_expiring_refresh() {
     assert!(to.starts_with(&format!("{MOBILE_CB}?code=")));
     let code = param(&to, "code").unwrap();
 
+    // The redemption by the public client, with `extra` parameters.
+    let redeem_public = |extra: &[(&'static str, &'static str)]| {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("client_id", "mobile-app"),
+            ("code", code.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ];
+        form.extend_from_slice(extra);
+        let app = &app;
+        async move { app.post_form("/oauth/token", None, &form).await }
+    };
     // Sending a secret is not how a public client authenticates.
-    let r = app
-        .post_form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", "authorization_code"),
-                ("client_id", "mobile-app"),
-                ("client_secret", "anything"),
-                ("code", &code),
-                ("code_verifier", &verifier),
-            ],
-        )
-        .await;
+    let r = redeem_public(&[("client_secret", "anything")]).await;
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
     // (That attempt never reached the code: authentication comes first.)
-    let r = app
-        .post_form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", "authorization_code"),
-                ("client_id", "mobile-app"),
-                ("code", &code),
-                ("code_verifier", &verifier),
-            ],
-        )
-        .await;
+    let r = redeem_public(&[]).await;
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
     assert_eq!(t["scope"], "profile");
@@ -956,15 +729,7 @@ async fn revoking_a_refresh_token_revokes_its_family() {
             .post_form("/oauth/revoke", Some(("web-app", SECRET)), &form)
             .await;
         assert_eq!(r.status(), 200);
-        assert_eq!(app.introspect(&rt).await["active"], false);
-        assert_eq!(
-            app.introspect(&s(&t["access_token"])).await["active"],
-            false
-        );
-        assert_eq!(
-            error_of(refresh(&app, &rt, &[]).await).await,
-            (400, "invalid_grant".into())
-        );
+        assert_family_dead(&app, &rt, &[&s(&t["access_token"])]).await;
     }
 }
 
@@ -1022,10 +787,8 @@ async fn grpc_issue_redeems_codes_and_refreshes() {
     assert_eq!(error_reason(&err), "invalid_grant");
     let i = c
         .introspect(tokend::pb::IntrospectRequest {
-            client_id: "resource-server".into(),
-            client_secret: SECRET.into(),
-            token: t1.refresh_token,
             token_type_hint: "refresh_token".into(),
+            ..introspect_request(&t1.refresh_token, SECRET)
         })
         .await
         .unwrap()
@@ -1036,12 +799,9 @@ async fn grpc_issue_redeems_codes_and_refreshes() {
 #[tokio::test]
 async fn discovery_lists_the_code_flow() {
     let app = code_app().await;
-    let m: Value = app
-        .get("/.well-known/oauth-authorization-server")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let m = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert_eq!(
         m["authorization_endpoint"],
         "https://tokend.test/oauth/authorize"
@@ -1060,63 +820,56 @@ async fn discovery_lists_the_code_flow() {
     );
 }
 
-/// Many simultaneous redemptions of one code: exactly one succeeds, and the
-/// replays that find the finished redemption revoke what it issued.
-pub async fn concurrent_redemptions(app: &TestApp) {
-    let (code, verifier) = web_code(app, "profile").await;
-    let attempts = (0..16).map(|_| redeem(app, &code, &verifier));
-    let results = futures_join_all(attempts).await;
+/// A grant family is revoked: its refresh token and each of `access_tokens`
+/// introspect as exactly `{"active": false}`, and refreshing is
+/// `invalid_grant`.
+async fn assert_family_dead(api: &Api, refresh_token: &str, access_tokens: &[&str]) {
+    for t in access_tokens.iter().chain([&refresh_token]) {
+        assert_eq!(api.introspect(t).await, json!({"active": false}), "{t}");
+    }
+    assert_eq!(
+        error_of(refresh(api, refresh_token, &[]).await).await,
+        (400, "invalid_grant".into())
+    );
+}
+
+/// The one 200 among the answers to concurrent redemptions of one code (its
+/// token response); every other answer is `invalid_grant`.
+async fn the_only_success(answers: Vec<reqwest::Response>) -> Value {
+    let n = answers.len();
     let mut ok = Vec::new();
-    for r in results {
+    for r in answers {
         match r.status().as_u16() {
             200 => ok.push(r.json::<Value>().await.unwrap()),
             _ => assert_eq!(error_of(r).await, (400, "invalid_grant".into())),
         }
     }
-    assert_eq!(ok.len(), 1, "exactly one redemption succeeds");
+    assert_eq!(ok.len(), 1, "exactly one of {n} redemptions succeeds");
+    ok.pop().unwrap()
+}
+
+/// Many simultaneous redemptions of one code: exactly one succeeds, and the
+/// replays that find the finished redemption revoke what it issued.
+async fn concurrent_redemptions(app: &Api) {
+    let (code, verifier) = web_code(app, "profile").await;
+    let attempts = (0..16).map(|_| redeem(app, &code, &verifier));
+    let winner = the_only_success(join_all(attempts).await).await;
     // One more replay, after the winner finished, always revokes its tokens.
     assert_eq!(
         error_of(redeem(app, &code, &verifier).await).await,
         (400, "invalid_grant".into())
     );
     assert_eq!(
-        app.introspect(&s(&ok[0]["access_token"])).await["active"],
+        app.introspect(&s(&winner["access_token"])).await["active"],
         false
     );
 
     // Concurrent refreshes with one token: never more than one success.
     let t = web_tokens(app, "profile").await;
     let rt = s(&t["refresh_token"]);
-    let results = futures_join_all((0..8).map(|_| refresh(app, &rt, &[]))).await;
+    let results = join_all((0..8).map(|_| refresh(app, &rt, &[]))).await;
     let successes = results.iter().filter(|r| r.status() == 200).count();
     assert!(successes <= 1, "{successes} concurrent refreshes succeeded");
-}
-
-/// `join_all` without the futures crate: spawn-free, polls all at once.
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(Option::unwrap).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1128,8 +881,8 @@ async fn concurrent_redemption_exactly_once_memory() {
 /// The concurrency cases and the whole flow against a real redis-server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_redemption_exactly_once_redis_and_full_flow() {
-    let redis = crate::common::RedisServer::start();
-    let app = TestApp::start(&code_config(&redis.url(), "")).await;
+    let redis = RedisServer::start().await;
+    let app = TestApp::start(&code_config().store(&redis.url())).await;
     concurrent_redemptions(&app).await;
     // The whole flow once more on Redis: rotation, then reuse kills the family.
     let t = web_tokens(&app, "profile orders:read").await;
@@ -1143,13 +896,27 @@ async fn concurrent_redemption_exactly_once_redis_and_full_flow() {
         error_of(refresh(&app, &rt0, &[]).await).await,
         (400, "invalid_grant".into())
     );
+    assert_family_dead(&app, &s(&t1["refresh_token"]), &[&s(&t1["access_token"])]).await;
+}
+
+/// Whether the refresh token `rt` introspects active (with the hint).
+async fn refresh_active(api: &Api, rt: &str) -> bool {
+    let r = api
+        .post_form(
+            "/oauth/introspect",
+            Some(("resource-server", SECRET)),
+            &[("token", rt), ("token_type_hint", "refresh_token")],
+        )
+        .await;
+    r.json::<Value>().await.unwrap()["active"] == true
+}
+
+/// The refresh token `rt` is revoked: inactive, and refused (`invalid_grant`).
+async fn assert_refresh_revoked(api: &Api, rt: &str) {
+    assert!(!refresh_active(api, rt).await);
     assert_eq!(
-        app.introspect(&s(&t1["access_token"])).await["active"],
-        false
-    );
-    assert_eq!(
-        app.introspect(&s(&t1["refresh_token"])).await["active"],
-        false
+        error_of(refresh(api, rt, &[]).await).await,
+        (400, "invalid_grant".into())
     );
 }
 
@@ -1158,75 +925,35 @@ async fn concurrent_redemption_exactly_once_redis_and_full_flow() {
 /// refresh token introspect inactive, while grants made after the mark work.
 #[tokio::test]
 async fn admin_bulk_revocation_covers_refresh_tokens() {
-    use crate::lifecycle::{ADMIN_SECRET, admin_client, admin_toml};
-    use tokend::pb::{ClientRef, RevokeClientTokensRequest, RevokeSubjectTokensRequest};
-    let app = TestApp::start(&code_config("memory://", &admin_toml())).await;
+    let app = TestApp::start(&code_config().admin(Some(ADMIN_SECRET))).await;
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
-    let refresh_active = |rt: String| {
-        let app = &app;
-        async move {
-            let r = app
-                .post_form(
-                    "/oauth/introspect",
-                    Some(("resource-server", SECRET)),
-                    &[("token", &rt), ("token_type_hint", "refresh_token")],
-                )
-                .await;
-            r.json::<Value>().await.unwrap()["active"] == true
-        }
-    };
-
     let before = web_tokens(&app, "profile").await;
     let rt = s(&before["refresh_token"]);
     assert!(
-        refresh_active(rt.clone()).await,
+        refresh_active(&app, &rt).await,
         "control: live before the mark"
     );
     // Marks compare in milliseconds and a tie goes to the token: make the
     // issue and the mark distinct instants (not a speed assertion).
-    let tick = || tokio::time::sleep(std::time::Duration::from_millis(5));
-    tick().await;
-    admin
-        .revoke_subject_tokens(RevokeSubjectTokensRequest {
-            subject: "user-42".into(),
-        })
-        .await
-        .unwrap();
-    assert!(!refresh_active(rt.clone()).await);
-    assert_eq!(
-        error_of(refresh(&app, &rt, &[]).await).await,
-        (400, "invalid_grant".into())
-    );
+    next_ms().await;
+    admin.revoke_subject("user-42").await.unwrap();
+    assert_refresh_revoked(&app, &rt).await;
 
-    tick().await;
+    next_ms().await;
     let after = web_tokens(&app, "profile").await;
     let rt2 = s(&after["refresh_token"]);
     let r = refresh(&app, &rt2, &[]).await;
     assert_eq!(r.status(), 200, "grants after the mark keep working");
     let rt3 = s(&r.json::<Value>().await.unwrap()["refresh_token"]);
-    tick().await;
-    admin
-        .revoke_client_tokens(RevokeClientTokensRequest {
-            client_id: "web-app".into(),
-        })
-        .await
-        .unwrap();
-    assert!(!refresh_active(rt3.clone()).await);
-    assert_eq!(
-        error_of(refresh(&app, &rt3, &[]).await).await,
-        (400, "invalid_grant".into())
-    );
+    next_ms().await;
+    admin.revoke_client("web-app").await.unwrap();
+    assert_refresh_revoked(&app, &rt3).await;
 
-    tick().await;
+    next_ms().await;
     let live = s(&web_tokens(&app, "profile").await["refresh_token"]);
-    admin
-        .disable_client(ClientRef {
-            client_id: "web-app".into(),
-        })
-        .await
-        .unwrap();
+    admin.disable("web-app").await.unwrap();
     assert!(
-        !refresh_active(live.clone()).await,
+        !refresh_active(&app, &live).await,
         "disabled client's refresh token"
     );
     assert_eq!(
@@ -1240,33 +967,25 @@ async fn admin_bulk_revocation_covers_refresh_tokens() {
 /// exactly one success; every other attempt is `invalid_grant`.
 #[tokio::test]
 async fn fifty_concurrent_redemptions_through_two_replicas_succeed_once() {
-    let redis = crate::common::RedisServer::start();
-    let dir = crate::common::tempdir::TempDir::new();
-    let key = crate::common::keygen(dir.path());
-    let toml = code_config_signed(&redis.url(), &crate::common::signing(&key), "");
-    let a = TestApp::start(&toml).await;
-    let b = TestApp::start(&toml).await;
+    let redis = RedisServer::start().await;
+    let dir = TempDir::new().unwrap();
+    let key = key_file(dir.path(), "signing.pem", tokend::token::Algorithm::RS256);
+    let config = code_config().store(&redis.url()).signing_key("RS256", &key);
+    let a = TestApp::start(&config).await;
+    let b = TestApp::start(&config).await;
     let (code, verifier) = web_code(&a, "profile").await;
     let attempts = (0..50).map(|i| {
         let app = if i % 2 == 0 { &a } else { &b };
         redeem(app, &code, &verifier)
     });
-    let results = futures_join_all(attempts).await;
-    let mut ok = Vec::new();
-    for r in results {
-        match r.status().as_u16() {
-            200 => ok.push(r.json::<Value>().await.unwrap()),
-            _ => assert_eq!(error_of(r).await, (400, "invalid_grant".into())),
-        }
-    }
-    assert_eq!(ok.len(), 1, "exactly one of 50 redemptions succeeds");
+    let winner = the_only_success(join_all(attempts).await).await;
     // A replay after the winner finished, through the other replica, revokes
     // the grant on both replicas (the losers above may already have).
     assert_eq!(
         error_of(redeem(&b, &code, &verifier).await).await,
         (400, "invalid_grant".into())
     );
-    let token = s(&ok[0]["access_token"]);
+    let token = s(&winner["access_token"]);
     assert_eq!(a.introspect(&token).await["active"], false);
     assert_eq!(b.introspect(&token).await["active"], false);
 }
@@ -1340,13 +1059,10 @@ async fn only_the_login_app_may_answer_login_challenges() {
     assert_eq!(err.code(), Code::PermissionDenied);
 
     // login_url without the login app's secret is a configuration error.
-    let text =
-        code_config("memory://", "").replace("login_app_token_hash", "# login_app_token_hash");
-    let dir = crate::common::tempdir::TempDir::new();
-    let path = dir.path().join("tokend.toml");
-    std::fs::write(&path, text).unwrap();
-    let problems = tokend::config::Config::load(Some(&path), Vec::new())
-        .unwrap()
+    let dir = TempDir::new().unwrap();
+    let problems = code_config()
+        .remove("authorization.login_app_token_hash")
+        .load_in(dir.path(), &[])
         .validate();
     assert!(
         problems

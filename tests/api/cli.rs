@@ -1,12 +1,12 @@
 //! The `tokend` binary's helper commands, run as a user would.
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 
-use crate::common::tempdir::TempDir;
+use tempfile::TempDir;
 
-fn tokend() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tokend"))
-}
+use crate::common::process::tokend_command as tokend;
+use crate::common::{ConfigBuilder, TokendProcess};
 
 fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;
@@ -24,6 +24,15 @@ fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
         .write_all(stdin.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// `tokend check-config --config PATH`.
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    tokend()
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -45,9 +54,9 @@ fn hash_secret_matches_the_documented_sha256() {
     assert!(!out.status.success());
 }
 
-#[test]
-fn keygen_writes_keys_check_config_accepts_and_rejects() {
-    let dir = TempDir::new();
+#[tokio::test]
+async fn keygen_writes_keys_check_config_accepts_and_rejects() {
+    let dir = TempDir::new().unwrap();
     for alg in ["RS256", "ES256", "EdDSA"] {
         let key = dir.path().join(format!("{alg}.pem"));
         let st = tokend()
@@ -65,16 +74,11 @@ fn keygen_writes_keys_check_config_accepts_and_rejects() {
             assert_eq!(mode & 0o077, 0, "private key is not world-readable");
         }
         let cfg = dir.path().join(format!("{alg}.toml"));
-        std::fs::write(
-            &cfg,
-            format!("[signing]\nalgorithm = \"{alg}\"\nkey_file = \"{alg}.pem\"\n"),
-        )
-        .unwrap();
-        let out = tokend()
-            .args(["check-config", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
+        // Relative to the config file, as in production.
+        ConfigBuilder::bare()
+            .signing_key(alg, Path::new(&format!("{alg}.pem")))
+            .write(&cfg);
+        let out = check_config(&cfg);
         assert!(
             out.status.success(),
             "{}",
@@ -91,29 +95,19 @@ fn keygen_writes_keys_check_config_accepts_and_rejects() {
 
     // A config with several problems names each key.
     let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        r#"
-[http]
-listen = "nowhere"
-[signing]
-algorithm = "ES256"
-key_file = "RS256.pem"
-[[clients]]
-client_id = "a"
-secret_hashes = ["md5:abc"]
-grant_types = ["password"]
-scopes = ["ok"]
-default_scopes = ["missing"]
-claims = { sub = "x" }
-"#,
-    )
-    .unwrap();
-    let out = tokend()
-        .args(["check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    ConfigBuilder::bare()
+        .set("http.listen", "nowhere")
+        .signing_key("ES256", Path::new("RS256.pem"))
+        .client(toml::toml! {
+            client_id = "a"
+            secret_hashes = ["md5:abc"]
+            grant_types = ["password"]
+            scopes = ["ok"]
+            default_scopes = ["missing"]
+            claims = { sub = "x" }
+        })
+        .write(&bad);
+    let out = check_config(&bad);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     for needle in [
@@ -128,29 +122,20 @@ claims = { sub = "x" }
     }
     // Unknown keys and bad types are named too, and stop `serve`.
     let typo = dir.path().join("typo.toml");
-    std::fs::write(&typo, "[tokens]\naccess_ttl = 5\n").unwrap();
-    let out = tokend()
-        .args(["check-config", "--config"])
-        .arg(&typo)
-        .output()
-        .unwrap();
+    ConfigBuilder::bare()
+        .set("tokens.access_ttl", 5)
+        .write(&typo);
+    let out = check_config(&typo);
     assert!(!out.status.success());
     assert!(
         String::from_utf8(out.stderr)
             .unwrap()
             .contains("access_ttl")
     );
-    let out = tokend()
-        .args(["serve", "--config"])
-        .arg(&typo)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("access_ttl")
-    );
+    let log = TokendProcess::serve_file(&typo)
+        .start_expecting_failure()
+        .await;
+    assert!(log.contains("access_ttl"), "{log}");
 }
 
 #[test]
@@ -173,14 +158,10 @@ fn client_new_prints_a_working_block() {
         .skip_while(|l| !l.starts_with("[[clients]]"))
         .collect::<Vec<_>>()
         .join("\n");
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, &block).unwrap();
-    let st = tokend()
-        .args(["check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let st = check_config(&cfg);
     assert!(
         st.status.success(),
         "{}",

@@ -1,6 +1,8 @@
 //! client_credentials over the HTTP bridge: every auth method and grant rule.
 
-use crate::common::{SECRET, TestApp, basic_header, jwt_parts};
+use crate::common::config::sha256;
+use crate::common::http::{basic_header, error_of, jwt_parts};
+use crate::common::{ConfigBuilder, SECRET, TestApp};
 
 #[tokio::test]
 async fn basic_auth_gets_a_jwt_with_rfc9068_claims() {
@@ -77,15 +79,10 @@ async fn basic_auth_gets_a_jwt_with_rfc9068_claims() {
 async fn body_credentials_and_json_body_work() {
     let app = TestApp::default_memory().await;
     let r = app
-        .post_form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "orders-service"),
-                ("client_secret", SECRET),
-                ("scope", "orders:read orders:write"),
-            ],
+        .token_in_body(
+            "orders-service",
+            SECRET,
+            &[("scope", "orders:read orders:write")],
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -122,20 +119,25 @@ async fn body_credentials_and_json_body_work() {
 
 #[tokio::test]
 async fn percent_encoded_basic_credentials_are_decoded() {
-    let hash = tokend::oauth::client::SecretHash::sha256_of("p@ss:w rd+%");
-    let extra = format!(
-        "[[clients]]\nclient_id = \"odd id\"\nsecret_hashes = [\"{hash}\"]\ngrant_types = [\"client_credentials\"]\n"
-    );
-    let app = TestApp::start(&crate::common::config_toml("memory://", "", &extra)).await;
+    let hash = sha256("p@ss:w rd+%");
+    let app = TestApp::start(&ConfigBuilder::memory().client(toml::toml! {
+        client_id = "odd id"
+        secret_hashes = [(hash.as_str())]
+        grant_types = ["client_credentials"]
+    }))
+    .await;
     let r = app.token_response("odd id", "p@ss:w rd+%").await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
 }
 
 #[tokio::test]
 async fn wrong_secret_and_unknown_client_are_identical_401s() {
-    let other = tokend::oauth::client::SecretHash::sha256_of("the-other-clients-secret");
-    let extra = format!("[[clients]]\nclient_id = \"other\"\nsecret_hashes = [\"{other}\"]\n");
-    let app = TestApp::start(&crate::common::config_toml("memory://", "", &extra)).await;
+    let other = sha256("the-other-clients-secret");
+    let app = TestApp::start(&ConfigBuilder::memory().client(toml::toml! {
+        client_id = "other"
+        secret_hashes = [(other.as_str())]
+    }))
+    .await;
     // Control: the other client's own secret works for it.
     let r = app
         .token_response("other", "the-other-clients-secret")
@@ -163,17 +165,7 @@ async fn wrong_secret_and_unknown_client_are_identical_401s() {
     assert_eq!(body["error"], "invalid_client");
 
     // Body credentials: 401 without WWW-Authenticate.
-    let r = app
-        .post_form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "orders-service"),
-                ("client_secret", "nope"),
-            ],
-        )
-        .await;
+    let r = app.token_in_body("orders-service", "nope", &[]).await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("www-authenticate").is_none());
     // No credentials at all.
@@ -191,17 +183,7 @@ async fn wrong_secret_and_unknown_client_are_identical_401s() {
 async fn auth_method_restrictions_and_grant_rules() {
     let app = TestApp::default_memory().await;
     // basic-only client may not send its secret in the body.
-    let r = app
-        .post_form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "basic-only"),
-                ("client_secret", SECRET),
-            ],
-        )
-        .await;
+    let r = app.token_in_body("basic-only", SECRET, &[]).await;
     assert_eq!(r.status(), 401);
     let ok = app.token("basic-only", &[]).await;
     assert!(ok["access_token"].is_string());
@@ -301,11 +283,7 @@ async fn credentials_in_both_places_and_repeated_params_are_invalid_request() {
             ],
         )
         .await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"],
-        "invalid_request"
-    );
+    assert_eq!(error_of(r).await, (400, "invalid_request".into()));
 
     let r = app
         .http_client

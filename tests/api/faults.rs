@@ -3,231 +3,36 @@
 //! `tokend serve` process SIGKILLed and restarted while Redis holds its state.
 //! No mocks: real processes, real loopback sockets, both transports.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokend::pb::token_service_client::TokenServiceClient;
-use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
-use tonic::transport::Channel;
+use tempfile::TempDir;
 
-use crate::authorization_code::{
-    code_config_signed, error_of, redeem, refresh, web_code, web_tokens,
-};
-use crate::common::{
-    RedisServer, SECRET, TestApp, TokendProcess, config_toml, eventually, free_port, keygen,
-    signing, tempdir::TempDir,
-};
-use crate::redis_store::{is_not_ready, is_ready};
+use crate::common::config::key_file;
+use crate::common::flows::{redeem, refresh, s, web_code, web_tokens};
+use crate::common::grpc::{ADMIN_SECRET, admin_client};
+use crate::common::http::error_of;
+use crate::common::load::{Answer, BOTH, Target, Transport};
+use crate::common::wait::next_ms;
+use crate::common::{ConfigBuilder, RedisServer, TokendProcess, eventually};
 
-/// Bound on any one request: a hang is a failure, never a wait.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Generous deadline for readiness to follow Redis on a loaded 2-core machine
 /// (the 2 s budget itself is tested in `redis_store`).
 const RECOVERY: Duration = Duration::from_secs(30);
 /// The least time Redis stays down in the outage test.
 const OUTAGE_MIN: Duration = Duration::from_millis(1500);
 
-/// Which public API a request goes through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Http,
-    Grpc,
-}
-
-pub const BOTH: [Transport; 2] = [Transport::Http, Transport::Grpc];
-
-/// An introspection answer, whichever transport gave it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
-    Active,
-    Inactive,
-    /// HTTP 503 / gRPC UNAVAILABLE with `temporarily_unavailable`.
-    Unavailable,
-    /// Anything else (an error, a transport failure): never expected.
-    Other(String),
-}
-
-/// Clients for one tokend over both transports, cheap to clone into tasks.
-#[derive(Clone)]
-pub struct Target {
-    http: SocketAddr,
-    client: reqwest::Client,
-    grpc: TokenServiceClient<Channel>,
-}
-
-impl Target {
-    pub async fn new(app: &TestApp) -> Self {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
-            .unwrap()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(REQUEST_TIMEOUT)
-            .connect()
-            .await
-            .unwrap();
-        Self {
-            http: app.http,
-            client: reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
-                .build()
-                .unwrap(),
-            grpc: TokenServiceClient::new(channel),
-        }
+/// The standard clients on `redis_url` with an RS256 key shared by the
+/// processes (`dir/signing.pem`, made on first use).
+fn config_on(redis_url: &str, dir: &std::path::Path) -> ConfigBuilder {
+    let key = dir.join("signing.pem");
+    if !key.exists() {
+        key_file(dir, "signing.pem", tokend::token::Algorithm::RS256);
     }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Result<(u16, Value), String> {
-        let r = self
-            .client
-            .post(format!("http://{}{path}", self.http))
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| format!("POST {path}: {e}"))?;
-        let status = r.status().as_u16();
-        let body = r.bytes().await.map_err(|e| format!("POST {path}: {e}"))?;
-        let json = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .map_err(|_| format!("POST {path}: {status} {}", String::from_utf8_lossy(&body)))?
-        };
-        Ok((status, json))
-    }
-
-    /// client_credentials for `client_id`; the access token or what went wrong.
-    pub async fn issue(&self, via: Transport, client_id: &str) -> Result<String, String> {
-        match via {
-            Transport::Http => {
-                let (status, body) = self
-                    .post(
-                        "/oauth/token",
-                        &[
-                            ("grant_type", "client_credentials"),
-                            ("client_id", client_id),
-                            ("client_secret", SECRET),
-                        ],
-                    )
-                    .await?;
-                match body["access_token"].as_str() {
-                    Some(t) if status == 200 => Ok(t.to_owned()),
-                    _ => Err(format!("HTTP issue: {status} {body}")),
-                }
-            }
-            Transport::Grpc => self
-                .grpc
-                .clone()
-                .issue(IssueRequest {
-                    grant_type: "client_credentials".into(),
-                    client_id: client_id.into(),
-                    client_secret: SECRET.into(),
-                    ..Default::default()
-                })
-                .await
-                .map(|r| r.into_inner().access_token)
-                .map_err(|s| format!("gRPC issue: {s:?}")),
-        }
-    }
-
-    /// Introspection by `resource-server`.
-    pub async fn introspect(&self, via: Transport, token: &str) -> Answer {
-        match via {
-            Transport::Http => {
-                let (status, body) = match self
-                    .post(
-                        "/oauth/introspect",
-                        &[
-                            ("token", token),
-                            ("client_id", "resource-server"),
-                            ("client_secret", SECRET),
-                        ],
-                    )
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => return Answer::Other(e),
-                };
-                match (status, &body["active"]) {
-                    (200, Value::Bool(true)) => Answer::Active,
-                    (200, Value::Bool(false)) => Answer::Inactive,
-                    (503, _) if body["error"] == "temporarily_unavailable" => Answer::Unavailable,
-                    _ => Answer::Other(format!("HTTP introspect: {status} {body}")),
-                }
-            }
-            Transport::Grpc => {
-                let r = self
-                    .grpc
-                    .clone()
-                    .introspect(IntrospectRequest {
-                        client_id: "resource-server".into(),
-                        client_secret: SECRET.into(),
-                        token: token.into(),
-                        token_type_hint: String::new(),
-                    })
-                    .await;
-                match r {
-                    Ok(r) if r.get_ref().active => Answer::Active,
-                    Ok(_) => Answer::Inactive,
-                    Err(s)
-                        if s.code() == tonic::Code::Unavailable
-                            && reason(&s).as_deref() == Some("temporarily_unavailable") =>
-                    {
-                        Answer::Unavailable
-                    }
-                    Err(s) => Answer::Other(format!("gRPC introspect: {s:?}")),
-                }
-            }
-        }
-    }
-
-    /// Revocation by `client_id` (the client the token was issued to).
-    pub async fn revoke(&self, via: Transport, client_id: &str, token: &str) -> Result<(), String> {
-        match via {
-            Transport::Http => {
-                let (status, body) = self
-                    .post(
-                        "/oauth/revoke",
-                        &[
-                            ("token", token),
-                            ("client_id", client_id),
-                            ("client_secret", SECRET),
-                        ],
-                    )
-                    .await?;
-                if status == 200 {
-                    Ok(())
-                } else {
-                    Err(format!("HTTP revoke: {status} {body}"))
-                }
-            }
-            Transport::Grpc => self
-                .grpc
-                .clone()
-                .revoke(RevokeRequest {
-                    client_id: client_id.into(),
-                    client_secret: SECRET.into(),
-                    token: token.into(),
-                    token_type_hint: String::new(),
-                })
-                .await
-                .map(|_| ())
-                .map_err(|s| format!("gRPC revoke: {s:?}")),
-        }
-    }
-}
-
-/// The ErrorInfo reason of a gRPC status, if it has one.
-fn reason(status: &tonic::Status) -> Option<String> {
-    use tonic_types::StatusExt;
-    status.get_details_error_info().map(|i| i.reason)
-}
-
-/// Runs `f` on the current worker thread where blocking is allowed (the
-/// `RedisServer` helpers wait for PING with blocking sleeps).
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    tokio::task::block_in_place(f)
+    ConfigBuilder::on_store(redis_url).signing_key("RS256", &key)
 }
 
 // Phases of the outage test. A request may answer `temporarily_unavailable`
@@ -338,7 +143,8 @@ async fn load_task(
         }
         tally.rounds[usize::from(phase.load(Ordering::SeqCst))].fetch_add(1, Ordering::Relaxed);
         i += 1;
-        // Sustained, not flat out: the machine is shared.
+        // Pacing, not waiting for anything: a gap between rounds keeps the
+        // load sustained rather than flat out (the machine is shared).
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -349,19 +155,14 @@ async fn load_task(
 /// before the outage is lost" possible at all (see the control test below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_under_load_loses_no_revocation_and_recovers() {
-    let dir = TempDir::new();
-    let key = keygen(dir.path());
-    let mut redis = blocking(RedisServer::start_persistent);
-    let config = config_toml(&redis.url(), &signing(&key), "");
-    let mut tokend = TokendProcess::start_with_env(
-        dir.path(),
-        "tokend",
-        &config,
-        &[("TOKEND_STORE_TIMEOUT_MS", "200")],
-    )
-    .await;
+    let dir = TempDir::new().unwrap();
+    let mut redis = RedisServer::start_persistent().await;
+    let mut tokend = TokendProcess::serve(&config_on(&redis.url(), dir.path()))
+        .env("TOKEND_STORE_TIMEOUT_MS", "200")
+        .start()
+        .await;
     let pid = tokend.pid();
-    let target = Target::new(&tokend.app).await;
+    let target = Target::new(&tokend).await;
 
     // Before the outage: revocations over both transports, and live tokens.
     let (mut revoked, mut live) = (Vec::new(), Vec::new());
@@ -419,10 +220,10 @@ async fn redis_killed_under_load_loses_no_revocation_and_recovers() {
 
     // The outage, mid-loop.
     phase.store(OUTAGE, Ordering::SeqCst);
-    blocking(|| redis.kill());
+    redis.kill();
     let killed_at = std::time::Instant::now();
     assert!(
-        eventually(RECOVERY, || is_not_ready(&tokend.app)).await,
+        eventually(RECOVERY, || tokend.is_not_ready()).await,
         "/readyz and gRPC health did not report the Redis outage"
     );
     // Load keeps running through the outage: both transports must have seen
@@ -443,16 +244,14 @@ async fn redis_killed_under_load_loses_no_revocation_and_recovers() {
         tally.violations.lock()
     );
 
-    // A sustained outage: at least this long, whatever the polling above took.
+    // A sustained outage: at least this long, whatever the polling above
+    // took. The sleep is the behaviour under test (an outage that lasts).
     tokio::time::sleep(OUTAGE_MIN.saturating_sub(killed_at.elapsed())).await;
-    assert!(
-        is_not_ready(&tokend.app).await,
-        "still down at restart time"
-    );
+    assert!(tokend.is_not_ready().await, "still down at restart time");
     phase.store(RECOVERING, Ordering::SeqCst);
-    blocking(|| redis.restart());
+    redis.restart().await;
     assert!(
-        eventually(RECOVERY, || is_ready(&tokend.app)).await,
+        eventually(RECOVERY, || tokend.is_ready()).await,
         "/readyz and gRPC health did not recover after Redis came back"
     );
     phase.store(AFTER, Ordering::SeqCst);
@@ -469,8 +268,8 @@ async fn redis_killed_under_load_loses_no_revocation_and_recovers() {
         "the load loop did not recover after the restart"
     );
     stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await.expect("load task panicked");
+    for result in futures::future::join_all(tasks).await {
+        result.expect("load task panicked");
     }
 
     eprintln!(
@@ -492,7 +291,7 @@ async fn redis_killed_under_load_loses_no_revocation_and_recovers() {
     // tokend rode it out: same process, never restarted, no panic.
     assert!(tokend.is_running(), "tokend exited");
     assert_eq!(tokend.pid(), pid);
-    let log = tokend.log_text();
+    let log = tokend.log();
     assert!(!log.contains("panicked"), "tokend panicked:\n{log}");
 }
 
@@ -502,12 +301,12 @@ async fn redis_killed_under_load_loses_no_revocation_and_recovers() {
 /// documented requirement, not a tokend bug.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_redis_without_persistence_forgets_revocations() {
-    let dir = TempDir::new();
-    let key = keygen(dir.path());
-    let mut redis = blocking(RedisServer::start);
-    let config = config_toml(&redis.url(), &signing(&key), "");
-    let tokend = TokendProcess::start(dir.path(), "tokend", &config).await;
-    let target = Target::new(&tokend.app).await;
+    let dir = TempDir::new().unwrap();
+    let mut redis = RedisServer::start().await;
+    let tokend = TokendProcess::serve(&config_on(&redis.url(), dir.path()))
+        .start()
+        .await;
+    let target = Target::new(&tokend).await;
     let t = target
         .issue(Transport::Http, "orders-service")
         .await
@@ -520,7 +319,7 @@ async fn control_redis_without_persistence_forgets_revocations() {
         target.introspect(Transport::Http, &t).await,
         Answer::Inactive
     );
-    blocking(|| redis.restart());
+    redis.restart().await;
     // The first requests after the restart may still find the old connection
     // broken (503); wait for a real answer.
     let answered = eventually(RECOVERY, || {
@@ -528,7 +327,7 @@ async fn control_redis_without_persistence_forgets_revocations() {
         async move { target.introspect(Transport::Http, &t).await != Answer::Unavailable }
     })
     .await;
-    assert!(answered && is_ready(&tokend.app).await);
+    assert!(answered && tokend.is_ready().await);
     assert_eq!(
         target.introspect(Transport::Http, &t).await,
         Answer::Active,
@@ -536,35 +335,13 @@ async fn control_redis_without_persistence_forgets_revocations() {
     );
 }
 
-fn s(v: &Value) -> String {
-    v.as_str().unwrap().to_owned()
-}
-
-/// Config for a `tokend serve` process on `redis_url` with the shared `key`,
-/// the authorization-code clients and an admin listener on `admin_port`.
-fn restart_config(redis_url: &str, key: &std::path::Path, admin_port: u16) -> String {
-    code_config_signed(
-        redis_url,
-        &signing(key),
-        &format!(
-            "\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_hash = \"{}\"\n",
-            tokend::oauth::client::SecretHash::sha256_of(crate::lifecycle::ADMIN_SECRET)
-        ),
-    )
-}
-
-/// Starts a `tokend serve` process with [`restart_config`] and its admin
-/// address filled in.
-async fn start_with_admin(
-    dir: &std::path::Path,
-    name: &str,
-    redis_url: &str,
-    key: &std::path::Path,
-) -> TokendProcess {
-    let admin_port = free_port();
-    let mut p = TokendProcess::start(dir, name, &restart_config(redis_url, key, admin_port)).await;
-    p.app.admin = Some(format!("127.0.0.1:{admin_port}").parse().unwrap());
-    p
+/// A `tokend serve` process on `redis_url` with the shared key, the
+/// authorization-code clients and the admin API.
+async fn start_with_admin(dir: &std::path::Path, redis_url: &str) -> TokendProcess {
+    let config = config_on(redis_url, dir)
+        .code_flow()
+        .admin(Some(ADMIN_SECRET));
+    TokendProcess::serve(&config).start().await
 }
 
 /// tokend SIGKILLed while Redis holds its state; a new process on the same
@@ -572,14 +349,10 @@ async fn start_with_admin(
 /// unredeemed authorization code and a live refresh-token family all survive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_families() {
-    use crate::lifecycle::{ADMIN_SECRET, admin_client};
-    use tokend::pb::RevokeSubjectTokensRequest;
-
-    let dir = TempDir::new();
-    let key = keygen(dir.path());
-    let redis = blocking(RedisServer::start);
-    let first = start_with_admin(dir.path(), "first", &redis.url(), &key).await;
-    let a = Target::new(&first.app).await;
+    let dir = TempDir::new().unwrap();
+    let redis = RedisServer::start().await;
+    let first = start_with_admin(dir.path(), &redis.url()).await;
+    let a = Target::new(&first).await;
 
     // A revoked access token (and a live one as the control).
     let revoked = a.issue(Transport::Grpc, "orders-service").await.unwrap();
@@ -589,20 +362,18 @@ async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_familie
         .unwrap();
     // A bulk revocation: every token of subject `partner` issued before now.
     let partner_old = a.issue(Transport::Http, "partner").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await; // distinct ms instants
-    admin_client(&first.app, Some(ADMIN_SECRET))
+    next_ms().await; // distinct ms instants
+    admin_client(&first, Some(ADMIN_SECRET))
         .await
-        .revoke_subject_tokens(RevokeSubjectTokensRequest {
-            subject: "partner".into(),
-        })
+        .revoke_subject("partner")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    next_ms().await;
     // An authorization code, issued through /oauth/authorize and the login
     // app's AcceptAuthorization over gRPC, not redeemed.
-    let (code, verifier) = web_code(&first.app, "profile orders:read").await;
+    let (code, verifier) = web_code(&first, "profile orders:read").await;
     // A refresh-token family, live.
-    let grant = web_tokens(&first.app, "profile").await;
+    let grant = web_tokens(&first, "profile").await;
     let (rt0, grant_at) = (s(&grant["refresh_token"]), s(&grant["access_token"]));
     for via in BOTH {
         assert_eq!(a.introspect(via, &revoked).await, Answer::Inactive);
@@ -614,8 +385,8 @@ async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_familie
 
     // SIGKILL: no graceful shutdown, nothing flushed by tokend.
     first.kill();
-    let second = start_with_admin(dir.path(), "second", &redis.url(), &key).await;
-    let b = Target::new(&second.app).await;
+    let second = start_with_admin(dir.path(), &redis.url()).await;
+    let b = Target::new(&second).await;
     for via in BOTH {
         assert_eq!(
             b.introspect(via, &revoked).await,
@@ -642,7 +413,7 @@ async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_familie
     );
 
     // The code is redeemable, exactly once.
-    let r = redeem(&second.app, &code, &verifier).await;
+    let r = redeem(&second, &code, &verifier).await;
     assert_eq!(r.status(), 200, "the code did not survive the restart");
     let redeemed: Value = r.json().await.unwrap();
     assert_eq!(
@@ -651,12 +422,12 @@ async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_familie
         Answer::Active
     );
     assert_eq!(
-        error_of(redeem(&second.app, &code, &verifier).await).await,
+        error_of(redeem(&second, &code, &verifier).await).await,
         (400, "invalid_grant".into())
     );
 
     // The refresh family rotates, and the rotated token is detected as reuse.
-    let r = refresh(&second.app, &rt0, &[]).await;
+    let r = refresh(&second, &rt0, &[]).await;
     assert_eq!(
         r.status(),
         200,
@@ -666,7 +437,7 @@ async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_familie
     let (rt1, at1) = (s(&rotated["refresh_token"]), s(&rotated["access_token"]));
     assert_eq!(b.introspect(Transport::Http, &at1).await, Answer::Active);
     assert_eq!(
-        error_of(refresh(&second.app, &rt0, &[]).await).await,
+        error_of(refresh(&second, &rt0, &[]).await).await,
         (400, "invalid_grant".into())
     );
     for via in BOTH {
@@ -679,6 +450,6 @@ async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_familie
             "{via:?}"
         );
     }
-    let log = second.log_text();
+    let log = second.log();
     assert!(!log.contains("panicked"), "tokend panicked:\n{log}");
 }

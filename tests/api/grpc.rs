@@ -1,19 +1,14 @@
 //! The gRPC API: Issue, Introspect, Revoke, status codes with ErrorInfo,
 //! health and reflection.
 
-use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
+use tokend::pb::IssueRequest;
 use tonic::Code;
 
-use crate::common::{SECRET, TestApp, error_reason, jwt_parts};
-
-fn issue(client: &str, secret: &str) -> IssueRequest {
-    IssueRequest {
-        grant_type: "client_credentials".into(),
-        client_id: client.into(),
-        client_secret: secret.into(),
-        ..Default::default()
-    }
-}
+use crate::common::grpc::{
+    error_reason, introspect_request, issue_request as issue, revoke_request,
+};
+use crate::common::http::jwt_parts;
+use crate::common::{SECRET, TestApp};
 
 #[tokio::test]
 async fn issue_introspect_revoke_over_grpc() {
@@ -29,12 +24,7 @@ async fn issue_introspect_revoke_over_grpc() {
     assert!(t.refresh_token.is_empty());
     assert_eq!(jwt_parts(&t.access_token).1["aud"], "orders-api");
 
-    let introspect = |token: String| IntrospectRequest {
-        client_id: "resource-server".into(),
-        client_secret: SECRET.into(),
-        token,
-        token_type_hint: String::new(),
-    };
+    let introspect = |token: String| introspect_request(&token, SECRET);
     let i = c
         .introspect(introspect(t.access_token.clone()))
         .await
@@ -55,14 +45,9 @@ async fn issue_introspect_revoke_over_grpc() {
     let http = app.introspect(&t.access_token).await;
     assert_eq!(http["jti"], i.jti.as_str());
 
-    c.revoke(RevokeRequest {
-        client_id: "orders-service".into(),
-        client_secret: SECRET.into(),
-        token: t.access_token.clone(),
-        token_type_hint: String::new(),
-    })
-    .await
-    .unwrap();
+    c.revoke(revoke_request("orders-service", &t.access_token))
+        .await
+        .unwrap();
     let i = c
         .introspect(introspect(t.access_token.clone()))
         .await
@@ -129,25 +114,15 @@ async fn errors_map_to_status_codes_with_error_info() {
         assert_eq!(error_reason(&err), reason, "{req:?}");
     }
     let err = c
-        .introspect(IntrospectRequest {
-            client_id: "resource-server".into(),
-            client_secret: "nope".into(),
-            token: "x".into(),
-            token_type_hint: String::new(),
-        })
+        .introspect(introspect_request("x", "nope"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(error_reason(&err), "invalid_client");
     // Unknown tokens: revocation succeeds silently.
-    c.revoke(RevokeRequest {
-        client_id: "orders-service".into(),
-        client_secret: SECRET.into(),
-        token: "garbage".into(),
-        token_type_hint: String::new(),
-    })
-    .await
-    .unwrap();
+    c.revoke(revoke_request("orders-service", "garbage"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -2,10 +2,12 @@
 //! and beyond their limits, unicode and huge scopes. Every answer is a
 //! documented OAuth error or `active: false`; never a 500, a panic or a hang.
 
-use tokend::pb::{IntrospectRequest, IssueRequest};
+use tokend::pb::IssueRequest;
 use tonic::Code;
 
-use crate::common::{SECRET, TestApp, basic_header, error_reason};
+use crate::common::grpc::{error_reason, introspect_request};
+use crate::common::http::{basic_header, error_of};
+use crate::common::{SECRET, TestApp};
 
 #[tokio::test]
 async fn garbage_tokens_are_inactive_over_grpc() {
@@ -28,14 +30,7 @@ async fn garbage_tokens_are_inactive_over_grpc() {
         swapped_sig,
         format!("{good}.extra"),
     ] {
-        let r = c
-            .introspect(IntrospectRequest {
-                client_id: "resource-server".into(),
-                client_secret: SECRET.into(),
-                token: token.clone(),
-                token_type_hint: String::new(),
-            })
-            .await;
+        let r = c.introspect(introspect_request(&token, SECRET)).await;
         match r {
             Ok(r) => assert!(!r.into_inner().active, "{:.40}", token),
             Err(s) => {
@@ -133,8 +128,7 @@ async fn oversized_and_unicode_fields_get_oauth_errors_on_both_transports() {
         let r = app
             .post_form("/oauth/token", Some(("orders-service", SECRET)), &form)
             .await;
-        assert_eq!(r.status().as_u16(), status);
-        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], error);
+        assert_eq!(error_of(r).await, (status, error.to_owned()));
     }
     let r = app
         .http_client

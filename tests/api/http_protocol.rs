@@ -1,7 +1,8 @@
 //! HTTP bridge protocol details: content types, body limits, discovery,
 //! health, and never a 500.
 
-use crate::common::{SECRET, TestApp, basic_header};
+use crate::common::http::{basic_header, error_of};
+use crate::common::{SECRET, TestApp};
 
 #[tokio::test]
 async fn wrong_content_type_is_415_and_oversized_body_is_413() {
@@ -20,11 +21,7 @@ async fn wrong_content_type_is_415_and_oversized_body_is_413() {
             req = req.header("Content-Type", ct);
         }
         let r = req.send().await.unwrap();
-        assert_eq!(r.status(), 415, "{ct:?}");
-        assert_eq!(
-            r.json::<serde_json::Value>().await.unwrap()["error"],
-            "invalid_request"
-        );
+        assert_eq!(error_of(r).await, (415, "invalid_request".into()), "{ct:?}");
     }
     // Charset parameter is fine.
     let r = app
@@ -54,11 +51,7 @@ async fn wrong_content_type_is_415_and_oversized_body_is_413() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 413, "{path}");
-        assert_eq!(
-            r.json::<serde_json::Value>().await.unwrap()["error"],
-            "invalid_request"
-        );
+        assert_eq!(error_of(r).await, (413, "invalid_request".into()), "{path}");
     }
 }
 
@@ -114,12 +107,9 @@ async fn malformed_bodies_and_headers_never_500() {
 #[tokio::test]
 async fn discovery_jwks_and_health() {
     let app = TestApp::default_memory().await;
-    let m: serde_json::Value = app
-        .get("/.well-known/oauth-authorization-server")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let m = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert_eq!(m["issuer"], "https://tokend.test");
     assert_eq!(m["token_endpoint"], "https://tokend.test/oauth/token");
     assert_eq!(
@@ -149,12 +139,7 @@ async fn discovery_jwks_and_health() {
         serde_json::json!(["RS256"])
     );
 
-    let jwks: serde_json::Value = app
-        .get("/.well-known/jwks.json")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let jwks = app.get_json("/.well-known/jwks.json").await;
     let key = &jwks["keys"][0];
     assert_eq!(key["kty"], "RSA");
     assert_eq!(key["use"], "sig");

@@ -4,7 +4,12 @@
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 
-use crate::common::{SECRET, TestApp, config_toml, jwt_parts, tempdir::TempDir};
+use tempfile::TempDir;
+
+use crate::common::config::key_file;
+use crate::common::grpc::introspect_request;
+use crate::common::http::{error_of, jwt_parts};
+use crate::common::{ConfigBuilder, SECRET, TestApp};
 
 #[tokio::test]
 async fn active_token_introspects_with_its_claims() {
@@ -56,11 +61,7 @@ async fn revoke_then_introspect_is_inactive() {
             &[("token", &token)],
         )
         .await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"],
-        "unauthorized_client"
-    );
+    assert_eq!(error_of(r).await, (400, "unauthorized_client".into()));
     assert_eq!(app.introspect(&token).await["active"], true);
 
     let r = app
@@ -95,25 +96,16 @@ async fn revoke_then_introspect_is_inactive() {
             &[("token", &other), ("token_type_hint", "id_token")],
         )
         .await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"],
-        "unsupported_token_type"
-    );
+    assert_eq!(error_of(r).await, (400, "unsupported_token_type".into()));
 }
 
 /// Starts tokend with a key file, returning the app and the PEM.
 async fn app_with_key(alg: tokend::token::Algorithm) -> (TestApp, String, TempDir) {
-    let dir = TempDir::new();
-    let pem = tokend::token::keys::generate_pem(alg).unwrap();
-    let key = dir.path().join("key.pem");
-    std::fs::write(&key, &pem).unwrap();
-    let toml = config_toml(
-        "memory://",
-        &format!("algorithm = \"{alg}\"\nkey_file = \"{}\"", key.display()),
-        "",
-    );
-    (TestApp::start(&toml).await, pem, dir)
+    let dir = TempDir::new().unwrap();
+    let key = key_file(dir.path(), "key.pem", alg);
+    let pem = std::fs::read_to_string(&key).unwrap();
+    let config = ConfigBuilder::memory().signing_key(alg.as_str(), &key);
+    (TestApp::start(&config).await, pem, dir)
 }
 
 #[tokio::test]
@@ -156,12 +148,7 @@ async fn forged_expired_and_tampered_tokens_are_inactive() {
     other_kid.kid = Some("not-a-key".into());
     cases.push(("unknown kid", sign(&other_kid, &claims)));
     // Algorithm confusion: HS256 keyed with the public key material.
-    let jwks: serde_json::Value = app
-        .get("/.well-known/jwks.json")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let jwks = app.get_json("/.well-known/jwks.json").await;
     let n = jwks["keys"][0]["n"].as_str().unwrap().to_owned();
     let mut hs = Header::new(jsonwebtoken::Algorithm::HS256);
     hs.kid = Some(kid.clone());
@@ -213,12 +200,7 @@ async fn forged_expired_and_tampered_tokens_are_inactive() {
             "{name}"
         );
         let r = grpc
-            .introspect(tokend::pb::IntrospectRequest {
-                client_id: "resource-server".into(),
-                client_secret: SECRET.into(),
-                token,
-                token_type_hint: String::new(),
-            })
+            .introspect(introspect_request(&token, SECRET))
             .await
             .unwrap()
             .into_inner();

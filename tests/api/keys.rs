@@ -5,7 +5,11 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation, decode};
 use tokend::token::Algorithm;
 
-use crate::common::{TestApp, config_toml, jwt_parts, tempdir::TempDir};
+use tempfile::TempDir;
+
+use crate::common::config::key_file;
+use crate::common::http::jwt_parts;
+use crate::common::{ConfigBuilder, TestApp};
 
 async fn jwks(app: &TestApp) -> JwkSet {
     app.get("/.well-known/jwks.json")
@@ -32,12 +36,7 @@ async fn every_algorithm_verifies_against_the_served_jwks() {
         (Algorithm::ES256, jsonwebtoken::Algorithm::ES256),
         (Algorithm::EdDSA, jsonwebtoken::Algorithm::EdDSA),
     ] {
-        let app = TestApp::start(&config_toml(
-            "memory://",
-            &format!("algorithm = \"{alg}\""),
-            "",
-        ))
-        .await;
+        let app = TestApp::start(&ConfigBuilder::memory().algorithm(alg.as_str())).await;
         let t = app.token("orders-service", &[]).await;
         let token = t["access_token"].as_str().unwrap();
         assert_eq!(jwt_parts(token).0["alg"], alg.as_str());
@@ -50,40 +49,21 @@ async fn every_algorithm_verifies_against_the_served_jwks() {
 
 #[tokio::test]
 async fn rotation_keeps_old_tokens_valid_through_previous_key_files() {
-    let dir = TempDir::new();
-    let old = dir.path().join("old.pem");
-    let new = dir.path().join("new.pem");
-    std::fs::write(
-        &old,
-        tokend::token::keys::generate_pem(Algorithm::ES256).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        &new,
-        tokend::token::keys::generate_pem(Algorithm::ES256).unwrap(),
-    )
-    .unwrap();
+    let dir = TempDir::new().unwrap();
+    let old = key_file(dir.path(), "old.pem", Algorithm::ES256);
+    let new = key_file(dir.path(), "new.pem", Algorithm::ES256);
 
-    let before = TestApp::start(&config_toml(
-        "memory://",
-        &format!("algorithm = \"ES256\"\nkey_file = \"{}\"", old.display()),
-        "",
-    ))
-    .await;
+    let before = TestApp::start(&ConfigBuilder::memory().signing_key("ES256", &old)).await;
     let old_token = before.access_token("orders-service").await;
     let old_kid = jwt_parts(&old_token).0["kid"].clone();
     before.stop().await;
 
     // Rotate: new key active, old key still verifies.
-    let after = TestApp::start(&config_toml(
-        "memory://",
-        &format!(
-            "algorithm = \"ES256\"\nkey_file = \"{}\"\nprevious_key_files = [\"{}\"]",
-            new.display(),
-            old.display()
-        ),
-        "",
-    ))
+    let after = TestApp::start(
+        &ConfigBuilder::memory()
+            .signing_key("ES256", &new)
+            .set("signing.previous_key_files", vec![old.to_str().unwrap()]),
+    )
     .await;
     let new_token = after.access_token("orders-service").await;
     assert_ne!(
@@ -99,12 +79,7 @@ async fn rotation_keeps_old_tokens_valid_through_previous_key_files() {
     after.stop().await;
 
     // Once the old key is dropped, its tokens are no longer active.
-    let dropped = TestApp::start(&config_toml(
-        "memory://",
-        &format!("algorithm = \"ES256\"\nkey_file = \"{}\"", new.display()),
-        "",
-    ))
-    .await;
+    let dropped = TestApp::start(&ConfigBuilder::memory().signing_key("ES256", &new)).await;
     assert_eq!(dropped.introspect(&old_token).await["active"], false);
     assert_eq!(dropped.introspect(&new_token).await["active"], true);
 }

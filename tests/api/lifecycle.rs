@@ -5,101 +5,46 @@
 
 use std::time::Duration;
 
+use tempfile::TempDir;
 use tokend::pb;
 use tokend::pb::client_admin_client::ClientAdminClient;
 use tokend::pb::token_service_client::TokenServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::{RedisServer, SECRET, TestApp, config_toml, error_reason};
+use crate::common::config::key_file;
+use crate::common::grpc::{
+    ADMIN_SECRET, admin_client, error_reason, grpc_issue, introspect_request,
+};
+use crate::common::wait::next_ms;
+use crate::common::{Api, ConfigBuilder, RedisServer, SECRET, TestApp, eventually};
 
-pub const ADMIN_SECRET: &str = "admin-secret-for-tests";
-
-pub fn admin_toml() -> String {
-    format!(
-        "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_hash = \"{}\"\n",
-        tokend::oauth::client::SecretHash::sha256_of(ADMIN_SECRET)
-    )
+/// The standard clients with an ES256 key and the admin API.
+fn with_admin(store_url: &str) -> ConfigBuilder {
+    ConfigBuilder::on_store(store_url)
+        .algorithm("ES256")
+        .admin(Some(ADMIN_SECRET))
 }
 
-pub async fn app_with_admin(store_url: &str) -> TestApp {
-    TestApp::start(&config_toml(
-        store_url,
-        "algorithm = \"ES256\"",
-        &admin_toml(),
-    ))
-    .await
-}
-
-type AddBearer =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type Admin = ClientAdminClient<tonic::service::interceptor::InterceptedService<Channel, AddBearer>>;
-
-/// An admin client sending `Bearer <token>` (or nothing).
-pub async fn admin_client(app: &TestApp, token: Option<&str>) -> Admin {
-    let ch = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        app.admin.expect("admin listener")
-    ))
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
-    let header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
-        token.map(|t| format!("Bearer {t}").parse().unwrap());
-    let f: AddBearer = Box::new(move |mut r: tonic::Request<()>| {
-        if let Some(h) = &header {
-            r.metadata_mut().insert("authorization", h.clone());
-        }
-        Ok(r)
-    });
-    ClientAdminClient::with_interceptor(ch, f)
-}
-
-async fn grpc_issue(
-    c: &mut TokenServiceClient<Channel>,
-    client: &str,
-) -> Result<String, tonic::Status> {
-    c.issue(pb::IssueRequest {
-        grant_type: "client_credentials".into(),
-        client_id: client.into(),
-        client_secret: SECRET.into(),
-        ..Default::default()
-    })
-    .await
-    .map(|r| r.into_inner().access_token)
+async fn app_with_admin(store_url: &str) -> TestApp {
+    TestApp::start(&with_admin(store_url)).await
 }
 
 async fn grpc_active(c: &mut TokenServiceClient<Channel>, token: &str) -> bool {
-    c.introspect(pb::IntrospectRequest {
-        token: token.into(),
-        client_id: "resource-server".into(),
-        client_secret: SECRET.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .active
-}
-
-pub async fn http_active(app: &TestApp, token: &str) -> bool {
-    app.introspect(token).await["active"] == true
+    c.introspect(introspect_request(token, SECRET))
+        .await
+        .unwrap()
+        .into_inner()
+        .active
 }
 
 /// Both transports agree on whether `token` is active; returns that.
-pub async fn active(app: &TestApp, token: &str) -> bool {
-    let mut g = app.grpc_client().await;
+async fn active(api: &Api, token: &str) -> bool {
+    let mut g = api.grpc_client().await;
     let over_grpc = grpc_active(&mut g, token).await;
-    let over_http = http_active(app, token).await;
+    let over_http = api.introspect(token).await["active"] == true;
     assert_eq!(over_grpc, over_http, "gRPC and HTTP disagree");
     over_http
-}
-
-/// Lets the millisecond clock move on, so "issued before" and "issued after"
-/// an admin call are distinct instants (not a speed assertion).
-async fn next_ms() {
-    tokio::time::sleep(Duration::from_millis(3)).await;
 }
 
 #[tokio::test]
@@ -107,12 +52,7 @@ async fn admin_api_requires_its_bearer_secret_and_is_not_on_the_public_listener(
     let app = app_with_admin("memory://").await;
     for token in [None, Some("wrong"), Some("")] {
         let mut admin = admin_client(&app, token).await;
-        let err = admin
-            .disable_client(pb::ClientRef {
-                client_id: "partner".into(),
-            })
-            .await
-            .unwrap_err();
+        let err = admin.disable("partner").await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{token:?}");
         assert_eq!(error_reason(&err), "unauthenticated");
         assert!(!err.message().contains("admin-secret"));
@@ -144,14 +84,7 @@ async fn revoke_client_tokens_kills_earlier_tokens_only() {
     next_ms().await;
 
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
-    let mark = admin
-        .revoke_client_tokens(pb::RevokeClientTokensRequest {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .not_before_ms;
+    let mark = admin.revoke_client("partner").await.unwrap().not_before_ms;
     assert!(mark > 0);
     next_ms().await;
 
@@ -164,28 +97,14 @@ async fn revoke_client_tokens_kills_earlier_tokens_only() {
     let after_http = app.access_token("partner").await;
     assert!(active(&app, &after_http).await);
 
-    let info = admin
-        .get_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let info = admin.get("partner").await.unwrap();
     assert_eq!(info.tokens_not_before_ms, mark);
 
     // Unknown and empty ids are documented errors.
-    let err = admin
-        .revoke_client_tokens(pb::RevokeClientTokensRequest {
-            client_id: "nobody".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = admin.revoke_client("nobody").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(error_reason(&err), "unknown_client");
-    let err = admin
-        .revoke_client_tokens(pb::RevokeClientTokensRequest::default())
-        .await
-        .unwrap_err();
+    let err = admin.revoke_client("").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(error_reason(&err), "invalid_request");
 }
@@ -196,13 +115,7 @@ async fn disabled_client_cannot_authenticate_and_its_tokens_are_inactive() {
     let mut g = app.grpc_client().await;
     let token = app.access_token("partner").await;
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
-    let info = admin
-        .disable_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let info = admin.disable("partner").await.unwrap();
     assert!(info.disabled);
 
     // Token endpoint: the same invalid_client as a wrong secret, on both transports.
@@ -226,32 +139,17 @@ async fn disabled_client_cannot_authenticate_and_its_tokens_are_inactive() {
     // Other clients are untouched.
     app.token("orders-service", &[]).await;
 
-    let listed = admin
-        .list_clients(pb::ListClientsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let partner = listed
-        .clients
-        .iter()
-        .find(|c| c.client_id == "partner")
-        .unwrap();
+    let listed = admin.list().await.unwrap();
+    let partner = listed.iter().find(|c| c.client_id == "partner").unwrap();
     assert!(partner.disabled);
     assert!(
         listed
-            .clients
             .iter()
             .filter(|c| c.client_id != "partner")
             .all(|c| !c.disabled)
     );
 
-    let info = admin
-        .enable_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let info = admin.enable("partner").await.unwrap();
     assert!(!info.disabled);
     grpc_issue(&mut g, "partner").await.unwrap();
     // Enabling alone brings old tokens back: cutting a client off for good is
@@ -268,12 +166,9 @@ async fn revoke_subject_tokens_logs_a_subject_out_everywhere() {
     next_ms().await;
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
     let mark = admin
-        .revoke_subject_tokens(pb::RevokeSubjectTokensRequest {
-            subject: "orders-service".into(),
-        })
+        .revoke_subject("orders-service")
         .await
         .unwrap()
-        .into_inner()
         .not_before_ms;
     assert!(mark > 0);
     next_ms().await;
@@ -282,10 +177,7 @@ async fn revoke_subject_tokens_logs_a_subject_out_everywhere() {
     let fresh = app.access_token("orders-service").await;
     assert!(active(&app, &fresh).await);
 
-    let err = admin
-        .revoke_subject_tokens(pb::RevokeSubjectTokensRequest::default())
-        .await
-        .unwrap_err();
+    let err = admin.revoke_subject("").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(error_reason(&err), "invalid_request");
 }
@@ -294,16 +186,8 @@ async fn revoke_subject_tokens_logs_a_subject_out_everywhere() {
 async fn effective_clients_never_show_secret_hashes() {
     let app = app_with_admin("memory://").await;
     let mut admin = admin_client(&app, Some(ADMIN_SECRET)).await;
-    let listed = admin
-        .list_clients(pb::ListClientsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let ids: Vec<&str> = listed
-        .clients
-        .iter()
-        .map(|c| c.client_id.as_str())
-        .collect();
+    let listed = admin.list().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|c| c.client_id.as_str()).collect();
     assert_eq!(
         ids,
         ["basic-only", "orders-service", "partner", "resource-server"]
@@ -311,25 +195,14 @@ async fn effective_clients_never_show_secret_hashes() {
     let text = format!("{listed:?}");
     let hash = tokend::oauth::client::SecretHash::sha256_of(SECRET);
     assert!(!text.contains(&hash[7..]), "a hash leaked: {text}");
-    let orders = admin
-        .get_client(pb::ClientRef {
-            client_id: "orders-service".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let orders = admin.get("orders-service").await.unwrap();
     assert_eq!(orders.secret_count, 1);
     assert_eq!(orders.scopes, ["orders:read", "orders:write"]);
     assert_eq!(orders.audience, ["orders-api", "billing-api"]);
     assert_eq!(orders.access_ttl_secs, 3600);
     assert!(!orders.disabled);
     assert_eq!(orders.tokens_not_before_ms, 0);
-    let err = admin
-        .get_client(pb::ClientRef {
-            client_id: "nobody".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = admin.get("nobody").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
 
@@ -338,24 +211,12 @@ async fn effective_clients_never_show_secret_hashes() {
 /// replica started afterwards (restart).
 #[tokio::test]
 async fn two_replicas_on_redis_share_disable_and_revocation() {
-    let redis = RedisServer::start();
-    let dir = crate::common::tempdir::TempDir::new();
-    let key = dir.path().join("signing.pem");
-    std::fs::write(
-        &key,
-        tokend::token::keys::generate_pem(tokend::token::Algorithm::ES256).unwrap(),
-    )
-    .unwrap();
-    let toml = config_toml(
-        &redis.url(),
-        &format!(
-            "algorithm = \"ES256\"\nkey_file = {:?}",
-            key.display().to_string()
-        ),
-        &admin_toml(),
-    );
-    let a = TestApp::start(&toml).await;
-    let b = TestApp::start(&toml).await;
+    let redis = RedisServer::start().await;
+    let dir = TempDir::new().unwrap();
+    let key = key_file(dir.path(), "signing.pem", tokend::token::Algorithm::ES256);
+    let config = with_admin(&redis.url()).signing_key("ES256", &key);
+    let a = TestApp::start(&config).await;
+    let b = TestApp::start(&config).await;
     let mut admin_b = admin_client(&b, Some(ADMIN_SECRET)).await;
     let mut admin_a = admin_client(&a, Some(ADMIN_SECRET)).await;
     let token = a.access_token("partner").await;
@@ -363,22 +224,12 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
 
     // Disable on B: introspection on A is inactive at once; A's token endpoint
     // refuses within its ~1 s refresh (bounded wait, not a speed assertion).
-    admin_b
-        .disable_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap();
+    admin_b.disable("partner").await.unwrap();
     assert!(!active(&a, &token).await);
-    let mut refused = false;
-    for _ in 0..50 {
-        let r = a.token_response("partner", SECRET).await;
-        if r.status() == 401 {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let refused = eventually(Duration::from_secs(5), || async {
+        a.token_response("partner", SECRET).await.status() == 401
+    })
+    .await;
     assert!(refused, "replica A kept issuing to a disabled client");
     let mut ga = a.grpc_client().await;
     assert_eq!(
@@ -386,32 +237,16 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
         Code::Unauthenticated
     );
     // A replica started later (a restart) knows from its first request.
-    let c = TestApp::start(&toml).await;
+    let c = TestApp::start(&config).await;
     assert_eq!(c.token_response("partner", SECRET).await.status(), 401);
-    let seen_on_a = admin_a
-        .get_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let seen_on_a = admin_a.get("partner").await.unwrap();
     assert!(seen_on_a.disabled);
 
     // Enable on A, revoke on A: B sees both.
-    admin_a
-        .enable_client(pb::ClientRef {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap();
+    admin_a.enable("partner").await.unwrap();
     assert!(active(&b, &token).await);
     next_ms().await;
-    admin_a
-        .revoke_client_tokens(pb::RevokeClientTokensRequest {
-            client_id: "partner".into(),
-        })
-        .await
-        .unwrap();
+    admin_a.revoke_client("partner").await.unwrap();
     next_ms().await;
     assert!(!active(&b, &token).await);
     assert!(!active(&c, &token).await);
@@ -419,12 +254,7 @@ async fn two_replicas_on_redis_share_disable_and_revocation() {
     // Subject revocation on B holds on A.
     let orders = a.access_token("orders-service").await;
     next_ms().await;
-    admin_b
-        .revoke_subject_tokens(pb::RevokeSubjectTokensRequest {
-            subject: "orders-service".into(),
-        })
-        .await
-        .unwrap();
+    admin_b.revoke_subject("orders-service").await.unwrap();
     next_ms().await;
     assert!(!active(&a, &orders).await);
     let fresh = b.access_token("orders-service").await;

@@ -1,5 +1,7 @@
-//! End-to-end tests over real sockets. One test binary (modules below) so the
-//! link step runs once.
+//! End-to-end tests over real sockets, on the harness in `tests/common` (the
+//! modules below share helpers only through it). One test binary so the link
+//! step runs once. The long soak is ignored by default; run it with
+//! `cargo test -p tokend --test api -- --ignored soak`.
 
 #[path = "../common/mod.rs"]
 mod common;

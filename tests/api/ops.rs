@@ -4,20 +4,12 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tokend::pb::IssueRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-use crate::common::{SECRET, TestApp, basic_header, config_toml, error_reason};
-
-fn issue(client: &str, secret: &str) -> IssueRequest {
-    IssueRequest {
-        grant_type: "client_credentials".into(),
-        client_id: client.into(),
-        client_secret: secret.into(),
-        ..Default::default()
-    }
-}
+use crate::common::grpc::{error_reason, grpc_issue, introspect_request, issue_request as issue};
+use crate::common::http::{basic_header, error_of, held_token_request};
+use crate::common::{ConfigBuilder, RedisServer, SECRET, TestApp, eventually};
 
 /// An HTTP client whose connections come from `ip` (any 127/8 address
 /// reaches the loopback listener), to act as different peers.
@@ -70,11 +62,12 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 async fn per_client_rate_limits_answer_429_and_resource_exhausted() {
     // Default: 2 at once, then one per 100 s; resource-server overrides to
     // unlimited.
-    let app = TestApp::start(&config_toml(
-        "memory://",
-        "",
-        "rate_limit_per_sec = 0\n\n[rate_limit]\nper_sec = 0.01\nburst = 2\n",
-    ))
+    let app = TestApp::start(
+        &ConfigBuilder::memory()
+            .set("rate_limit.per_sec", 0.01)
+            .set("rate_limit.burst", 2)
+            .client_set("resource-server", "rate_limit_per_sec", 0),
+    )
     .await;
     for _ in 0..2 {
         app.token("orders-service", &[]).await;
@@ -118,11 +111,13 @@ async fn per_client_rate_limits_answer_429_and_resource_exhausted() {
 
 #[tokio::test]
 async fn failed_authentications_back_off_per_peer_and_per_client() {
-    let app = TestApp::start(&config_toml(
-        "memory://",
-        "",
-        "\n[auth_throttle]\nthreshold = 3\nbase_secs = 1\nmax_secs = 2\nreset_secs = 60\n",
-    ))
+    let app = TestApp::start(
+        &ConfigBuilder::memory()
+            .set("auth_throttle.threshold", 3)
+            .set("auth_throttle.base_secs", 1)
+            .set("auth_throttle.max_secs", 2)
+            .set("auth_throttle.reset_secs", 60),
+    )
     .await;
     let attacker = client_from("127.0.0.1");
     let known = client_from("127.0.0.3");
@@ -143,10 +138,7 @@ async fn failed_authentications_back_off_per_peer_and_per_client() {
     let r = token_from(&app, &attacker, "partner", SECRET).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
-    let err = app
-        .grpc_client()
-        .await
-        .issue(issue("orders-service", SECRET))
+    let err = grpc_issue(&mut app.grpc_client().await, "orders-service")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
@@ -168,6 +160,8 @@ async fn failed_authentications_back_off_per_peer_and_per_client() {
     );
 
     // Bounded: once the back-off has passed, the right secret works again.
+    // The sleep is the behaviour under test: it waits out the real 1 s
+    // back-off (polling would send requests that the back-off counts).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         token_from(&app, &attacker, "partner", SECRET)
@@ -259,12 +253,7 @@ async fn metrics_are_served_with_the_documented_names() {
 
 #[tokio::test]
 async fn admin_listener_serves_metrics_instead_of_the_http_port_and_the_probes() {
-    let app = TestApp::start(&config_toml(
-        "memory://",
-        "",
-        "\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-    ))
-    .await;
+    let app = TestApp::start(&ConfigBuilder::memory().admin(None)).await;
     let admin = app.admin.expect("admin listener");
     let m = metrics_text(format!("http://{admin}/metrics")).await;
     assert!(m.contains("tokend_build_info"), "{m}");
@@ -320,28 +309,10 @@ async fn request_ids_are_echoed_or_generated_on_both_transports() {
     assert!(err.metadata().get("x-request-id").is_some());
 }
 
-/// The standard test config with extra `[server]` keys.
-fn with_server(keys: &str) -> String {
-    config_toml("memory://", "", "").replace(
-        "shutdown_grace_secs = 5",
-        &format!("shutdown_grace_secs = 5\n{keys}"),
-    )
-}
-
-/// Starts a POST whose body never completes; returns the open stream.
-async fn hanging_post(app: &TestApp) -> tokio::net::TcpStream {
-    let mut s = tokio::net::TcpStream::connect(app.http).await.unwrap();
-    s.write_all(
-        b"POST /oauth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=",
-    )
-    .await
-    .unwrap();
-    s
-}
-
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
-    let app = TestApp::start(&with_server("header_read_timeout_secs = 1")).await;
+    let app =
+        TestApp::start(&ConfigBuilder::memory().set("server.header_read_timeout_secs", 1)).await;
     let mut s = tokio::net::TcpStream::connect(app.http).await.unwrap();
     let request = b"POST /oauth/token HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
     let mut cut_off = false;
@@ -374,13 +345,10 @@ async fn slow_headers_are_cut_off() {
 
 #[tokio::test]
 async fn request_timeout_and_concurrency_limit_answer_at_once() {
-    let app = TestApp::start(&with_server(
-        "max_concurrent_requests = 1\nrequest_timeout_secs = 1",
-    ))
-    .await;
-    // One request holds the only slot (its body never completes)...
-    let mut held = hanging_post(&app).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let app = TestApp::start(&one_slot_one_second()).await;
+    // One request holds the only slot (its handler is reading a body that
+    // never completes)...
+    let mut held = held_token_request(app.http, None).await.stream;
     // ...so the next one is refused with 503 temporarily_unavailable.
     let r = app.token_response("orders-service", SECRET).await;
     assert_eq!(r.status(), 503);
@@ -424,8 +392,7 @@ async fn readiness_turns_not_serving_at_once_on_shutdown() {
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
     // An HTTP request in flight keeps the server draining meanwhile.
-    let _held = hanging_post(&app).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _held = held_token_request(app.http, None).await;
     app.shutdown.cancel();
     let next = tokio::time::timeout(Duration::from_secs(2), watch.message())
         .await
@@ -437,10 +404,7 @@ async fn readiness_turns_not_serving_at_once_on_shutdown() {
 
 #[tokio::test]
 async fn grpc_concurrency_limit_and_request_timeout() {
-    let app = TestApp::start(&with_server(
-        "max_concurrent_requests = 1\nrequest_timeout_secs = 1",
-    ))
-    .await;
+    let app = TestApp::start(&one_slot_one_second()).await;
     // A raw HTTP/2 stream whose gRPC message never completes holds the slot.
     let tcp = tokio::net::TcpStream::connect(app.grpc).await.unwrap();
     let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
@@ -455,14 +419,25 @@ async fn grpc_concurrency_limit_and_request_timeout() {
     // A 5-byte gRPC frame header announcing 100 bytes, then nothing.
     body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 100]), false)
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let err = app
-        .grpc_client()
-        .await
-        .issue(issue("partner", SECRET))
-        .await
-        .unwrap_err();
+    // Once the held call has the slot (nothing outside shows when: poll),
+    // the next call is refused at once.
+    let mut client = app.grpc_client().await;
+    let refused = std::sync::Mutex::new(None);
+    let (refusal, poller) = (&refused, client.clone());
+    let held_the_slot = eventually(Duration::from_secs(5), move || {
+        let mut client = poller.clone();
+        async move {
+            let answer = client.issue(issue("partner", SECRET)).await;
+            let err = answer.err();
+            let done = err.is_some();
+            *refusal.lock().unwrap() = err;
+            done
+        }
+    })
+    .await;
+    assert!(held_the_slot, "the held call never took the only slot");
+    let err = refused.into_inner().unwrap().unwrap();
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(error_reason(&err), "temporarily_unavailable");
 
@@ -473,32 +448,26 @@ async fn grpc_concurrency_limit_and_request_timeout() {
         .unwrap();
     assert_eq!(res.headers()["grpc-status"], "14");
     // And the slot is free again.
-    app.grpc_client()
-        .await
-        .issue(issue("partner", SECRET))
-        .await
-        .unwrap();
+    client.issue(issue("partner", SECRET)).await.unwrap();
 }
 
 #[tokio::test]
 async fn with_redis_rate_limits_and_back_off_are_shared_by_replicas() {
-    let redis = crate::common::RedisServer::start();
-    let extra = "\n[rate_limit]\nper_sec = 0.01\nburst = 2\n\n[auth_throttle]\nthreshold = 3\nbase_secs = 60\nmax_secs = 60\n";
-    let a = TestApp::start(&config_toml(&redis.url(), "", extra)).await;
-    let b = TestApp::start(&config_toml(&redis.url(), "", extra)).await;
+    let redis = RedisServer::start().await;
+    let config = ConfigBuilder::on_store(&redis.url())
+        .set("rate_limit.per_sec", 0.01)
+        .set("rate_limit.burst", 2)
+        .set("auth_throttle.threshold", 3)
+        .set("auth_throttle.base_secs", 60)
+        .set("auth_throttle.max_secs", 60);
+    let a = TestApp::start(&config).await;
+    let b = TestApp::start(&config).await;
     // Two tokens from replica A, the third from replica B is over the limit.
     a.token("orders-service", &[]).await;
     a.token("orders-service", &[]).await;
     let r = b.token_response("orders-service", SECRET).await;
-    assert_eq!(r.status(), 429);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"],
-        "rate_limited"
-    );
-    let err = b
-        .grpc_client()
-        .await
-        .issue(issue("orders-service", SECRET))
+    assert_eq!(error_of(r).await, (429, "rate_limited".into()));
+    let err = grpc_issue(&mut b.grpc_client().await, "orders-service")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
@@ -515,29 +484,21 @@ async fn with_redis_rate_limits_and_back_off_are_shared_by_replicas() {
 
 #[tokio::test]
 async fn drain_delay_keeps_serving_while_not_ready() {
-    let app = TestApp::start(&with_server("drain_delay_secs = 2")).await;
+    let app = TestApp::start(&ConfigBuilder::memory().set("server.drain_delay_secs", 2)).await;
     app.shutdown.cancel();
     // Readiness turns off at once...
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    loop {
-        let r = app.get("/readyz").await;
-        if r.status() == 503 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "readiness did not turn off"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            app.get("/readyz").await.status() == 503
+        })
+        .await,
+        "readiness did not turn off"
+    );
     // ...while new connections and requests are still served during the delay.
     let fresh = reqwest::Client::new();
     let r = fresh
         .post(app.url("/oauth/token"))
-        .header(
-            "Authorization",
-            crate::common::basic_header("orders-service", SECRET),
-        )
+        .header("Authorization", basic_header("orders-service", SECRET))
         .form(&[("grant_type", "client_credentials")])
         .send()
         .await
@@ -551,45 +512,36 @@ async fn drain_delay_keeps_serving_while_not_ready() {
 /// revocation read; the limit still holds, for valid and invalid tokens alike.
 #[tokio::test]
 async fn with_redis_introspection_is_rate_limited_too() {
-    let redis = crate::common::RedisServer::start();
-    let extra = "\n[rate_limit]\nper_sec = 0.01\nburst = 3\n";
-    let app = TestApp::start(&config_toml(&redis.url(), "", extra)).await;
+    let redis = RedisServer::start().await;
+    let app = TestApp::start(
+        &ConfigBuilder::on_store(&redis.url())
+            .set("rate_limit.per_sec", 0.01)
+            .set("rate_limit.burst", 3),
+    )
+    .await;
     let token = app.access_token("orders-service").await;
-    let introspect = |t: String| {
-        let app = &app;
-        async move {
-            app.post_form(
-                "/oauth/introspect",
-                Some(("resource-server", SECRET)),
-                &[("token", t.as_str())],
-            )
-            .await
-        }
-    };
     // Burst 3: two valid introspections and one of garbage pass...
     for t in [token.clone(), token.clone(), "garbage".to_owned()] {
-        let r = introspect(t).await;
+        let r = app.introspect_response(&t).await;
         assert_eq!(r.status(), 200);
     }
     // ...then both kinds are refused.
     for t in [token.clone(), "garbage".to_owned()] {
-        let r = introspect(t).await;
-        assert_eq!(r.status(), 429);
-        assert_eq!(
-            r.json::<serde_json::Value>().await.unwrap()["error"],
-            "rate_limited"
-        );
+        let r = app.introspect_response(&t).await;
+        assert_eq!(error_of(r).await, (429, "rate_limited".into()));
     }
     let err = app
         .grpc_client()
         .await
-        .introspect(tokend::pb::IntrospectRequest {
-            client_id: "resource-server".into(),
-            client_secret: SECRET.into(),
-            token,
-            ..Default::default()
-        })
+        .introspect(introspect_request(&token, SECRET))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
+}
+
+/// One request at a time, each cut after 1 s.
+fn one_slot_one_second() -> ConfigBuilder {
+    ConfigBuilder::memory()
+        .set("server.max_concurrent_requests", 1)
+        .set("server.request_timeout_secs", 1)
 }

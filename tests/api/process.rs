@@ -1,109 +1,36 @@
 //! `tokend serve` as a real child process: no credential in the logs at
 //! `trace`, and graceful shutdown on SIGTERM during a burst.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
 use tokend::pb::token_service_client::TokenServiceClient;
-use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{SECRET, basic_header, config_toml, free_port, tempdir::TempDir};
+use crate::common::grpc::{introspect_request, issue_request, revoke_request};
+use crate::common::http::{basic_header, held_token_request};
+use crate::common::{ConfigBuilder, SECRET, TokendProcess, eventually};
 
-struct Proc {
-    child: Child,
-    /// Drains stderr from the start: a full pipe would block tokend's logging.
-    stderr: std::thread::JoinHandle<String>,
-    http: String,
-    grpc: String,
-    _dir: TempDir,
-}
+/// Bound on a graceful shutdown (drain included) after SIGTERM.
+const EXIT: Duration = Duration::from_secs(10);
 
-impl Proc {
-    /// Starts `tokend serve` with the standard test clients and `extra`
-    /// appended to the config; stderr is captured.
-    async fn start(log: &str) -> Self {
-        let dir = TempDir::new();
-        let (hp, gp) = (free_port(), free_port());
-        let toml = config_toml("memory://", "", "")
-            .replace(
-                "listen = \"127.0.0.1:0\"\n[grpc]",
-                &format!("listen = \"127.0.0.1:{hp}\"\n[grpc]"),
-            )
-            .replace(
-                "[grpc]\nlisten = \"127.0.0.1:0\"",
-                &format!("[grpc]\nlisten = \"127.0.0.1:{gp}\""),
-            );
-        let toml = format!("{toml}\n[log]\n{log}\n");
-        let path = dir.path().join("tokend.toml");
-        std::fs::write(&path, toml).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut child = child;
-        let mut pipe = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            use std::io::Read;
-            let mut s = String::new();
-            let _ = pipe.read_to_string(&mut s);
-            s
-        });
-        let p = Self {
-            child,
-            stderr,
-            http: format!("http://127.0.0.1:{hp}"),
-            grpc: format!("http://127.0.0.1:{gp}"),
-            _dir: dir,
-        };
-        let c = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(r) = c.get(format!("{}/readyz", p.http)).send().await
-                && r.status() == 200
-            {
-                return p;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("tokend serve did not become ready");
+/// `tokend serve` with the standard test clients, logging at `level` in
+/// `format` (`None`: the default text format).
+async fn start(level: &str, format: Option<&str>) -> TokendProcess {
+    let mut config = ConfigBuilder::memory().set("log.level", level);
+    if let Some(format) = format {
+        config = config.set("log.format", format);
     }
-
-    fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    /// Waits for exit (bounded) and returns (exit code, stderr).
-    fn wait(mut self) -> (Option<i32>, String) {
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.code(), self.stderr.join().unwrap());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("tokend did not exit within 10 s of SIGTERM");
-    }
+    TokendProcess::serve(&config).start().await
 }
 
 #[tokio::test]
 async fn no_secret_token_or_credential_reaches_the_logs_at_trace() {
-    let p = Proc::start("level = \"trace\"\nformat = \"json\"").await;
+    let p = start("trace", Some("json")).await;
     let http = reqwest::Client::new();
     let wrong = "planted-wrong-secret-0x5eed";
     let pasted_id = "planted-secret-as-client-id-0xfeed";
     let post = |path: &str, auth: Option<String>, form: Vec<(&str, String)>| {
-        let mut r = http.post(format!("{}{path}", p.http)).form(&form);
+        let mut r = http.post(p.url(path)).form(&form);
         if let Some(a) = auth {
             r = r.header("Authorization", a);
         }
@@ -130,7 +57,7 @@ async fn no_secret_token_or_credential_reaches_the_logs_at_trace() {
         200
     );
     let r = http
-        .post(format!("{}/oauth/token", p.http))
+        .post(p.url("/oauth/token"))
         .json(&serde_json::json!({"grant_type":"client_credentials","client_id":"partner","client_secret":SECRET}))
         .send()
         .await
@@ -189,13 +116,8 @@ async fn no_secret_token_or_credential_reaches_the_logs_at_trace() {
     assert_eq!(r.status(), 400, "another client's token");
 
     // gRPC.
-    let mut g = TokenServiceClient::connect(p.grpc.clone()).await.unwrap();
-    let issue = |secret: &str| IssueRequest {
-        grant_type: "client_credentials".into(),
-        client_id: "orders-service".into(),
-        client_secret: secret.into(),
-        ..Default::default()
-    };
+    let mut g = p.grpc_client().await;
+    let issue = |secret: &str| issue_request("orders-service", secret);
     let grpc_access = g
         .issue(issue(SECRET))
         .await
@@ -203,24 +125,14 @@ async fn no_secret_token_or_credential_reaches_the_logs_at_trace() {
         .into_inner()
         .access_token;
     assert!(g.issue(issue(wrong)).await.is_err());
-    let introspect = |token: &str, secret: &str| IntrospectRequest {
-        client_id: "resource-server".into(),
-        client_secret: secret.into(),
-        token: token.into(),
-        token_type_hint: String::new(),
-    };
+    let introspect = introspect_request;
     g.introspect(introspect(&grpc_access, SECRET))
         .await
         .unwrap();
     assert!(g.introspect(introspect(&grpc_access, wrong)).await.is_err());
-    g.revoke(RevokeRequest {
-        client_id: "orders-service".into(),
-        client_secret: SECRET.into(),
-        token: grpc_access.clone(),
-        token_type_hint: String::new(),
-    })
-    .await
-    .unwrap();
+    g.revoke(revoke_request("orders-service", &grpc_access))
+        .await
+        .unwrap();
     let r = post(
         "/oauth/revoke",
         Some(basic_header("orders-service", SECRET)),
@@ -231,7 +143,7 @@ async fn no_secret_token_or_credential_reaches_the_logs_at_trace() {
     assert_eq!(r.status(), 200);
 
     p.sigterm();
-    let (code, logs) = p.wait();
+    let (code, logs) = p.wait_exit(EXIT).await;
     assert_eq!(code, Some(0), "{logs}");
 
     // The logs were really written at trace level and name the requests.
@@ -279,7 +191,7 @@ async fn sigterm_during_a_burst_drains_and_exits_zero() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    let p = Proc::start("level = \"info\"").await;
+    let p = start("info", None).await;
     // A fresh connection per request, so no request races the closing of
     // an idle keep-alive connection.
     let http = reqwest::Client::builder()
@@ -292,8 +204,8 @@ async fn sigterm_during_a_burst_drains_and_exits_zero() {
     // them; every answer they get must be a correct token response.
     for w in 0..16 {
         let http = http.clone();
-        let url = format!("{}/oauth/token", p.http);
-        let grpc = p.grpc.clone();
+        let url = p.url("/oauth/token");
+        let grpc = format!("http://{}", p.grpc);
         let answered = answered.clone();
         workers.push(tokio::spawn(async move {
             for _ in 0..2000 {
@@ -301,15 +213,7 @@ async fn sigterm_during_a_burst_drains_and_exits_zero() {
                     let Ok(mut g) = TokenServiceClient::connect(grpc.clone()).await else {
                         return Ok(());
                     };
-                    match g
-                        .issue(IssueRequest {
-                            grant_type: "client_credentials".into(),
-                            client_id: "orders-service".into(),
-                            client_secret: SECRET.into(),
-                            ..Default::default()
-                        })
-                        .await
-                    {
+                    match g.issue(issue_request("orders-service", SECRET)).await {
                         Ok(r) => (true, r.into_inner().access_token.starts_with("eyJ")),
                         // Not served (the listener had closed or the
                         // connection was told to go away): fine, as long as
@@ -348,47 +252,35 @@ async fn sigterm_during_a_burst_drains_and_exits_zero() {
             Ok(())
         }));
     }
-    for _ in 0..400 {
-        if answered.load(Ordering::Relaxed) >= 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(4), || async {
+        answered.load(Ordering::Relaxed) >= 40
+    })
+    .await;
     let before = answered.load(Ordering::Relaxed);
     assert!(
         before >= 40,
         "the burst did not get going ({before} answers)"
     );
-    // One request is in flight for sure: its body is only half sent.
-    let addr = p.http.trim_start_matches("http://").to_owned();
-    let mut held = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let auth = basic_header("orders-service", SECRET);
-    held.write_all(
-        format!(
-            "POST /oauth/token HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 29\r\n\r\ngrant_type="
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // One request is in flight for sure: its handler is reading a body that
+    // is only half sent.
+    let addr = p.http;
+    let held = held_token_request(addr, Some(("orders-service", SECRET))).await;
     p.sigterm();
-    for w in workers {
-        w.await.unwrap().unwrap();
+    for result in futures::future::join_all(workers).await {
+        result.unwrap().unwrap();
     }
     // New connections are refused now, and the held request still finishes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        eventually(Duration::from_secs(2), || async {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await,
         "the listener still accepts after SIGTERM"
     );
-    held.write_all(b"client_credentials").await.unwrap();
-    let mut response = String::new();
-    held.read_to_string(&mut response).await.unwrap();
+    let response = held.finish().await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("access_token"), "{response}");
-    let (code, logs) = p.wait();
+    let (code, logs) = p.wait_exit(EXIT).await;
     assert_eq!(code, Some(0), "{logs}");
     assert!(logs.contains("shutting down"), "{logs}");
     assert!(logs.contains("stopped"), "drained within the grace: {logs}");

@@ -3,175 +3,120 @@
 //! behaviour while Redis is down (fail-closed introspection, issuance going on,
 //! readiness on both health protocols flipping and recovering).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use tokend::config::Config;
-use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
+use tempfile::TempDir;
 
+use crate::common::config::key_file;
+use crate::common::grpc::{error_reason, introspect_request, issue_request, revoke_request};
+use crate::common::http::error_of;
+use crate::common::redis::free_port;
 use crate::common::{
-    RedisCluster, RedisServer, SECRET, TestApp, TokendProcess, config_toml, error_reason,
-    eventually, free_port, keygen, readyz, signing, tempdir::TempDir, write_temp,
+    ConfigBuilder, RedisCluster, RedisServer, SECRET, TestApp, TokendProcess, eventually,
 };
 
 /// The readiness budget of the issue: both probes follow Redis within 2 s.
 const FLIP: Duration = Duration::from_secs(2);
 
+/// A fresh RS256 key in `dir`, shared by the replicas of a test.
+fn shared_key(dir: &TempDir) -> PathBuf {
+    key_file(dir.path(), "signing.pem", tokend::token::Algorithm::RS256)
+}
+
+/// The standard clients on `store_url` with the key file `key`.
+fn config_on(store_url: &str, key: &Path) -> ConfigBuilder {
+    ConfigBuilder::on_store(store_url).signing_key("RS256", key)
+}
+
 /// An in-process tokend on `store_url` with a short store timeout.
 async fn app_on(store_url: &str, key: &Path, ready: bool) -> TestApp {
-    let (dir, path) = write_temp("tokend.toml", &config_toml(store_url, &signing(key), ""));
-    let mut cfg = Config::load(Some(&path), Vec::new()).unwrap();
-    cfg.store.timeout_ms = 200;
-    drop(dir);
+    let config = config_on(store_url, key).set("store.timeout_ms", 200);
     if ready {
-        TestApp::start_config(cfg).await
+        TestApp::start(&config).await
     } else {
-        TestApp::start_config_unready(cfg).await
+        TestApp::start_unready(&config).await
     }
-}
-
-/// gRPC health status of "" and of the token service (1 = SERVING,
-/// 2 = NOT_SERVING); `None` when the two disagree.
-pub async fn grpc_health(app: &TestApp) -> Option<i32> {
-    let mut h = HealthClient::new(app.grpc_channel().await);
-    let mut seen = Vec::new();
-    for service in ["", "tokend.v1.TokenService"] {
-        let r = h
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .ok()?
-            .into_inner();
-        seen.push(r.status);
-    }
-    (seen[0] == seen[1]).then_some(seen[0])
-}
-
-pub async fn is_ready(app: &TestApp) -> bool {
-    readyz(app).await == 200 && grpc_health(app).await == Some(1)
-}
-
-pub async fn is_not_ready(app: &TestApp) -> bool {
-    readyz(app).await == 503 && grpc_health(app).await == Some(2)
 }
 
 async fn issue(app: &TestApp) -> String {
     app.access_token("orders-service").await
 }
 
-async fn revoke(app: &TestApp, token: &str) -> reqwest::Response {
-    app.post_form(
-        "/oauth/revoke",
-        Some(("orders-service", SECRET)),
-        &[("token", token)],
-    )
-    .await
-}
-
-async fn introspect_raw(app: &TestApp, token: &str) -> reqwest::Response {
-    app.post_form(
-        "/oauth/introspect",
-        Some(("resource-server", SECRET)),
-        &[("token", token)],
-    )
-    .await
-}
-
 #[tokio::test]
 async fn redis_outage_fails_closed_keeps_issuing_and_recovers() {
-    let dir = TempDir::new();
-    let key = keygen(dir.path());
-    let mut redis = RedisServer::start();
+    let dir = TempDir::new().unwrap();
+    let key = shared_key(&dir);
+    let mut redis = RedisServer::start().await;
     let app = app_on(&redis.url(), &key, true).await;
-    assert!(is_ready(&app).await);
+    assert!(app.is_ready().await);
     let token = issue(&app).await;
     assert_eq!(app.introspect(&token).await["active"], true);
     let revoked = issue(&app).await;
-    assert_eq!(revoke(&app, &revoked).await.status(), 200);
+    assert_eq!(app.revoke("orders-service", &revoked).await.status(), 200);
 
     redis.kill();
     assert!(
-        eventually(FLIP, || is_not_ready(&app)).await,
+        eventually(FLIP, || app.is_not_ready()).await,
         "/readyz and gRPC health did not turn NOT_SERVING within 2 s of Redis going away"
     );
     // Introspection cannot read revocations: 503, never active.
     for t in [&token, &revoked] {
-        let r = introspect_raw(&app, t).await;
-        assert_eq!(r.status(), 503);
-        assert_eq!(
-            r.json::<serde_json::Value>().await.unwrap()["error"],
-            "temporarily_unavailable"
-        );
+        let r = app.introspect_response(t).await;
+        assert_eq!(error_of(r).await, (503, "temporarily_unavailable".into()));
     }
     let mut grpc = app.grpc_client().await;
     let status = grpc
-        .introspect(IntrospectRequest {
-            client_id: "resource-server".into(),
-            client_secret: SECRET.into(),
-            token: token.clone(),
-            token_type_hint: String::new(),
-        })
+        .introspect(introspect_request(&token, SECRET))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert_eq!(error_reason(&status), "temporarily_unavailable");
-    let r = revoke(&app, &token).await;
+    let r = app.revoke("orders-service", &token).await;
     assert_eq!(r.status(), 503);
     let status = grpc
-        .revoke(RevokeRequest {
-            client_id: "orders-service".into(),
-            client_secret: SECRET.into(),
-            token: token.clone(),
-            token_type_hint: String::new(),
-        })
+        .revoke(revoke_request("orders-service", &token))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     // Issuing client_credentials needs no store.
     let fresh = issue(&app).await;
     let issued = grpc
-        .issue(IssueRequest {
-            grant_type: "client_credentials".into(),
-            client_id: "orders-service".into(),
-            client_secret: SECRET.into(),
-            ..Default::default()
-        })
+        .issue(issue_request("orders-service", SECRET))
         .await
         .unwrap()
         .into_inner();
     assert!(!issued.access_token.is_empty());
 
     // A new, empty Redis on the same address: back without a restart.
-    redis.restart();
+    redis.restart().await;
     assert!(
-        eventually(FLIP, || is_ready(&app)).await,
+        eventually(FLIP, || app.is_ready()).await,
         "/readyz and gRPC health did not turn SERVING within 2 s of Redis returning"
     );
     assert_eq!(app.introspect(&fresh).await["active"], true);
     assert_eq!(app.introspect(&issued.access_token).await["active"], true);
-    assert_eq!(revoke(&app, &fresh).await.status(), 200);
+    assert_eq!(app.revoke("orders-service", &fresh).await.status(), 200);
     assert_eq!(app.introspect(&fresh).await, json!({"active": false}));
     app.stop().await;
 }
 
 #[tokio::test]
 async fn starts_while_redis_is_down_and_becomes_ready_when_it_appears() {
-    let dir = TempDir::new();
-    let key = keygen(dir.path());
+    let dir = TempDir::new().unwrap();
+    let key = shared_key(&dir);
+    // The store's address is configured before its Redis exists.
     let port = free_port();
     let app = app_on(&format!("redis://127.0.0.1:{port}/0"), &key, false).await;
     // Serving, not ready.
-    assert!(eventually(FLIP, || is_not_ready(&app)).await);
+    assert!(eventually(FLIP, || app.is_not_ready()).await);
     let token = issue(&app).await;
-    assert_eq!(introspect_raw(&app, &token).await.status(), 503);
+    assert_eq!(app.introspect_response(&token).await.status(), 503);
 
-    let _redis = RedisServer::start_on(port);
+    let _redis = RedisServer::start_on(port).await;
     assert!(
-        eventually(FLIP, || is_ready(&app)).await,
+        eventually(FLIP, || app.is_ready()).await,
         "not ready within 2 s of Redis appearing"
     );
     assert_eq!(app.introspect(&token).await["active"], true);
@@ -180,37 +125,35 @@ async fn starts_while_redis_is_down_and_becomes_ready_when_it_appears() {
 
 #[tokio::test]
 async fn two_processes_share_revocations_across_restarts() {
-    let dir = TempDir::new();
-    let key = keygen(dir.path());
-    let redis = RedisServer::start();
-    let config = config_toml(&redis.url(), &signing(&key), "");
-    let a = TokendProcess::start(dir.path(), "a", &config).await;
-    let b = TokendProcess::start(dir.path(), "b", &config).await;
+    let dir = TempDir::new().unwrap();
+    let key = shared_key(&dir);
+    let redis = RedisServer::start().await;
+    let config = config_on(&redis.url(), &key);
+    let a = TokendProcess::serve(&config).start().await;
+    let b = TokendProcess::serve(&config).start().await;
 
-    let revoked = issue(&a.app).await;
-    let kept = issue(&a.app).await;
+    let revoked = a.access_token("orders-service").await;
+    let kept = a.access_token("orders-service").await;
     // Same key on both: B accepts A's tokens, so "inactive" below means revoked.
-    assert_eq!(b.app.introspect(&kept).await["active"], true);
-    assert_eq!(b.app.introspect(&revoked).await["active"], true);
-    assert_eq!(revoke(&b.app, &revoked).await.status(), 200);
-    assert_eq!(a.app.introspect(&revoked).await, json!({"active": false}));
-    assert_eq!(a.app.introspect(&kept).await["active"], true);
+    assert_eq!(b.introspect(&kept).await["active"], true);
+    assert_eq!(b.introspect(&revoked).await["active"], true);
+    assert_eq!(b.revoke("orders-service", &revoked).await.status(), 200);
+    assert_eq!(a.introspect(&revoked).await, json!({"active": false}));
+    assert_eq!(a.introspect(&kept).await["active"], true);
 
     // Restart A: the revocation lives in Redis, not in the process.
     a.kill();
-    let a = TokendProcess::start(dir.path(), "a2", &config).await;
-    assert_eq!(a.app.introspect(&revoked).await, json!({"active": false}));
-    assert_eq!(a.app.introspect(&kept).await["active"], true);
+    let a = TokendProcess::serve(&config).start().await;
+    assert_eq!(a.introspect(&revoked).await, json!({"active": false}));
+    assert_eq!(a.introspect(&kept).await["active"], true);
     drop(b);
 }
 
 #[tokio::test]
 async fn revocation_through_a_redis_cluster() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
-    let dir = TempDir::new();
-    let key = keygen(dir.path());
+    let cluster = RedisCluster::start().await;
+    let dir = TempDir::new().unwrap();
+    let key = shared_key(&dir);
     let a = app_on(&cluster.url(), &key, true).await;
     let b = app_on(&cluster.url(), &key, true).await;
     let mut tokens = Vec::new();
@@ -219,7 +162,7 @@ async fn revocation_through_a_redis_cluster() {
     }
     // Several jtis, so the revocation marks land on several nodes.
     for t in &tokens[..4] {
-        assert_eq!(revoke(&b, t).await.status(), 200);
+        assert_eq!(b.revoke("orders-service", t).await.status(), 200);
     }
     for (i, t) in tokens.iter().enumerate() {
         let want = i >= 4;
@@ -267,8 +210,8 @@ async fn command_calls(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(Str
 /// introspection costs one MGET.
 #[tokio::test]
 async fn steady_callers_cost_no_store_round_trip_to_issue_and_one_to_introspect() {
-    let redis = RedisServer::start();
-    let app = TestApp::start(&config_toml(&redis.url(), "", "")).await;
+    let redis = RedisServer::start().await;
+    let app = TestApp::start(&ConfigBuilder::on_store(&redis.url())).await;
     let mut conn = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -278,12 +221,7 @@ async fn steady_callers_cost_no_store_round_trip_to_issue_and_one_to_introspect(
     let token = issue(&app).await;
     app.introspect(&token).await;
     let mut grpc = app.grpc_client().await;
-    let request = || IssueRequest {
-        grant_type: "client_credentials".into(),
-        client_id: "orders-service".into(),
-        client_secret: SECRET.into(),
-        ..Default::default()
-    };
+    let request = || issue_request("orders-service", SECRET);
     grpc.issue(request()).await.unwrap();
 
     command_calls(&mut conn).await;

@@ -3,167 +3,78 @@
 //! swaps mounted Secrets (`..data` symlink), SIGHUP, broken reloads, and the
 //! audit log.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::basic_header;
-use crate::common::tempdir::TempDir;
-use crate::lifecycle::{ADMIN_SECRET, admin_toml};
+use tempfile::TempDir;
+
+use crate::common::config::{clients_file, key_file, sha256};
+use crate::common::grpc::ADMIN_SECRET;
+use crate::common::http::jwt_parts;
+use crate::common::process::tokend_command;
+use crate::common::{Api, ConfigBuilder, TokendProcess, eventually};
 
 const OLD: &str = "old-secret-0123456789abcdef";
 const NEW: &str = "new-secret-fedcba9876543210";
 
-fn hash(s: &str) -> String {
-    tokend::oauth::client::SecretHash::sha256_of(s)
-}
+/// Bound on a reload taking effect.
+const RELOAD: Duration = Duration::from_secs(15);
 
+/// A clients file: `partner` with a hash of each of `secrets`, and
+/// `resource-server` (secret [`OLD`]) to introspect.
 fn clients_toml(secrets: &[&str]) -> String {
-    let hashes: Vec<String> = secrets.iter().map(|s| format!("{:?}", hash(s))).collect();
-    format!(
-        "[[clients]]\nclient_id = \"partner\"\nsecret_hashes = [{}]\nscopes = [\"bookings:create\"]\n\n\
-         [[clients]]\nclient_id = \"resource-server\"\nsecret_hashes = [{:?}]\n",
-        hashes.join(", "),
-        hash(OLD)
-    )
+    let hashes: Vec<String> = secrets.iter().map(|s| sha256(s)).collect();
+    let introspector = sha256(OLD);
+    clients_file([
+        toml::toml! {
+            client_id = "partner"
+            secret_hashes = (hashes)
+            scopes = ["bookings:create"]
+        },
+        toml::toml! {
+            client_id = "resource-server"
+            secret_hashes = [(introspector.as_str())]
+        },
+    ])
 }
 
-/// A `tokend serve` child process; stderr (the log) is collected.
-struct Serve {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    http: String,
-    admin: Option<String>,
-    client: reqwest::Client,
+/// The token endpoint's status for `partner` with `secret`.
+async fn token_status(api: &Api, secret: &str) -> u16 {
+    api.token_response("partner", secret)
+        .await
+        .status()
+        .as_u16()
 }
 
-impl Serve {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokend"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.starts_with("tokend: HTTP on ") {
-                    let _ = tx.send(line.clone());
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let banner = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("tokend serve did not start: {}", log.lock().unwrap()));
-        let field = |name: &str| {
-            banner
-                .split("  ")
-                .find_map(|p| p.trim().strip_prefix(name))
-                .map(|s| s.trim().to_string())
-        };
-        Self {
-            child,
-            log,
-            http: field("tokend: HTTP on ").unwrap(),
-            admin: field("admin on "),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn sighup(&self) {
-        let st = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-
-    /// The token endpoint's status for `partner` with `secret`.
-    async fn token_status(&self, secret: &str) -> u16 {
-        self.client
-            .post(format!("{}/oauth/token", self.http))
-            .header("Authorization", basic_header("partner", secret))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    async fn token(&self, secret: &str) -> String {
-        let r = self
-            .client
-            .post(format!("{}/oauth/token", self.http))
-            .header("Authorization", basic_header("partner", secret))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: serde_json::Value = r.json().await.unwrap();
-        v["access_token"].as_str().unwrap().to_string()
-    }
-
-    async fn active(&self, token: &str) -> bool {
-        let r = self
-            .client
-            .post(format!("{}/oauth/introspect", self.http))
-            .header("Authorization", basic_header("resource-server", OLD))
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: serde_json::Value = r.json().await.unwrap();
-        v["active"] == true
-    }
-
-    /// Waits (bounded) until `secret` gets `status` at the token endpoint.
-    async fn wait_status(&self, secret: &str, status: u16) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.token_status(secret).await == status {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("reload did not take effect; log:\n{}", self.log());
-    }
-
-    /// Waits (bounded) until the log contains `needle` `n` times.
-    async fn wait_log(&self, needle: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.log().matches(needle).count() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("log never showed {needle:?} x{n}:\n{}", self.log());
-    }
+/// An access token for `partner` with `secret`.
+async fn token(api: &Api, secret: &str) -> String {
+    let r = api.token_response("partner", secret).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_string()
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Introspection by `resource-server` (secret [`OLD`]).
+async fn active(api: &Api, token: &str) -> bool {
+    let r = api
+        .post_form(
+            "/oauth/introspect",
+            Some(("resource-server", OLD)),
+            &[("token", token)],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["active"] == true
+}
+
+/// Waits (bounded) until `secret` gets `status` at the token endpoint.
+async fn wait_status(serve: &TokendProcess, secret: &str, status: u16) {
+    let changed = eventually(RELOAD, || async {
+        token_status(serve, secret).await == status
+    })
+    .await;
+    assert!(changed, "reload did not take effect; log:\n{}", serve.log());
 }
 
 /// A Kubernetes-style mounted volume: `clients.toml -> ..data/clients.toml`,
@@ -203,72 +114,71 @@ impl K8sVolume {
     }
 }
 
-/// The tests poll with secrets that are about to become (in)valid, which the
-/// secret-guessing defence would rightly count as failures from 127.0.0.1;
-/// it is tested on its own in `ops`, so it is off here.
-fn main_config(dir: &Path, clients_file: &Path, poll_secs: u64, extra: &str) -> PathBuf {
-    let key = dir.join("signing.pem");
-    if !key.exists() {
-        std::fs::write(
-            &key,
-            tokend::token::keys::generate_pem(tokend::token::Algorithm::ES256).unwrap(),
-        )
-        .unwrap();
+/// The main config in `dir` (an ES256 key `signing.pem` next to it, made on
+/// first use), with the clients in `clients` and file polling every
+/// `poll_secs` (0: off). The tests poll with secrets that are about to become
+/// (in)valid, which the secret-guessing defence would rightly count as
+/// failures from 127.0.0.1; it is tested on its own in `ops`, so it is off
+/// here.
+fn main_config(dir: &Path, clients: &Path, poll_secs: i64) -> ConfigBuilder {
+    if !dir.join("signing.pem").exists() {
+        key_file(dir, "signing.pem", tokend::token::Algorithm::ES256);
     }
-    let path = dir.join("tokend.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "issuer = \"https://tokend.test\"\nclients_file = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n\
-             [grpc]\nlisten = \"127.0.0.1:0\"\n[signing]\nalgorithm = \"ES256\"\nkey_file = \"signing.pem\"\n\
-             [log]\nformat = \"json\"\n[server]\nreload_poll_secs = {poll_secs}\n\
-             [auth_throttle]\nenabled = false\n{extra}",
-            clients_file.display().to_string()
-        ),
-    )
-    .unwrap();
-    path
+    ConfigBuilder::bare()
+        .set_path("clients_file", clients)
+        // Relative to the config file, which is `dir/tokend.toml`.
+        .signing_key("ES256", Path::new("signing.pem"))
+        .set("log.format", "json")
+        .set("server.reload_poll_secs", poll_secs)
+        .set("auth_throttle.enabled", false)
+}
+
+/// `tokend serve` on `config` written to `dir/tokend.toml`.
+async fn serve_in(dir: &Path, config: &ConfigBuilder) -> TokendProcess {
+    TokendProcess::serve(config)
+        .config_at(&dir.join("tokend.toml"))
+        .start()
+        .await
 }
 
 #[tokio::test]
 async fn rotation_with_overlap_through_kubernetes_symlink_swaps() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let mut vol = K8sVolume::new(&dir.path().join("secret"), &clients_toml(&[OLD]));
-    let cfg = main_config(dir.path(), &vol.path(), 1, "");
-    let serve = Serve::start(&cfg);
-    let t_old = serve.token(OLD).await;
-    assert_eq!(serve.token_status(NEW).await, 401);
+    let cfg = main_config(dir.path(), &vol.path(), 1);
+    let serve = serve_in(dir.path(), &cfg).await;
+    let t_old = token(&serve, OLD).await;
+    assert_eq!(token_status(&serve, NEW).await, 401);
 
     // 1. Add the new hash next to the old one: both secrets work.
     vol.update(&clients_toml(&[OLD, NEW]));
-    serve.wait_status(NEW, 200).await;
-    assert_eq!(serve.token_status(OLD).await, 200);
+    wait_status(&serve, NEW, 200).await;
+    assert_eq!(token_status(&serve, OLD).await, 200);
     // 2. The partner switches; tokens from either secret stay valid.
-    let t_new = serve.token(NEW).await;
-    assert!(serve.active(&t_old).await);
+    let t_new = token(&serve, NEW).await;
+    assert!(active(&serve, &t_old).await);
     // 3. Remove the old hash: the old secret stops working, the new one keeps working.
     vol.update(&clients_toml(&[NEW]));
-    serve.wait_status(OLD, 401).await;
-    assert_eq!(serve.token_status(NEW).await, 200);
-    assert!(serve.active(&t_new).await);
+    wait_status(&serve, OLD, 401).await;
+    assert_eq!(token_status(&serve, NEW).await, 200);
+    assert!(active(&serve, &t_new).await);
 
     // A broken update keeps the running clients and says why, once.
-    vol.update("[[clients]]\nclient_id = \"partner\"\nsecret_hashes = [\"sha256:zz\"]\n");
+    vol.update(&clients_file([toml::toml! {
+        client_id = "partner"
+        secret_hashes = ["sha256:zz"]
+    }]));
     serve
         .wait_log("reload failed; keeping the previous configuration", 1)
         .await;
-    assert_eq!(serve.token_status(NEW).await, 200);
+    assert_eq!(token_status(&serve, NEW).await, 200);
     let log = serve.log();
     assert!(log.contains("secret_hashes[0]"), "{log}");
     // A change needing a restart is reported, the rest applies.
-    let cfg_text = std::fs::read_to_string(&cfg).unwrap();
     vol.update(&clients_toml(&[OLD, NEW]));
-    std::fs::write(
-        &cfg,
-        cfg_text.replace("https://tokend.test", "https://elsewhere.test"),
-    )
-    .unwrap();
-    serve.wait_status(OLD, 200).await;
+    cfg.set("issuer", "https://elsewhere.test")
+        .write(serve.config_path());
+    wait_status(&serve, OLD, 200).await;
     serve.wait_log("needs a restart", 1).await;
     assert!(serve.log().contains("issuer"));
     // No secret ever reaches the log.
@@ -278,28 +188,29 @@ async fn rotation_with_overlap_through_kubernetes_symlink_swaps() {
 
 #[tokio::test]
 async fn sighup_reloads_and_a_bad_reload_keeps_the_old_configuration() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let clients = dir.path().join("clients.toml");
     std::fs::write(&clients, clients_toml(&[OLD])).unwrap();
     // No file polling: only SIGHUP can make a change visible.
-    let cfg = main_config(dir.path(), &clients, 0, "");
-    let serve = Serve::start(&cfg);
-    assert_eq!(serve.token_status(OLD).await, 200);
+    let serve = serve_in(dir.path(), &main_config(dir.path(), &clients, 0)).await;
+    assert_eq!(token_status(&serve, OLD).await, 200);
 
     std::fs::write(&clients, clients_toml(&[OLD, NEW])).unwrap();
+    // The sleep is the behaviour under test: nothing may change while time
+    // passes without a SIGHUP (longer than the 1 s polling would take).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        serve.token_status(NEW).await,
+        token_status(&serve, NEW).await,
         401,
         "reloaded without SIGHUP"
     );
     serve.sighup();
-    serve.wait_status(NEW, 200).await;
-    assert_eq!(serve.token_status(OLD).await, 200);
+    wait_status(&serve, NEW, 200).await;
+    assert_eq!(token_status(&serve, OLD).await, 200);
 
     std::fs::write(&clients, clients_toml(&[NEW])).unwrap();
     serve.sighup();
-    serve.wait_status(OLD, 401).await;
+    wait_status(&serve, OLD, 401).await;
 
     // Invalid TOML: the running clients stay, the log says why.
     std::fs::write(&clients, "[[clients]\nbroken").unwrap();
@@ -307,12 +218,12 @@ async fn sighup_reloads_and_a_bad_reload_keeps_the_old_configuration() {
     serve
         .wait_log("reload failed; keeping the previous configuration", 1)
         .await;
-    assert_eq!(serve.token_status(NEW).await, 200);
-    assert_eq!(serve.token_status(OLD).await, 401);
+    assert_eq!(token_status(&serve, NEW).await, 200);
+    assert_eq!(token_status(&serve, OLD).await, 401);
 }
 
 fn admin_cli(addr: &str, token: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tokend"))
+    tokend_command()
         .arg("admin")
         .args(args)
         .env("TOKEND_ADMIN_ADDR", addr)
@@ -323,13 +234,16 @@ fn admin_cli(addr: &str, token: &str, args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn admin_cli_cuts_a_client_off_and_every_action_is_audited() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let clients = dir.path().join("clients.toml");
     std::fs::write(&clients, clients_toml(&[OLD])).unwrap();
-    let cfg = main_config(dir.path(), &clients, 0, &admin_toml());
-    let serve = Serve::start(&cfg);
-    let addr = serve.admin.clone().expect("admin listener in the banner");
-    let token = serve.token(OLD).await;
+    let cfg = main_config(dir.path(), &clients, 0).admin(Some(ADMIN_SECRET));
+    let serve = serve_in(dir.path(), &cfg).await;
+    let addr = serve
+        .admin
+        .expect("admin listener in the ready file")
+        .to_string();
+    let token = token(&serve, OLD).await;
 
     let out = admin_cli(&addr, "wrong", &["list-clients"]);
     assert!(!out.status.success());
@@ -350,16 +264,16 @@ async fn admin_cli_cuts_a_client_off_and_every_action_is_audited() {
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["disabled"], true);
-    assert_eq!(serve.token_status(OLD).await, 401);
-    assert!(!serve.active(&token).await);
+    assert_eq!(token_status(&serve, OLD).await, 401);
+    assert!(!active(&serve, &token).await);
 
     let out = admin_cli(&addr, ADMIN_SECRET, &["revoke-client", "partner"]);
     assert!(out.status.success(), "{out:?}");
     let out = admin_cli(&addr, ADMIN_SECRET, &["enable-client", "partner"]);
     assert!(out.status.success(), "{out:?}");
     // Disabled, revoked, re-enabled: the old token stays dead, new ones work.
-    assert_eq!(serve.token_status(OLD).await, 200);
-    assert!(!serve.active(&token).await);
+    assert_eq!(token_status(&serve, OLD).await, 200);
+    assert!(!active(&serve, &token).await);
     let out = admin_cli(&addr, ADMIN_SECRET, &["get-client", "partner"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["disabled"], false);
@@ -418,29 +332,13 @@ async fn admin_cli_cuts_a_client_off_and_every_action_is_audited() {
 /// series is 1, the replaced key's drops to 0.
 #[tokio::test]
 async fn key_reload_updates_the_signing_key_metric() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let clients = dir.path().join("clients.toml");
     std::fs::write(&clients, clients_toml(&[OLD])).unwrap();
-    let cfg = main_config(dir.path(), &clients, 0, "");
-    let serve = Serve::start(&cfg);
-    let kid = |t: &str| {
-        crate::common::jwt_parts(t).0["kid"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let old_kid = kid(&serve.token(OLD).await);
-    let metrics = || async {
-        serve
-            .client
-            .get(format!("{}/metrics", serve.http))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let serve = serve_in(dir.path(), &main_config(dir.path(), &clients, 0)).await;
+    let kid = |t: &str| jwt_parts(t).0["kid"].as_str().unwrap().to_owned();
+    let old_kid = kid(&token(&serve, OLD).await);
+    let metrics = || async { serve.get("/metrics").await.text().await.unwrap() };
     let series = |text: &str, kid: &str| {
         text.lines()
             .find(|l| l.starts_with("tokend_signing_key_info{") && l.contains(kid))
@@ -456,7 +354,7 @@ async fn key_reload_updates_the_signing_key_metric() {
     .unwrap();
     serve.sighup();
     serve.wait_log("configuration reloaded", 1).await;
-    let new_kid = kid(&serve.token(OLD).await);
+    let new_kid = kid(&token(&serve, OLD).await);
     assert_ne!(new_kid, old_kid);
     let text = metrics().await;
     assert_eq!(series(&text, &new_kid).as_deref(), Some("1"), "{text}");

@@ -1,37 +1,24 @@
 //! TLS on both listeners with a throwaway CA: HTTPS and gRPC over TLS,
 //! certificate rotation without restarting, and mTLS.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokend::pb::IssueRequest;
+use tempfile::TempDir;
 use tokend::pb::token_service_client::TokenServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::common::{SECRET, basic_header, config_toml, tempdir::TempDir};
+use crate::common::grpc::issue_request;
+use crate::common::http::basic_header;
+use crate::common::pki::{ca, leaf};
+use crate::common::{ConfigBuilder, SECRET, TestApp, TokendProcess, eventually};
 
-pub(crate) fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-}
-
-/// A leaf certificate (PEM cert, PEM key, DER cert) signed by `ca`.
-pub(crate) fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, cn: &str) -> (String, String, Vec<u8>) {
-    let mut p = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, ca).unwrap();
-    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-}
+/// Bound on a certificate rotation being picked up.
+const ROTATION: Duration = Duration::from_secs(6);
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -131,36 +118,30 @@ async fn grpc_tls(
         .await
         .map_err(|e| format!("{e:?}"))?;
     let r = TokenServiceClient::new(ch)
-        .issue(IssueRequest {
-            grant_type: "client_credentials".into(),
-            client_id: "orders-service".into(),
-            client_secret: SECRET.into(),
-            ..Default::default()
-        })
+        .issue(issue_request("orders-service", SECRET))
         .await
         .map_err(|e| format!("{e:?}"))?;
     Ok(r.into_inner().access_token)
 }
 
-fn tls_config(dir: &TempDir, extra: &str) -> String {
-    config_toml("memory://", "", "").replace(
-        "[store]",
-        &format!(
-            "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nreload_check_secs = 1\n{extra}\n[store]",
-            dir.path().join("cert.pem").display(),
-            dir.path().join("key.pem").display()
-        ),
-    )
+/// The standard clients with TLS on both listeners from `dir/cert.pem` and
+/// `dir/key.pem`, checked for changes every second.
+fn tls_config(dir: &Path) -> ConfigBuilder {
+    ConfigBuilder::memory()
+        .set_path("tls.cert_file", &dir.join("cert.pem"))
+        .set_path("tls.key_file", &dir.join("key.pem"))
+        .set("tls.reload_check_secs", 1)
 }
 
 #[tokio::test]
 async fn both_listeners_speak_tls_and_pick_up_a_rotated_certificate() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let ca = ca("tokend test CA");
     let (cert1, key1, der1) = leaf(&ca, "tokend-1");
     std::fs::write(dir.path().join("cert.pem"), &cert1).unwrap();
     std::fs::write(dir.path().join("key.pem"), &key1).unwrap();
-    let app = TlsApp::start(&dir, &tls_config(&dir, "")).await;
+    // The readiness probe speaks plain HTTP: no waiting on it here.
+    let app = TestApp::start_unready(&tls_config(dir.path())).await;
     let (http, grpc) = (app.http, app.grpc);
 
     let ca_pem = ca.pem();
@@ -176,15 +157,11 @@ async fn both_listeners_speak_tls_and_pick_up_a_rotated_certificate() {
     let (cert2, key2, der2) = leaf(&ca, "tokend-2");
     std::fs::write(dir.path().join("key.pem"), &key2).unwrap();
     std::fs::write(dir.path().join("cert.pem"), &cert2).unwrap();
-    let mut rotated = false;
-    for _ in 0..60 {
+    let rotated = eventually(ROTATION, || async {
         let (_, served) = https_get(http, &ca_pem, None, "/healthz").await.unwrap();
-        if served == der2 {
-            rotated = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        served == der2
+    })
+    .await;
     assert!(rotated, "the new certificate was not served");
     // Same listener, new handshakes on both ports work.
     assert!(
@@ -201,21 +178,16 @@ async fn both_listeners_speak_tls_and_pick_up_a_rotated_certificate() {
 
 #[tokio::test]
 async fn mtls_rejects_clients_without_a_certificate_and_follows_a_rotated_client_ca() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let server_ca = ca("server CA");
     let client_ca = ca("client CA");
     let (cert, key, _) = leaf(&server_ca, "tokend");
     std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
     std::fs::write(dir.path().join("key.pem"), &key).unwrap();
     std::fs::write(dir.path().join("client-ca.pem"), client_ca.pem()).unwrap();
-    let toml = tls_config(
-        &dir,
-        &format!(
-            "client_ca_file = \"{}\"",
-            dir.path().join("client-ca.pem").display()
-        ),
-    );
-    let app = TlsApp::start(&dir, &toml).await;
+    let config =
+        tls_config(dir.path()).set_path("tls.client_ca_file", &dir.path().join("client-ca.pem"));
+    let app = TestApp::start_unready(&config).await;
     let ca_pem = server_ca.pem();
     let (ccert, ckey, _) = leaf(&client_ca, "orders-service");
     let (stranger_cert, stranger_key, _) = leaf(&server_ca, "stranger");
@@ -236,17 +208,12 @@ async fn mtls_rejects_clients_without_a_certificate_and_follows_a_rotated_client
     let client_ca2 = ca("client CA 2");
     let (ccert2, ckey2, _) = leaf(&client_ca2, "orders-service-2");
     std::fs::write(dir.path().join("client-ca.pem"), client_ca2.pem()).unwrap();
-    let mut rotated = false;
-    for _ in 0..60 {
-        if let Ok((text, _)) =
-            https_get(app.http, &ca_pem, Some((&ccert2, &ckey2)), "/healthz").await
-            && text.starts_with("HTTP/1.1 200")
-        {
-            rotated = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let rotated = eventually(ROTATION, || async {
+        https_get(app.http, &ca_pem, Some((&ccert2, &ckey2)), "/healthz")
+            .await
+            .is_ok_and(|(text, _)| text.starts_with("HTTP/1.1 200"))
+    })
+    .await;
     assert!(rotated, "the new client CA was not used");
     assert_refused(app.http, &ca_pem, Some((&ccert, &ckey))).await;
     assert_issues(app.grpc, &ca_pem, (&ccert2, &ckey2)).await;
@@ -267,99 +234,34 @@ async fn assert_issues(grpc: std::net::SocketAddr, ca_pem: &str, client: (&str, 
     assert!(token.starts_with("eyJ"), "{token}");
 }
 
-/// Starts tokend from `toml` (TestApp's readiness probe speaks plain HTTP,
-/// so TLS servers are started by hand).
-struct TlsApp {
-    http: std::net::SocketAddr,
-    grpc: std::net::SocketAddr,
-    stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl TlsApp {
-    async fn start(dir: &TempDir, toml: &str) -> Self {
-        let p = dir.path().join("tokend.toml");
-        std::fs::write(&p, toml).unwrap();
-        let cfg = tokend::config::Config::load(Some(&p), Vec::new()).unwrap();
-        let server = tokend::server::Server::build(cfg.parse().unwrap())
-            .await
-            .unwrap();
-        let (http, grpc) = (server.http_addr(), server.grpc_addr());
-        let stop = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(server.run(stop.clone()));
-        Self {
-            http,
-            grpc,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 #[tokio::test]
 async fn sighup_reloads_the_certificate_of_a_running_tokend_serve() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let ca = ca("tokend test CA");
     let (cert1, key1, der1) = leaf(&ca, "tokend-1");
     std::fs::write(dir.path().join("cert.pem"), &cert1).unwrap();
     std::fs::write(dir.path().join("key.pem"), &key1).unwrap();
-    let port = crate::common::free_port();
     // File polling practically off: only SIGHUP can explain a reload.
-    let toml = tls_config(&dir, "")
-        .replace("reload_check_secs = 1", "reload_check_secs = 3600")
-        .replacen(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-            1,
-        );
-    let path = dir.path().join("tokend.toml");
-    std::fs::write(&path, toml).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokend"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = tls_config(dir.path()).set("tls.reload_check_secs", 3600);
+    // TLS on the HTTP port: the plain readiness probe cannot be used.
+    let serve = TokendProcess::serve(&config).listeners_only().start().await;
     let ca_pem = ca.pem();
-    let mut served = None;
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            served = Some(https_get(addr, &ca_pem, None, "/healthz").await.unwrap().1);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(served.as_deref(), Some(der1.as_slice()));
+    let served = https_get(serve.http, &ca_pem, None, "/healthz")
+        .await
+        .unwrap()
+        .1;
+    assert_eq!(served, der1);
 
     let (cert2, key2, der2) = leaf(&ca, "tokend-2");
     std::fs::write(dir.path().join("key.pem"), &key2).unwrap();
     std::fs::write(dir.path().join("cert.pem"), &cert2).unwrap();
-    let hup = |pid: u32| {
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .unwrap()
-    };
-    assert!(hup(child.id()).success());
-    let mut rotated = false;
-    for _ in 0..50 {
-        let (_, served) = https_get(addr, &ca_pem, None, "/healthz").await.unwrap();
-        if served == der2 {
-            rotated = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    serve.sighup();
+    let rotated = eventually(ROTATION, || async {
+        let (_, served) = https_get(serve.http, &ca_pem, None, "/healthz")
+            .await
+            .unwrap();
+        served == der2
+    })
+    .await;
     assert!(rotated, "SIGHUP did not reload the certificate");
 }

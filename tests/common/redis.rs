@@ -1,0 +1,354 @@
+//! Real `redis-server` child processes for the store tests: a single server
+//! (plain, persistent or TLS-only) and a 3-node Cluster, each node in a
+//! fresh directory, killed on drop. Redis cannot listen on port 0 and report
+//! the port, so a free port is picked first; a start that loses that port to
+//! another process is retried on a new one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::wait::eventually;
+
+/// Bound on a node's start (PING answered, or the TLS port accepting).
+const START: Duration = Duration::from_secs(10);
+/// Bound on a cluster agreeing on `cluster_state:ok` (~2 s here).
+const CLUSTER_OK: Duration = Duration::from_secs(20);
+
+/// A TLS-only node: the certificate files of
+/// [`super::pki::write_redis_certs`] in `certs`.
+#[derive(Clone, Debug)]
+pub struct RedisTls {
+    pub certs: PathBuf,
+    /// `--tls-auth-clients yes`: clients must present a certificate.
+    pub auth_clients: bool,
+}
+
+/// How a node runs.
+#[derive(Clone, Debug, Default)]
+struct Node {
+    /// Append-only file fsynced on every write (`--appendfsync always`).
+    persistent: bool,
+    tls: Option<RedisTls>,
+    cluster: bool,
+}
+
+/// A `redis-server` child process on a loopback port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    dir: TempDir,
+    node: Node,
+}
+
+impl RedisServer {
+    /// A server without persistence on a free port; panics with the install
+    /// command if redis-server is missing.
+    pub async fn start() -> Self {
+        Self::start_node(None, Node::default()).await
+    }
+
+    /// A server on `port`, which the test chose beforehand (e.g. a store
+    /// configured before its Redis exists).
+    pub async fn start_on(port: u16) -> Self {
+        Self::start_node(Some(port), Node::default()).await
+    }
+
+    /// A server with an append-only file fsynced on every write
+    /// (`--appendonly yes --appendfsync always`): a SIGKILLed server
+    /// restarted by [`RedisServer::restart`] (same port, same `--dir`) has
+    /// every write it acknowledged.
+    pub async fn start_persistent() -> Self {
+        Self::start_node(
+            None,
+            Node {
+                persistent: true,
+                ..Node::default()
+            },
+        )
+        .await
+    }
+
+    /// A server listening only on a TLS port (plain port 0, i.e. off).
+    pub async fn start_tls(tls: RedisTls) -> Self {
+        Self::start_node(
+            None,
+            Node {
+                tls: Some(tls),
+                ..Node::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_node(fixed: Option<u16>, node: Node) -> Self {
+        // A free port can be taken by another process before redis-server
+        // binds it; then it exits at once and another port is tried.
+        for _ in 0..5 {
+            let port = fixed.unwrap_or_else(free_port);
+            let dir = TempDir::with_prefix("tokend-redis-").unwrap();
+            let mut server = Self {
+                port,
+                child: spawn(port, dir.path(), &node),
+                dir,
+                node: node.clone(),
+            };
+            match server.wait_up().await {
+                Ok(()) => return server,
+                Err(exited) if fixed.is_some() => panic!("{exited}"),
+                Err(_) => continue,
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// `redis://` (or `rediss://` for a TLS node) URL of database 0.
+    pub fn url(&self) -> String {
+        let scheme = if self.node.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new redis-server on the same port and directory (kills the
+    /// old one first if it still runs). Empty unless started with
+    /// [`RedisServer::start_persistent`], which reloads its append-only file.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(self.port, self.dir.path(), &self.node);
+        if let Err(exited) = self.wait_up().await {
+            panic!("{exited}");
+        }
+    }
+
+    /// Waits until the node answers: PING, or for a TLS node its port
+    /// accepting connections. Err when the process exited first.
+    async fn wait_up(&mut self) -> Result<(), String> {
+        let (port, tls) = (self.port, self.node.tls.is_some());
+        let child = &mut self.child;
+        let mut exited = None;
+        let up = eventually(START, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                exited = Some(status);
+            }
+            let gone = exited.is_some();
+            async move { gone || answers(port, tls).await }
+        })
+        .await;
+        match exited {
+            Some(status) => Err(format!(
+                "redis-server on port {port} exited at start ({status}){}",
+                if tls { "; is it built with TLS?" } else { "" }
+            )),
+            None if up => Ok(()),
+            None => {
+                self.kill();
+                panic!("redis-server on port {port} did not answer within {START:?}");
+            }
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(port: u16, dir: &Path, node: &Node) -> Child {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1"]);
+    match &node.tls {
+        None => {
+            cmd.args(["--port", &port.to_string()]);
+        }
+        Some(tls) => {
+            cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(tls.certs.join("redis.pem"))
+                .arg("--tls-key-file")
+                .arg(tls.certs.join("redis.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(tls.certs.join("ca.pem"))
+                .args([
+                    "--tls-auth-clients",
+                    if tls.auth_clients { "yes" } else { "no" },
+                ]);
+            if node.cluster {
+                cmd.args(["--tls-cluster", "yes"]);
+            }
+        }
+    }
+    if node.persistent {
+        cmd.args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]);
+    } else {
+        cmd.args(["--save", "", "--appendonly", "no"]);
+    }
+    if node.cluster {
+        cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+            .arg("--cluster-config-file")
+            .arg(dir.join("nodes.conf"));
+    }
+    cmd.arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start redis-server ({e}). Install it: apt-get install -y redis-server \
+                 redis-tools (the README's test command does this for you)"
+            )
+        })
+}
+
+/// One check of a node: PING answered with PONG (plain), or a TCP
+/// connection accepted (TLS: no PING over plain TCP there).
+async fn answers(port: u16, tls: bool) -> bool {
+    let bound = Duration::from_millis(500);
+    let Ok(Ok(mut s)) = tokio::time::timeout(bound, TcpStream::connect(("127.0.0.1", port))).await
+    else {
+        return false;
+    };
+    if tls {
+        return true;
+    }
+    let mut buf = [0u8; 7];
+    let pong = async {
+        s.write_all(b"PING\r\n").await?;
+        s.read_exact(&mut buf).await
+    };
+    matches!(tokio::time::timeout(bound, pong).await, Ok(Ok(_))) && &buf == b"+PONG\r\n"
+}
+
+/// A 3-node Redis Cluster (3 primaries, no replicas) of child processes on
+/// free loopback ports, each in a fresh directory; killed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    /// Held to be killed on drop.
+    _nodes: Vec<RedisServer>,
+    tls: Option<RedisTls>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, joins them with `redis-cli --cluster create`, and
+    /// waits for `cluster_state:ok` on every node.
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The same with TLS-only nodes (the cluster bus over TLS too).
+    pub async fn start_tls(certs: &Path) -> Self {
+        Self::start_with(Some(RedisTls {
+            certs: certs.to_path_buf(),
+            auth_clients: false,
+        }))
+        .await
+    }
+
+    async fn start_with(tls: Option<RedisTls>) -> Self {
+        let node = Node {
+            tls: tls.clone(),
+            cluster: true,
+            ..Node::default()
+        };
+        // A port handed out twice makes the second node exit at start: it is
+        // then retried on another port.
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_node(None, node.clone()).await);
+        }
+        let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+        let mut create = vec!["--cluster".to_string(), "create".to_string()];
+        create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        let out = redis_cli(tls.as_ref(), create).await;
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for p in &ports {
+            let tls = tls.clone();
+            let ok = eventually(CLUSTER_OK, || {
+                let tls = tls.clone();
+                let args = ["-p", &p.to_string(), "cluster", "info"].map(String::from);
+                async move {
+                    let info = redis_cli(tls.as_ref(), args.to_vec()).await;
+                    String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+                }
+            })
+            .await;
+            assert!(ok, "cluster node {p} never reached cluster_state:ok");
+        }
+        Self {
+            ports,
+            _nodes: nodes,
+            tls,
+        }
+    }
+
+    /// `redis+cluster://` (or `rediss+cluster://`) URL naming every node.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("{scheme}://{}", hosts.join(","))
+    }
+}
+
+/// Runs `redis-cli` (with `--tls --cacert` for TLS nodes) off the async
+/// threads.
+async fn redis_cli(tls: Option<&RedisTls>, args: Vec<String>) -> std::process::Output {
+    let ca = tls.map(|t| t.certs.join("ca.pem"));
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new("redis-cli");
+        if let Some(ca) = &ca {
+            cmd.arg("--tls").arg("--cacert").arg(ca);
+        }
+        cmd.args(&args).output().unwrap_or_else(|e| {
+            panic!("cannot run redis-cli ({e}). Install it: apt-get install -y redis-tools")
+        })
+    })
+    .await
+    .unwrap()
+}
+
+/// A free loopback port (bind to 0, read, release), for processes that
+/// cannot listen on port 0 themselves. Avoids 6399 (taken on some machines).
+pub fn free_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p != 6399 {
+            return p;
+        }
+    }
+}
