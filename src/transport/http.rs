@@ -221,8 +221,11 @@ async fn read_params(req: Request, max_body: usize) -> Result<(HeaderMap, Params
             });
         }
     };
-    let too_large =
-        || HttpError::from(OAuthError::RequestTooLarge("the request body is too large".into()));
+    let too_large = || {
+        HttpError::from(OAuthError::RequestTooLarge(
+            "the request body is too large".into(),
+        ))
+    };
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)

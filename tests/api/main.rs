@@ -11,6 +11,7 @@ mod cli;
 mod client_credentials;
 mod faults;
 mod grpc;
+mod hardening;
 mod hostile;
 mod http_protocol;
 mod introspection;

@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 use crate::common::grpc::{error_reason, grpc_issue, introspect_request, issue_request as issue};
+use crate::common::http::sample;
 use crate::common::http::{basic_header, error_of, held_token_request};
 use crate::common::{ConfigBuilder, RedisServer, SECRET, TestApp, eventually};
 
@@ -48,15 +49,6 @@ async fn metrics_text(url: String) -> String {
 }
 
 /// The value of the sample of `name` carrying all `labels`, if any.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|lb| l.contains(lb))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .next()
-}
 
 #[tokio::test]
 async fn per_client_rate_limits_answer_429_and_resource_exhausted() {

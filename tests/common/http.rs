@@ -114,3 +114,15 @@ impl HeldRequest {
         String::from_utf8_lossy(&out).into_owned()
     }
 }
+
+/// The value of the Prometheus sample `name` whose labels include all of
+/// `labels` (each written `key="value"`), from a `/metrics` text.
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|lb| l.contains(lb))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .next()
+}
