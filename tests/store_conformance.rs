@@ -161,6 +161,41 @@ mod cases {
         assert!(!s.rate_limit("c", 2.0, 3).await.unwrap().allowed);
     }
 
+    pub async fn incr_counts_atomically_and_expires(make: &Factory) {
+        let s = make("t:");
+        let ttl = Duration::from_secs(60);
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.incr("n", 1, ttl).await.unwrap() })
+            })
+            .collect();
+        let mut seen: Vec<i64> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (1..=40).collect::<Vec<_>>(),
+            "each caller sees a distinct count"
+        );
+        assert_eq!(s.incr("n", -1, ttl).await.unwrap(), 39);
+        assert_eq!(s.get("n").await.unwrap().as_deref(), Some(&b"39"[..]));
+        // Every increment renews the expiry; the counter then vanishes.
+        s.incr("short", 5, Duration::from_millis(200))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(s.get("short").await.unwrap(), None);
+        assert_eq!(
+            s.incr("short", 1, ttl).await.unwrap(),
+            1,
+            "starts again from 0"
+        );
+    }
+
     pub async fn prefixes_isolate(make: &Factory) {
         let a = make("deploy-a:");
         let b = make("deploy-b:");
@@ -195,6 +230,7 @@ macro_rules! conformance {
             conformance!(@case #[$test] $fixture, take_is_once_under_concurrency);
             conformance!(@case #[$test] $fixture, get_many_keeps_order);
             conformance!(@case #[$test] $fixture, rate_limit_bursts_then_paces);
+            conformance!(@case #[$test] $fixture, incr_counts_atomically_and_expires);
             conformance!(@case #[$test] $fixture, prefixes_isolate);
         }
     };
@@ -238,6 +274,7 @@ async fn redis_cluster_passes_the_suite() {
     cases::take_is_once_under_concurrency(&run("4")).await;
     cases::get_many_keeps_order(&run("5")).await;
     cases::rate_limit_bursts_then_paces(&run("6")).await;
+    cases::incr_counts_atomically_and_expires(&run("6i")).await;
     cases::prefixes_isolate(&run("7")).await;
     drop(cluster);
 }

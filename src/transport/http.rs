@@ -105,6 +105,9 @@ impl IntoResponse for HttpError {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
+            OAuthError::TemporarilyUnavailable(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
             _ => {}
         }
         res

@@ -23,4 +23,5 @@ mod redis_store;
 mod redis_tls;
 mod reload;
 mod soak;
+mod throttle;
 mod tls;

@@ -1,7 +1,7 @@
 //! HTTP-side helpers: Basic credentials, reading JWTs for assertions, and a
 //! token request held open mid-body on a raw socket.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine;
@@ -125,4 +125,42 @@ pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .next()
+}
+
+/// An HTTP client whose connections come from `ip` (any 127/8 address
+/// reaches the loopback listener), to act as different peers.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(Some(ip.parse::<IpAddr>().unwrap()))
+        .build()
+        .unwrap()
+}
+
+/// A client_credentials request with Basic credentials from `client`.
+pub async fn token_from(
+    app: &super::api::Api,
+    client: &reqwest::Client,
+    id: &str,
+    secret: &str,
+) -> reqwest::Response {
+    client
+        .post(app.url("/oauth/token"))
+        .header("Authorization", basic_header(id, secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The Prometheus text at `url` (checks the status and content type).
+pub async fn metrics_text(url: String) -> String {
+    let r = reqwest::get(url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    r.text().await.unwrap()
 }

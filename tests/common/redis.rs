@@ -117,6 +117,16 @@ impl RedisServer {
     }
 
     /// Kills the process (SIGKILL) and waits for it.
+    /// The number of keys in the database (`DBSIZE`).
+    pub async fn dbsize(&self) -> i64 {
+        let mut conn = redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -330,6 +330,19 @@ pub struct Credentials {
 /// Bounded cache of argon2 successes: (client id, SHA-256 of secret).
 const ARGON2_CACHE_MAX: usize = 10_000;
 
+/// At most this many argon2 verifications run at once in the process
+/// (whatever the reloads): each costs the hash's memory (19 MiB with the
+/// defaults of `tokend hash-secret --argon2`), so 4 keep the peak near
+/// 80 MiB above the base. A wrong secret costs a full verification, so this
+/// is what keeps a flood of guesses from taking the memory of the pod.
+pub const ARGON2_CONCURRENCY: usize = 4;
+
+/// How long a verification waits for a slot before the caller is told to
+/// retry (`temporarily_unavailable`, HTTP 503 / gRPC UNAVAILABLE).
+pub const ARGON2_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ARGON2_CONCURRENCY);
+
 /// All clients, by id. Immutable once built; a reload builds a new one.
 pub struct Registry {
     clients: HashMap<String, Arc<Client>>,
@@ -432,7 +445,15 @@ impl Registry {
             return Ok(client.clone());
         }
         let secret = secret.clone();
+        let Ok(Ok(slot)) = tokio::time::timeout(ARGON2_QUEUE_WAIT, ARGON2_SLOTS.acquire()).await
+        else {
+            metrics::counter!("tokend_argon2_overloaded_total").increment(1);
+            return Err(OAuthError::TemporarilyUnavailable(
+                "too many secret verifications in progress; retry later".into(),
+            ));
+        };
         let verified = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             use argon2::PasswordVerifier;
             let a = argon2::Argon2::default();
             argon.iter().any(|phc| {

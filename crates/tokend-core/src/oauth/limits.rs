@@ -1,31 +1,39 @@
 //! Abuse controls of the core, applied around client authentication on every
 //! authenticated endpoint (token, introspection, revocation):
 //!
-//! - **Secret-guessing defence.** Failed authentications are counted per peer
-//!   address and per client id in the store (so replicas share them). After
-//!   `threshold` failures a key backs off exponentially (`base`, doubling per
+//! - **Secret-guessing defence.** Attempts are counted per peer address (all
+//!   client ids together, so unknown ids cost one record per address, not one
+//!   per id) and per configured client id (all addresses together), in the
+//!   store so that replicas share them. An attempt is counted *before* its
+//!   secret is checked (`Store::incr` is atomic, so concurrent guesses each
+//!   see a distinct count) and the count is given back when the secret was
+//!   right. So under any concurrency at most `threshold` wrong secrets per
+//!   address or per client are checked before the back-off starts.
+//!   Beyond the threshold a key backs off exponentially (`base`, doubling per
 //!   further failure, capped at `max`); counts are forgotten `reset` after the
-//!   last failure. A blocked *peer* is refused outright. A blocked *client id*
-//!   is refused only to addresses that have not authenticated successfully as
-//!   that client recently (24 h), so an attacker guessing a client's secret
-//!   from elsewhere cannot lock the client's established callers out, and a
-//!   new address waits at most `max` after the attacker's last failure.
-//!   Refusals are `rate_limited` with a retry delay; the secret is not checked
-//!   while refused, so refusals reveal nothing about it.
-//!   Established callers cost no store read: each replica remembers, for
-//!   [`LOCAL_KNOWN_TTL`], the (client, address) pairs it has seen succeed (or
-//!   found marked in the store), and skips the pre-check for them, since they
-//!   are exempt from both back-offs anyway. Only their failures read the
-//!   counters (to update them). So issuing to a steady caller touches the
-//!   store not at all, and introspection only for the revocation check.
+//!   last failure. While backing off, one attempt per back-off period is let
+//!   through to be checked (the "probe", decided by an atomic `put_new`, so
+//!   concurrent attempts cannot all be probes); every other attempt is
+//!   refused with `rate_limited` and a retry delay, without its secret being
+//!   checked, so refusals reveal nothing about it.
+//! - **Known callers.** A (client, address) pair that authenticated while
+//!   below the threshold is remembered (in the store for 24 h, and by each
+//!   replica for [`LOCAL_KNOWN_TTL`]). A pair this replica remembers costs
+//!   no store round trip at all (steady callers), and a pair the store
+//!   remembers is not refused because of the *client's* back-off, so an
+//!   attacker guessing a client's secret from elsewhere cannot lock the
+//!   client's established callers out. Neither exempts anyone from counting:
+//!   any failure of a known pair is counted and ends the pair's standing
+//!   (locally and in the store), so an attacker behind the same address as a
+//!   partner (a proxy, a NAT) gets no free guesses, and a pair that succeeds
+//!   while its address or client is over the threshold is not remembered.
 //! - **Rate limiting.** After a successful authentication, one GCRA token per
 //!   request under the client's key (`Store::rate_limit`; atomic and shared
 //!   across replicas with Redis).
 //!
 //! Both fail open when the store cannot answer: they protect the service, and
-//! readiness already reports the store outage. Counter updates are
-//! read-modify-write, so under heavy concurrency a few failures may go
-//! uncounted; the back-off still grows.
+//! readiness already reports the store outage. The argon2 work itself is
+//! bounded separately (see `client::Registry::authenticate`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -36,9 +44,9 @@ use parking_lot::Mutex;
 
 use sha2::{Digest, Sha256};
 
+use super::Core;
 use super::client::{Client, Credentials};
 use super::error::OAuthError;
-use super::{Core, now_unix};
 
 /// A token bucket: `per_sec` sustained, `burst` at once. `per_sec = 0` is off.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -139,6 +147,18 @@ impl KnownCallers {
         }
     }
 
+    fn forget(&self, client_id: &str, peer: IpAddr) {
+        let mut inner = self.inner.lock();
+        let removed = inner
+            .by_peer
+            .get_mut(&peer)
+            .and_then(|m| m.remove(client_id))
+            .is_some();
+        if removed {
+            inner.len -= 1;
+        }
+    }
+
     /// Pairs remembered (for tests).
     pub fn len(&self) -> usize {
         self.inner.lock().len
@@ -149,41 +169,37 @@ impl KnownCallers {
     }
 }
 
-/// A failure record: consecutive failures and the end of the current block.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Failures {
-    count: u32,
-    blocked_until_ms: i64,
+/// The end of a back-off, as stored under an `authblock:` key.
+fn decode_until(raw: Option<&Vec<u8>>) -> Option<i64> {
+    std::str::from_utf8(raw?).ok()?.parse().ok()
 }
 
-impl Failures {
-    fn decode(raw: Option<&Vec<u8>>) -> Self {
-        let Some(text) = raw.and_then(|b| std::str::from_utf8(b).ok()) else {
-            return Self::default();
-        };
-        let mut it = text.split(' ');
-        Self {
-            count: it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
-            blocked_until_ms: it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
-        }
-    }
-    fn encode(&self) -> Vec<u8> {
-        format!("{} {}", self.count, self.blocked_until_ms).into_bytes()
-    }
-    fn remaining(&self, now_ms: i64) -> Option<Duration> {
-        let left = self.blocked_until_ms - now_ms;
-        (left > 0).then(|| Duration::from_millis(left as u64))
-    }
+/// The value of a back-off mark ending `backoff` from now.
+fn until_mark(backoff: Duration) -> Vec<u8> {
+    let ms = i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX / 2);
+    now_ms().saturating_add(ms).to_string().into_bytes()
+}
+
+/// The defence fails open: a store error means "not throttling".
+fn fail_open<T>(r: crate::store::StoreResult<T>) -> Option<T> {
+    r.map_err(|e| {
+        // Debug, not warn: during an outage this is every request, and
+        // readiness and tokend_store_up already report it.
+        tracing::debug!(error = %e, "auth throttle unavailable; not throttling");
+    })
+    .ok()
+}
+
+/// Whether an answer was a failed client authentication (the one outcome
+/// that counts as a guess).
+fn is_wrong_secret<T>(r: &Result<T, OAuthError>) -> bool {
+    matches!(r, Err(OAuthError::InvalidClient { .. }))
 }
 
 fn now_ms() -> i64 {
-    now_unix().saturating_mul(1000)
-        + i64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_millis())
-                .unwrap_or(0),
-        )
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Client ids are attacker-chosen text (and sometimes a pasted secret), so
@@ -192,25 +208,50 @@ fn id_hash(client_id: &str) -> String {
     tokend_token::opaque::hex(&Sha256::digest(client_id.as_bytes())[..16])
 }
 
+/// One counted scope of an attempt: its counter and its back-off mark.
+#[derive(Clone)]
+struct Scope {
+    count: String,
+    block: String,
+}
+
+impl Scope {
+    fn new(kind: &str, id: &str) -> Self {
+        Self {
+            count: format!("authfail:{kind}:{id}"),
+            block: format!("authblock:{kind}:{id}"),
+        }
+    }
+}
+
 /// The store keys one authentication attempt touches.
 struct Keys {
-    peer: Option<String>,
-    client: String,
+    /// Every attempt from the address, whatever client id it names.
+    peer: Option<Scope>,
+    /// Attempts naming a configured client, from any address; `None` for an
+    /// unknown id (counted per address only, so ids cost no keys).
+    client: Option<Scope>,
+    /// The store's mark of a known (client, address) pair.
     known_caller: Option<String>,
 }
 
 impl Keys {
-    fn new(creds: &Credentials) -> Self {
+    fn new(creds: &Credentials, configured: bool) -> Self {
         let id = id_hash(&creds.client_id);
+        let peer = creds.peer.map(canonical);
         Self {
-            peer: creds
-                .peer
-                .map(|ip| format!("authfail:peer:{}", canonical(ip))),
-            client: format!("authfail:client:{id}"),
-            known_caller: creds
-                .peer
-                .map(|ip| format!("authok:{id}:{}", canonical(ip))),
+            peer: peer.map(|ip| Scope::new("peer", &ip.to_string())),
+            client: configured.then(|| Scope::new("client", &id)),
+            known_caller: peer
+                .filter(|_| configured)
+                .map(|ip| format!("authok:{id}:{ip}")),
         }
+    }
+
+    /// The counted scopes, each with whether it is the client's.
+    fn scopes(&self) -> Vec<(&Scope, bool)> {
+        let peer = self.peer.iter().map(|s| (s, false));
+        peer.chain(self.client.iter().map(|s| (s, true))).collect()
     }
 }
 
@@ -222,21 +263,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// What the pre-check found.
-enum Check {
-    /// The defence is off.
-    Off,
-    /// This replica knows the caller: nothing was read.
-    KnownLocally,
-    /// The records as read, reused to update them afterwards.
-    Read(Observed),
-}
-
-struct Observed {
+/// An attempt counted before its secret is checked.
+struct Reservation {
     keys: Keys,
-    peer: Failures,
-    client: Failures,
-    known_caller: bool,
+    /// The counts including this attempt, in [`Keys::scopes`] order.
+    counts: Vec<i64>,
+    /// The back-off marks this attempt set as the probe of its period.
+    probed: Vec<String>,
 }
 
 impl Core {
@@ -257,155 +290,196 @@ impl Core {
         &self,
         creds: &Credentials,
     ) -> Result<Arc<Client>, OAuthError> {
-        let check = self.throttle_check(creds).await?;
+        if !self.limits.load().throttle.enabled {
+            return self.verify(creds).await;
+        }
+        let configured = self.clients().get(&creds.client_id).is_some();
+        let keys = Keys::new(creds, configured);
+        let peer = creds.peer.map(canonical);
+        let known_here = peer.is_some_and(|ip| {
+            self.known_callers
+                .contains(&creds.client_id, ip, Instant::now())
+        });
+        if known_here {
+            // A steady caller: no store round trip unless it fails.
+            let r = self.verify(creds).await;
+            if is_wrong_secret(&r) {
+                if let Some(ip) = peer {
+                    self.known_callers.forget(&creds.client_id, ip);
+                }
+                self.count_failure(&keys).await;
+            }
+            return r;
+        }
+        let reservation = self.reserve(creds, keys).await?;
+        let r = self.verify(creds).await;
+        let Some(res) = reservation else {
+            return r; // the store could not answer: fail open
+        };
+        if is_wrong_secret(&r) {
+            self.failed(&res).await;
+        } else {
+            self.give_back(creds, &res, r.is_ok()).await;
+        }
+        r
+    }
+
+    /// The secret check itself, and the operator's cut-off.
+    async fn verify(&self, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
         match self.clients().authenticate(creds).await {
             Ok(client) if self.disabled.contains(&client.id) => Err(OAuthError::InvalidClient {
                 basic: creds.via == super::PresentedVia::Basic,
             }),
-            Ok(client) => {
-                if let Check::Read(o) = check {
-                    self.throttle_success(creds, o).await;
-                }
-                Ok(client)
-            }
-            Err(e) => {
-                if let OAuthError::InvalidClient { .. } = &e {
-                    match check {
-                        Check::Off => {}
-                        Check::Read(o) => self.throttle_failure(o).await,
-                        // Skipped before; the counters are needed now.
-                        Check::KnownLocally => {
-                            if let Some(o) = self.read_records(creds).await {
-                                self.throttle_failure(o).await;
-                            }
-                        }
-                    }
-                }
-                Err(e)
-            }
+            other => other,
         }
     }
 
-    /// Reads the failure records and the known-caller mark of `creds`;
-    /// `None` when the store cannot answer (the defence fails open).
-    async fn read_records(&self, creds: &Credentials) -> Option<Observed> {
-        let keys = Keys::new(creds);
-        let mut wanted = vec![keys.client.clone()];
-        wanted.extend(keys.peer.clone());
+    /// Refuses an attempt while its address or client backs off, else counts
+    /// it. `Ok(None)` when the store cannot answer (the defence fails open).
+    async fn reserve(
+        &self,
+        creds: &Credentials,
+        keys: Keys,
+    ) -> Result<Option<Reservation>, OAuthError> {
+        let policy = self.limits.load().throttle.clone();
+        let scopes = keys.scopes();
+        let mut wanted: Vec<String> = scopes.iter().map(|(s, _)| s.block.clone()).collect();
         wanted.extend(keys.known_caller.clone());
-        let found = match self.store.get_many(&wanted).await {
-            Ok(f) => f,
-            Err(e) => {
-                // Debug, not warn: during an outage this is every request, and
-                // readiness and tokend_store_up already report it.
-                tracing::debug!(error = %e, "auth throttle unavailable; not throttling");
-                return None;
-            }
+        let Some(found) = fail_open(self.store.get_many(&wanted).await) else {
+            return Ok(None);
         };
-        let client = Failures::decode(found[0].as_ref());
-        let (peer, known_caller) = if keys.peer.is_some() {
-            (Failures::decode(found[1].as_ref()), found[2].is_some())
-        } else {
-            (Failures::default(), false)
-        };
-        Some(Observed {
-            keys,
-            peer,
-            client,
-            known_caller,
-        })
-    }
-
-    async fn throttle_check(&self, creds: &Credentials) -> Result<Check, OAuthError> {
-        let limits = self.limits.load();
-        let policy = &limits.throttle;
-        if !policy.enabled {
-            return Ok(Check::Off);
-        }
-        if creds.peer.is_some_and(|ip| {
-            self.known_callers
-                .contains(&creds.client_id, canonical(ip), Instant::now())
-        }) {
-            return Ok(Check::KnownLocally);
-        }
-        let Some(observed) = self.read_records(creds).await else {
-            return Ok(Check::Off);
-        };
+        let known_in_store = keys.known_caller.is_some() && found[scopes.len()].is_some();
+        // The client's back-off does not apply to a pair the store knows.
+        let applies = |is_client: bool| !(is_client && known_in_store);
         let now = now_ms();
-        // An address that authenticated as this client recently is exempt
-        // from both back-offs for this client: a partner whose fleet still
-        // sends the pre-rotation secret from some instances must not lose the
-        // instances that already use the new one (same NAT address).
-        let refusal = if observed.known_caller {
-            None
-        } else {
-            observed
-                .peer
-                .remaining(now)
-                .map(|d| (d, "peer"))
-                .or_else(|| observed.client.remaining(now).map(|d| (d, "client")))
-        };
-        if let Some((retry_after, scope)) = refusal {
-            tracing::info!(
-                throttled_by = scope,
-                retry_after_ms = retry_after.as_millis() as u64,
-                "client authentication refused: too many failures"
-            );
-            self.count_rate_limited(&creds.client_id);
-            return Err(OAuthError::RateLimited { retry_after });
+        for (i, (_, is_client)) in scopes.iter().enumerate() {
+            let until = decode_until(found[i].as_ref()).filter(|u| *u > now);
+            if let (true, Some(until)) = (applies(*is_client), until) {
+                let left = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
+                return Err(self.refuse(creds, left));
+            }
         }
-        Ok(Check::Read(observed))
+        let counted = futures::future::join_all(
+            scopes
+                .iter()
+                .map(|(s, _)| self.store.incr(&s.count, 1, policy.reset)),
+        )
+        .await;
+        let Some(counts) = fail_open(counted.into_iter().collect::<Result<Vec<_>, _>>()) else {
+            return Ok(None);
+        };
+        let threshold = i64::from(policy.threshold);
+        let mut probed = Vec::new();
+        // Over the threshold with no back-off running: one attempt probes,
+        // the others are refused.
+        for (i, (scope, is_client)) in scopes.iter().enumerate() {
+            if !applies(*is_client) || counts[i] <= threshold {
+                continue;
+            }
+            let backoff = self.backoff(counts[i]);
+            let mark = until_mark(backoff);
+            match self.store.put_new(&scope.block, &mark, Some(backoff)).await {
+                Ok(true) => probed.push(scope.block.clone()),
+                Ok(false) => {
+                    drop(scopes);
+                    let res = Reservation {
+                        keys,
+                        counts,
+                        probed,
+                    };
+                    self.give_back(creds, &res, false).await;
+                    return Err(self.refuse(creds, self.limits.load().throttle.base));
+                }
+                Err(e) => tracing::debug!(error = %e, "auth throttle: could not mark a probe"),
+            }
+        }
+        drop(scopes);
+        Ok(Some(Reservation {
+            keys,
+            counts,
+            probed,
+        }))
     }
 
-    async fn throttle_success(&self, creds: &Credentials, o: Observed) {
-        // Only the address's standing with this client improves: resetting
-        // the peer or client counters would let an attacker who owns one valid
-        // client wipe its own record. The store's mark is (re)written so it
-        // lasts 24 h past the latest success this replica reports; then this
-        // replica stops asking for LOCAL_KNOWN_TTL.
-        let Some(key) = &o.keys.known_caller else {
+    /// The back-off after `count` attempts: `base` at the threshold, doubling
+    /// per further failure, capped at `max`.
+    fn backoff(&self, count: i64) -> Duration {
+        let limits = self.limits.load();
+        let p = &limits.throttle;
+        let doublings = (count - i64::from(p.threshold)).clamp(0, 30) as u32;
+        p.base.saturating_mul(1u32 << doublings).min(p.max)
+    }
+
+    fn refuse(&self, creds: &Credentials, retry_after: Duration) -> OAuthError {
+        tracing::info!(
+            retry_after_ms = retry_after.as_millis() as u64,
+            "client authentication refused: too many failures"
+        );
+        self.count_rate_limited(&creds.client_id);
+        OAuthError::RateLimited { retry_after }
+    }
+
+    /// An attempt that was not a wrong secret gives its count back (and the
+    /// back-off marks it set as a probe). A success makes the pair a known
+    /// caller: should it fail later, that failure is counted and ends it.
+    async fn give_back(&self, creds: &Credentials, res: &Reservation, succeeded: bool) {
+        let reset = self.limits.load().throttle.reset;
+        for (s, _) in res.keys.scopes() {
+            if let Err(e) = self.store.incr(&s.count, -1, reset).await {
+                tracing::debug!(error = %e, "auth throttle: could not give a count back");
+            }
+        }
+        for mark in &res.probed {
+            let _ = self.store.delete(mark).await;
+        }
+        if !succeeded {
+            return;
+        }
+        let (Some(key), Some(ip)) = (&res.keys.known_caller, creds.peer.map(canonical)) else {
             return;
         };
         if let Err(e) = self.store.put(key, b"1", Some(KNOWN_CALLER_TTL)).await {
             tracing::warn!(error = %e, "auth throttle: could not record a known caller");
             return;
         }
-        if let Some(ip) = creds.peer.map(canonical) {
-            self.known_callers
-                .remember(&creds.client_id, ip, Instant::now());
+        self.known_callers
+            .remember(&creds.client_id, ip, Instant::now());
+    }
+
+    /// A wrong secret after a reservation: the count stays; at the
+    /// threshold the back-off starts (or grows).
+    async fn failed(&self, res: &Reservation) {
+        if let Some(key) = &res.keys.known_caller {
+            // Whatever standing the pair had in the store ends with a failure.
+            let _ = self.store.delete(key).await;
+        }
+        for ((scope, _), &n) in res.keys.scopes().into_iter().zip(&res.counts) {
+            self.start_backoff(scope, n).await;
         }
     }
 
-    async fn throttle_failure(&self, o: Observed) {
-        let now = now_ms();
-        let mut updates = vec![(o.keys.client.clone(), o.client)];
-        if let Some(k) = o.keys.peer.clone() {
-            updates.push((k, o.peer));
+    /// A wrong secret from a pair this replica knew: counted now.
+    async fn count_failure(&self, keys: &Keys) {
+        let reset = self.limits.load().throttle.reset;
+        if let Some(key) = &keys.known_caller {
+            let _ = self.store.delete(key).await;
         }
-        for (key, before) in updates {
-            let next = self.next_failure(before, now);
-            let ttl =
-                self.limits.load().throttle.reset + next.remaining(now).unwrap_or(Duration::ZERO);
-            if let Err(e) = self.store.put(&key, &next.encode(), Some(ttl)).await {
-                tracing::warn!(error = %e, "auth throttle: could not record a failure");
+        for (scope, _) in keys.scopes() {
+            match self.store.incr(&scope.count, 1, reset).await {
+                Ok(n) => self.start_backoff(scope, n).await,
+                Err(e) => tracing::warn!(error = %e, "auth throttle: could not record a failure"),
             }
         }
     }
 
-    fn next_failure(&self, before: Failures, now: i64) -> Failures {
-        let limits = self.limits.load();
-        let p = &limits.throttle;
-        let count = before.count.saturating_add(1);
-        let blocked_until_ms = if count >= p.threshold {
-            let doublings = (count - p.threshold).min(30);
-            let backoff = p.base.saturating_mul(1u32 << doublings).min(p.max);
-            now + backoff.as_millis() as i64
-        } else {
-            0
-        };
-        Failures {
-            count,
-            blocked_until_ms,
+    async fn start_backoff(&self, scope: &Scope, failures: i64) {
+        if failures < i64::from(self.limits.load().throttle.threshold) {
+            return;
+        }
+        let backoff = self.backoff(failures);
+        let mark = until_mark(backoff);
+        if let Err(e) = self.store.put(&scope.block, &mark, Some(backoff)).await {
+            tracing::warn!(error = %e, "auth throttle: could not record a back-off");
         }
     }
 
@@ -470,17 +544,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failure_records_round_trip() {
-        let f = Failures {
-            count: 12,
-            blocked_until_ms: 1_700_000_000_123,
-        };
-        assert_eq!(Failures::decode(Some(&f.encode())), f);
-        assert_eq!(Failures::decode(Some(&b"garbage".to_vec())).count, 0);
-        assert_eq!(Failures::decode(None), Failures::default());
-    }
-
-    #[test]
     fn known_callers_expire_and_stay_bounded() {
         let k = KnownCallers::default();
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
@@ -496,6 +559,8 @@ mod tests {
         assert!(!k.contains("a", ip, t0 + LOCAL_KNOWN_TTL), "expired");
         k.remember("a", ip, t0);
         assert_eq!(k.len(), 1, "remembering again replaces");
+        k.forget("a", ip);
+        assert!(!k.contains("a", ip, t0) && k.is_empty(), "forgotten");
         for i in 0..(LOCAL_KNOWN_MAX as u32 + 10) {
             k.remember("c", IpAddr::from(i.to_be_bytes()), t0);
         }

@@ -56,6 +56,9 @@ impl Store for Instrumented {
     async fn rate_limit(&self, key: &str, per_sec: f64, burst: u32) -> StoreResult<RateDecision> {
         timed("rate_limit", self.inner.rate_limit(key, per_sec, burst)).await
     }
+    async fn incr(&self, key: &str, delta: i64, ttl: Duration) -> StoreResult<i64> {
+        timed("incr", self.inner.incr(key, delta, ttl)).await
+    }
     async fn ping(&self) -> StoreResult<()> {
         timed("ping", self.inner.ping()).await
     }

@@ -129,6 +129,25 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    async fn incr(&self, key: &str, delta: i64, ttl: Duration) -> StoreResult<i64> {
+        let now = Instant::now();
+        let mut map = self.shard(key).lock();
+        let before = map
+            .get(key)
+            .filter(|e| e.live(now))
+            .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<i64>().ok())
+            .unwrap_or(0);
+        let after = before.saturating_add(delta);
+        map.insert(
+            key.to_owned(),
+            Entry {
+                value: after.to_string().into_bytes(),
+                expires_at: Some(now + ttl),
+            },
+        );
+        Ok(after)
+    }
+
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         Ok(self.get_live(key))
     }

@@ -81,6 +81,12 @@ pub trait Store: Send + Sync + 'static {
     /// backend is shared.
     async fn rate_limit(&self, key: &str, per_sec: f64, burst: u32) -> StoreResult<RateDecision>;
 
+    /// Atomically adds `delta` to the counter under `key` (absent counts as
+    /// 0) and sets its expiry to `ttl` from now; returns the new value. Of
+    /// concurrent callers each sees a distinct value, across replicas where
+    /// the backend is shared.
+    async fn incr(&self, key: &str, delta: i64, ttl: Duration) -> StoreResult<i64>;
+
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -62,6 +62,14 @@ redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.max(1, math.ceil
 return {1, 0}
 ";
 
+/// INCRBY and PEXPIRE in one script, so a counter never outlives its TTL
+/// (a crash between the two commands would leave it forever).
+const INCR: &str = r"
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return n
+";
+
 /// Which Redis deployment a handle talks to.
 #[derive(Clone)]
 enum Conn {
@@ -75,6 +83,7 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     gcra: Script,
+    incr: Script,
 }
 
 /// Where to connect, parsed from `[store] url` (and the password override).
@@ -375,6 +384,7 @@ impl RedisStore {
             prefix: key_prefix.to_owned(),
             timeout,
             gcra: Script::new(GCRA),
+            incr: Script::new(INCR),
         })
     }
 
@@ -388,6 +398,25 @@ impl RedisStore {
             match self.conn.clone() {
                 Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
                 Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
+            }
+        };
+        self.bounded(op, fut).await
+    }
+
+    /// Runs one of our scripts on `key`, bounded by the timeout.
+    async fn script<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &Script,
+        key: &str,
+        a: i64,
+        b: i64,
+    ) -> StoreResult<T> {
+        let key = self.key(key);
+        let fut = async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => invoke(script, &key, a, b, &mut c).await,
+                Conn::Cluster(mut c) => invoke(script, &key, a, b, &mut c).await,
             }
         };
         self.bounded(op, fut).await
@@ -427,19 +456,15 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ms).unwrap_or(u64::MAX).max(1)
 }
 
-async fn invoke<C: ConnectionLike>(
+/// Runs `script` on one key with two integer arguments.
+async fn invoke<C: ConnectionLike, T: FromRedisValue>(
     script: &Script,
     key: &str,
-    interval: u64,
-    tolerance: u64,
+    a: i64,
+    b: i64,
     con: &mut C,
-) -> redis::RedisResult<(i64, i64)> {
-    script
-        .key(key)
-        .arg(interval)
-        .arg(tolerance)
-        .invoke_async(con)
-        .await
+) -> redis::RedisResult<T> {
+    script.key(key).arg(a).arg(b).invoke_async(con).await
 }
 
 #[async_trait]
@@ -502,18 +527,19 @@ impl Store for RedisStore {
         let tolerance = interval * burst.max(1);
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 4).max(1);
         let (interval, tolerance) = (micros(interval), micros(tolerance));
-        let key = self.key(key);
-        let fut = async {
-            match self.conn.clone() {
-                Conn::Single(mut c) => invoke(&self.gcra, &key, interval, tolerance, &mut c).await,
-                Conn::Cluster(mut c) => invoke(&self.gcra, &key, interval, tolerance, &mut c).await,
-            }
-        };
-        let (allowed, retry_us) = self.bounded("rate_limit", fut).await?;
+        let (interval, tolerance) = (interval as i64, tolerance as i64);
+        let (allowed, retry_us): (i64, i64) = self
+            .script("rate_limit", &self.gcra, key, interval, tolerance)
+            .await?;
         Ok(RateDecision {
             allowed: allowed == 1,
             retry_after: Duration::from_micros(u64::try_from(retry_us).unwrap_or(0)),
         })
+    }
+
+    async fn incr(&self, key: &str, delta: i64, ttl: Duration) -> StoreResult<i64> {
+        let ttl = i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX);
+        self.script("incr", &self.incr, key, delta, ttl).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
