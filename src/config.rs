@@ -181,6 +181,20 @@ pub struct ServerSettings {
     /// kernel's accept queue until one closes.
     #[serde(deserialize_with = "de_num")]
     pub max_connections: u64,
+    /// Requests in flight at once from one client address (its share of
+    /// `max_concurrent_requests`); more are answered at once with
+    /// `temporarily_unavailable`. Behind a proxy every caller shares the
+    /// proxy's address: raise it there.
+    #[serde(deserialize_with = "de_num")]
+    pub max_concurrent_requests_per_peer: u64,
+    /// Concurrent streams per HTTP/2 connection (gRPC and h2 HTTP), the
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` tokend announces.
+    #[serde(deserialize_with = "de_num")]
+    pub max_concurrent_streams: u64,
+    /// Time a request body (or gRPC request message) has to arrive whole
+    /// after its headers.
+    #[serde(deserialize_with = "de_num")]
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -193,6 +207,9 @@ impl Default for ServerSettings {
             request_timeout_secs: 30,
             max_concurrent_requests: 1024,
             max_connections: 10_000,
+            max_concurrent_requests_per_peer: 256,
+            max_concurrent_streams: 100,
+            body_read_timeout_secs: 5,
         }
     }
 }
@@ -323,6 +340,9 @@ pub struct ServerLimits {
     pub request_timeout: Duration,
     pub max_concurrent_requests: usize,
     pub max_connections: usize,
+    pub max_concurrent_requests_per_peer: usize,
+    pub max_concurrent_streams: u32,
+    pub body_read_timeout: Duration,
 }
 
 /// What a reload swaps into the running core.
@@ -549,6 +569,18 @@ impl Config {
                 self.server.max_concurrent_requests,
             ),
             ("server.max_connections", self.server.max_connections),
+            (
+                "server.max_concurrent_requests_per_peer",
+                self.server.max_concurrent_requests_per_peer,
+            ),
+            (
+                "server.max_concurrent_streams",
+                self.server.max_concurrent_streams,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+            ),
         ] {
             if v == 0 {
                 p.push(format!("{key}: must be positive"));
@@ -660,6 +692,9 @@ impl Config {
                 request_timeout: secs(s.request_timeout_secs),
                 max_concurrent_requests: size(s.max_concurrent_requests),
                 max_connections: size(s.max_connections),
+                max_concurrent_requests_per_peer: size(s.max_concurrent_requests_per_peer),
+                max_concurrent_streams: u32::try_from(s.max_concurrent_streams).unwrap_or(u32::MAX),
+                body_read_timeout: secs(s.body_read_timeout_secs),
             },
             log: self.log.clone(),
         };
@@ -783,6 +818,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             request_timeout_secs,
             max_concurrent_requests,
             max_connections,
+            max_concurrent_requests_per_peer,
+            max_concurrent_streams,
+            body_read_timeout_secs,
         }
     );
     section!(
@@ -941,6 +979,25 @@ mod tests {
             ("TOKEND_ADMIN_TOKEN_HASH", "x"),
         ]);
         assert_eq!(p, ["admin.token_hash: must be sha256:<64 hex digits>"]);
+        for (var, key) in [
+            (
+                "TOKEND_SERVER_MAX_CONCURRENT_STREAMS",
+                "server.max_concurrent_streams",
+            ),
+            (
+                "TOKEND_SERVER_MAX_CONCURRENT_REQUESTS_PER_PEER",
+                "server.max_concurrent_requests_per_peer",
+            ),
+            (
+                "TOKEND_SERVER_BODY_READ_TIMEOUT_SECS",
+                "server.body_read_timeout_secs",
+            ),
+        ] {
+            assert_eq!(
+                problems(&[(var, "0")]),
+                [format!("{key}: must be positive")]
+            );
+        }
     }
 
     #[test]

@@ -229,6 +229,21 @@ mod tests {
             "server.max_connections",
         ),
         (
+            "TOKEND_SERVER_MAX_CONCURRENT_REQUESTS_PER_PEER",
+            "3",
+            "server.max_concurrent_requests_per_peer",
+        ),
+        (
+            "TOKEND_SERVER_MAX_CONCURRENT_STREAMS",
+            "3",
+            "server.max_concurrent_streams",
+        ),
+        (
+            "TOKEND_SERVER_BODY_READ_TIMEOUT_SECS",
+            "3",
+            "server.body_read_timeout_secs",
+        ),
+        (
             "TOKEND_AUTHORIZATION_CHALLENGE_TTL_SECS",
             "3",
             "authorization.challenge_ttl_secs",

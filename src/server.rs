@@ -23,7 +23,7 @@ use crate::pb::authorization_service_server::AuthorizationServiceServer;
 use crate::pb::token_service_server::TokenServiceServer;
 use crate::reload::{ReloadOptions, Reloader};
 use crate::store::{self, SharedStore};
-use crate::transport::access::{AccessLayer, Transport};
+use crate::transport::access::{AccessLayer, RequestLimits, Transport};
 use crate::transport::listen::{self, ListenOptions};
 use crate::transport::tls::Protocols;
 use crate::transport::{grpc, http};
@@ -180,12 +180,15 @@ impl Server {
         let opts = ListenOptions {
             max_connections: limits.max_connections,
             header_read_timeout: limits.header_read_timeout,
+            max_concurrent_streams: limits.max_concurrent_streams,
             tls,
         };
-        let max_requests = limits
-            .max_concurrent_requests
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
-        let request_timeout = limits.request_timeout;
+        let request_limits = RequestLimits {
+            max_concurrent: limits.max_concurrent_requests,
+            max_concurrent_per_peer: limits.max_concurrent_requests_per_peer,
+            timeout: limits.request_timeout,
+            body_read_timeout: limits.body_read_timeout,
+        };
         let label: Arc<dyn Fn(&str) -> String + Send + Sync> = {
             let core = core.clone();
             Arc::new(move |id: &str| core.client_label(id))
@@ -212,11 +215,11 @@ impl Server {
             // Long-lived HTTP/2 connections would pin clients to one replica
             // behind a ClusterIP Service; recycle them so load spreads.
             .max_connection_age(Duration::from_secs(300))
+            .max_concurrent_streams(limits.max_concurrent_streams)
             .layer(AccessLayer::<tonic::body::Body>::new(
                 Transport::Grpc,
                 label.clone(),
-                max_requests,
-                request_timeout,
+                request_limits,
                 |e| grpc::status(e).into_http(),
             ))
             .add_service(health_service)
@@ -258,8 +261,7 @@ impl Server {
         let app = app.layer(AccessLayer::<axum::body::Body>::new(
             Transport::Http,
             label,
-            max_requests,
-            request_timeout,
+            request_limits,
             http::error_response,
         ));
         let http_conns = listen::accept(
@@ -268,12 +270,7 @@ impl Server {
             Protocols::Http,
             stop_servers.clone(),
         );
-        let http_server = listen::serve_http(
-            http_conns,
-            app,
-            opts.header_read_timeout,
-            stop_servers.clone(),
-        );
+        let http_server = listen::serve_http(http_conns, app, opts.clone(), stop_servers.clone());
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         let admin_task = match admin_listener {
             Some(l) => {
@@ -285,11 +282,12 @@ impl Server {
                 };
                 let app = admin_router(core.clone(), boot, metrics_handle.clone())?
                     .merge(http::probes(readiness.clone()));
-                let conns = listen::accept(l, admin_opts, Protocols::Http, stop_servers.clone());
+                let conns =
+                    listen::accept(l, admin_opts.clone(), Protocols::Http, stop_servers.clone());
                 Some(tokio::spawn(listen::serve_http(
                     conns,
                     app,
-                    opts.header_read_timeout,
+                    admin_opts,
                     stop_servers.clone(),
                 )))
             }

@@ -20,6 +20,9 @@ use http::{HeaderValue, Request, Response};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
+use super::budget::{PeerShares, WithDeadline};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::oauth::OAuthError;
 use crate::oauth::client::GrantType;
 
@@ -98,12 +101,23 @@ impl RequestRecord {
 /// layer itself makes: overload and timeout).
 pub type Reject<B> = fn(OAuthError) -> Response<B>;
 
+/// The bounds the access layer applies to each request of a listener
+/// (`[server]`; see `budget` for the per-address share and body deadline).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_concurrent: usize,
+    pub max_concurrent_per_peer: usize,
+    pub timeout: Duration,
+    pub body_read_timeout: Duration,
+}
+
 /// See the module docs.
 pub struct AccessLayer<B> {
     transport: Transport,
     label: Arc<dyn Fn(&str) -> String + Send + Sync>,
     limit: Arc<Semaphore>,
-    timeout: Duration,
+    shares: Arc<PeerShares>,
+    limits: RequestLimits,
     reject: Reject<B>,
     durations: Arc<Durations>,
 }
@@ -115,7 +129,8 @@ impl<B> Clone for AccessLayer<B> {
             transport: self.transport,
             label: self.label.clone(),
             limit: self.limit.clone(),
-            timeout: self.timeout,
+            shares: self.shares.clone(),
+            limits: self.limits,
             reject: self.reject,
             durations: self.durations.clone(),
         }
@@ -135,15 +150,17 @@ impl<B> AccessLayer<B> {
     pub fn new(
         transport: Transport,
         label: Arc<dyn Fn(&str) -> String + Send + Sync>,
-        max_concurrent: usize,
-        timeout: Duration,
+        limits: RequestLimits,
         reject: Reject<B>,
     ) -> Self {
         Self {
             transport,
             label,
-            limit: Arc::new(Semaphore::new(max_concurrent)),
-            timeout,
+            limit: Arc::new(Semaphore::new(
+                limits.max_concurrent.min(Semaphore::MAX_PERMITS),
+            )),
+            shares: PeerShares::new(limits.max_concurrent_per_peer),
+            limits,
             reject,
             durations: Arc::new(Durations::new(transport)),
         }
@@ -341,7 +358,7 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    ReqB: Send + 'static,
+    ReqB: WithDeadline + Send + 'static,
     B: Send + 'static,
 {
     type Response = Response<B>;
@@ -365,19 +382,44 @@ where
         };
         req.extensions_mut().insert(record.clone());
         let endpoint = endpoint(layer.transport, req.uri().path());
+        // Reflection is a long-lived bidirectional stream: its request body
+        // has no end to wait for.
+        let body_fired = Arc::new(AtomicBool::new(false));
+        if !endpoint.ends_with("/ServerReflectionInfo") {
+            let (within, fired) = (layer.limits.body_read_timeout, body_fired.clone());
+            req = req.map(|b| b.with_deadline(within, fired));
+        }
         Box::pin(async move {
-            let mut res = match layer.limit.clone().try_acquire_owned() {
-                Err(_) => (layer.reject)(OAuthError::TemporarilyUnavailable(
+            let share = match peer {
+                Some(p) => layer.shares.acquire(p.ip()).map(Some),
+                None => Some(None),
+            };
+            let mut res = match (share, layer.limit.clone().try_acquire_owned()) {
+                (None, _) => (layer.reject)(OAuthError::TemporarilyUnavailable(
+                    "too many concurrent requests from this address; retry later".into(),
+                )),
+                (Some(_), Err(_)) => (layer.reject)(OAuthError::TemporarilyUnavailable(
                     "too many concurrent requests; retry later".into(),
                 )),
-                Ok(_permit) => match tokio::time::timeout(layer.timeout, inner.call(req)).await {
-                    Ok(Ok(res)) => res,
-                    Ok(Err(never)) => match never {},
-                    Err(_) => (layer.reject)(OAuthError::TemporarilyUnavailable(
-                        "the request took too long".into(),
-                    )),
-                },
+                (Some(_share), Ok(_permit)) => {
+                    match tokio::time::timeout(layer.limits.timeout, inner.call(req)).await {
+                        Ok(Ok(res)) => res,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => (layer.reject)(OAuthError::TemporarilyUnavailable(
+                            "the request took too long".into(),
+                        )),
+                    }
+                }
             };
+            if body_fired.load(Ordering::Relaxed) {
+                // Whatever the handler made of the cut body, the caller
+                // learns what happened.
+                let e = OAuthError::invalid_request(
+                    "the request body did not arrive within server.body_read_timeout_secs",
+                );
+                record.set_outcome(e.code());
+                res = (layer.reject)(e);
+            }
             if layer.transport == Transport::Grpc && oversized_message(&res) {
                 // tonic refuses a message over the configured size (before
                 // buffering it) with OUT_OF_RANGE and no details; tokend

@@ -28,6 +28,8 @@ use super::tls::{Protocols, Tls};
 pub struct ListenOptions {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` per connection.
+    pub max_concurrent_streams: u32,
     pub tls: Option<Tls>,
 }
 
@@ -171,7 +173,7 @@ pub fn accept(
 pub async fn serve_http(
     mut conns: mpsc::Receiver<io::Result<Conn>>,
     app: Router,
-    header_read_timeout: Duration,
+    opts: ListenOptions,
     stop: CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -179,10 +181,11 @@ pub async fn serve_http(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(opts.header_read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(opts.max_concurrent_streams)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     loop {
         let conn = tokio::select! {

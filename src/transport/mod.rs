@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod budget;
 pub mod codec;
 pub mod grpc;
 pub mod http;

@@ -1,23 +1,21 @@
 //! Abuse controls of the core, applied around client authentication on every
 //! authenticated endpoint (token, introspection, revocation):
 //!
-//! - **Secret-guessing defence.** Attempts are counted per peer address (all
+//! - **Secret-guessing defence.** Failures are counted per peer address (all
 //!   client ids together, so unknown ids cost one record per address, not one
 //!   per id) and per configured client id (all addresses together), in the
-//!   store so that replicas share them. An attempt is counted *before* its
-//!   secret is checked (`Store::incr` is atomic, so concurrent guesses each
-//!   see a distinct count) and the count is given back when the secret was
-//!   right. So under any concurrency at most `threshold` wrong secrets per
-//!   address or per client are checked before the back-off starts.
-//!   Beyond the threshold a key backs off exponentially (`base`, doubling per
-//!   further failure, capped at `max`); counts are forgotten `reset` after the
-//!   last failure. While backing off, one attempt per back-off period is let
-//!   through to be checked (the "probe", decided by an atomic `put_new`, so
-//!   concurrent attempts cannot all be probes); every other attempt is
-//!   refused with `rate_limited` and a retry delay, without its secret being
-//!   checked, so refusals reveal nothing about it.
-//! - **Known callers.** A (client, address) pair that authenticated while
-//!   below the threshold is remembered (in the store for 24 h, and by each
+//!   store so that replicas share them (`Store::incr`, atomic: no failure is
+//!   lost under concurrency). After `threshold` failures a key backs off
+//!   exponentially (`base`, doubling per further failure, capped at `max`);
+//!   counts are forgotten `reset` after the last failure. While a key backs
+//!   off, attempts are refused with `rate_limited` and a retry delay without
+//!   their secret being checked, so refusals reveal nothing about it.
+//!   Each replica checks the unverified attempts of one address or client
+//!   one at a time ([`GuessLocks`]), so the failure count it reads is never
+//!   behind its own checks: a burst of concurrent guesses cannot outrun the
+//!   threshold. The margin is one extra check per replica racing another.
+//! - **Known callers.** A (client, address) pair that authenticated is
+//!   remembered (in the store for 24 h, and by each
 //!   replica for [`LOCAL_KNOWN_TTL`]). A pair this replica remembers costs
 //!   no store round trip at all (steady callers), and a pair the store
 //!   remembers is not refused because of the *client's* back-off, so an
@@ -25,8 +23,8 @@
 //!   client's established callers out. Neither exempts anyone from counting:
 //!   any failure of a known pair is counted and ends the pair's standing
 //!   (locally and in the store), so an attacker behind the same address as a
-//!   partner (a proxy, a NAT) gets no free guesses, and a pair that succeeds
-//!   while its address or client is over the threshold is not remembered.
+//!   partner (a proxy, a NAT) gets no free guesses: at most one per success
+//!   of the partner, and none while the address backs off.
 //! - **Rate limiting.** After a successful authentication, one GCRA token per
 //!   request under the client's key (`Store::rate_limit`; atomic and shared
 //!   across replicas with Redis).
@@ -263,13 +261,45 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// An attempt counted before its secret is checked.
-struct Reservation {
-    keys: Keys,
-    /// The counts including this attempt, in [`Keys::scopes`] order.
-    counts: Vec<i64>,
-    /// The back-off marks this attempt set as the probe of its period.
-    probed: Vec<String>,
+/// Per-replica turns for unverified attempts: one check at a time per
+/// address and per client id (striped, so memory stays fixed; unrelated
+/// callers sharing a stripe wait at most for one check of the other).
+pub struct GuessLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+const GUESS_STRIPES: usize = 256;
+
+impl Default for GuessLocks {
+    fn default() -> Self {
+        Self {
+            stripes: (0..GUESS_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+}
+
+impl GuessLocks {
+    /// Takes the turns of every scope of `keys`, in stripe order (so two
+    /// attempts never wait for each other crosswise).
+    async fn lock(&self, keys: &Keys) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut idx: Vec<usize> = keys
+            .scopes()
+            .iter()
+            .map(|(s, _)| {
+                let h = Sha256::digest(s.count.as_bytes());
+                usize::from(u16::from_le_bytes([h[0], h[1]])) % GUESS_STRIPES
+            })
+            .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        let mut guards = Vec::with_capacity(idx.len());
+        for i in idx {
+            guards.push(self.stripes[i].lock().await);
+        }
+        guards
+    }
 }
 
 impl Core {
@@ -311,15 +341,17 @@ impl Core {
             }
             return r;
         }
-        let reservation = self.reserve(creds, keys).await?;
+        // One unverified check at a time per address and per client on this
+        // replica: the counts it reads are never behind its own checks.
+        let _turn = self.guess_locks.lock(&keys).await;
+        if self.precheck(creds, &keys).await?.is_none() {
+            return self.verify(creds).await; // the store could not answer: fail open
+        }
         let r = self.verify(creds).await;
-        let Some(res) = reservation else {
-            return r; // the store could not answer: fail open
-        };
         if is_wrong_secret(&r) {
-            self.failed(&res).await;
-        } else {
-            self.give_back(creds, &res, r.is_ok()).await;
+            self.count_failure(&keys).await;
+        } else if r.is_ok() {
+            self.remember_caller(creds, &keys).await;
         }
         r
     }
@@ -334,14 +366,10 @@ impl Core {
         }
     }
 
-    /// Refuses an attempt while its address or client backs off, else counts
-    /// it. `Ok(None)` when the store cannot answer (the defence fails open).
-    async fn reserve(
-        &self,
-        creds: &Credentials,
-        keys: Keys,
-    ) -> Result<Option<Reservation>, OAuthError> {
-        let policy = self.limits.load().throttle.clone();
+    /// Refuses an attempt while its address or client backs off. `Ok(None)`
+    /// when the store cannot answer (the defence fails open); else whether
+    /// the store knows the pair.
+    async fn precheck(&self, creds: &Credentials, keys: &Keys) -> Result<Option<bool>, OAuthError> {
         let scopes = keys.scopes();
         let mut wanted: Vec<String> = scopes.iter().map(|(s, _)| s.block.clone()).collect();
         wanted.extend(keys.known_caller.clone());
@@ -349,56 +377,18 @@ impl Core {
             return Ok(None);
         };
         let known_in_store = keys.known_caller.is_some() && found[scopes.len()].is_some();
-        // The client's back-off does not apply to a pair the store knows.
-        let applies = |is_client: bool| !(is_client && known_in_store);
         let now = now_ms();
         for (i, (_, is_client)) in scopes.iter().enumerate() {
-            let until = decode_until(found[i].as_ref()).filter(|u| *u > now);
-            if let (true, Some(until)) = (applies(*is_client), until) {
+            // The client's back-off does not apply to a pair the store knows.
+            if *is_client && known_in_store {
+                continue;
+            }
+            if let Some(until) = decode_until(found[i].as_ref()).filter(|u| *u > now) {
                 let left = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
                 return Err(self.refuse(creds, left));
             }
         }
-        let counted = futures::future::join_all(
-            scopes
-                .iter()
-                .map(|(s, _)| self.store.incr(&s.count, 1, policy.reset)),
-        )
-        .await;
-        let Some(counts) = fail_open(counted.into_iter().collect::<Result<Vec<_>, _>>()) else {
-            return Ok(None);
-        };
-        let threshold = i64::from(policy.threshold);
-        let mut probed = Vec::new();
-        // Over the threshold with no back-off running: one attempt probes,
-        // the others are refused.
-        for (i, (scope, is_client)) in scopes.iter().enumerate() {
-            if !applies(*is_client) || counts[i] <= threshold {
-                continue;
-            }
-            let backoff = self.backoff(counts[i]);
-            let mark = until_mark(backoff);
-            match self.store.put_new(&scope.block, &mark, Some(backoff)).await {
-                Ok(true) => probed.push(scope.block.clone()),
-                Ok(false) => {
-                    drop(scopes);
-                    let res = Reservation {
-                        keys,
-                        counts,
-                        probed,
-                    };
-                    self.give_back(creds, &res, false).await;
-                    return Err(self.refuse(creds, self.limits.load().throttle.base));
-                }
-                Err(e) => tracing::debug!(error = %e, "auth throttle: could not mark a probe"),
-            }
-        }
-        drop(scopes);
-        Ok(Some(Reservation {
-            keys,
-            counts,
-            probed,
-        }))
+        Ok(Some(known_in_store))
     }
 
     /// The back-off after `count` attempts: `base` at the threshold, doubling
@@ -419,23 +409,10 @@ impl Core {
         OAuthError::RateLimited { retry_after }
     }
 
-    /// An attempt that was not a wrong secret gives its count back (and the
-    /// back-off marks it set as a probe). A success makes the pair a known
-    /// caller: should it fail later, that failure is counted and ends it.
-    async fn give_back(&self, creds: &Credentials, res: &Reservation, succeeded: bool) {
-        let reset = self.limits.load().throttle.reset;
-        for (s, _) in res.keys.scopes() {
-            if let Err(e) = self.store.incr(&s.count, -1, reset).await {
-                tracing::debug!(error = %e, "auth throttle: could not give a count back");
-            }
-        }
-        for mark in &res.probed {
-            let _ = self.store.delete(mark).await;
-        }
-        if !succeeded {
-            return;
-        }
-        let (Some(key), Some(ip)) = (&res.keys.known_caller, creds.peer.map(canonical)) else {
+    /// A success makes the pair a known caller: should it fail later, that
+    /// failure is counted and ends its standing.
+    async fn remember_caller(&self, creds: &Credentials, keys: &Keys) {
+        let (Some(key), Some(ip)) = (&keys.known_caller, creds.peer.map(canonical)) else {
             return;
         };
         if let Err(e) = self.store.put(key, b"1", Some(KNOWN_CALLER_TTL)).await {
@@ -446,19 +423,8 @@ impl Core {
             .remember(&creds.client_id, ip, Instant::now());
     }
 
-    /// A wrong secret after a reservation: the count stays; at the
-    /// threshold the back-off starts (or grows).
-    async fn failed(&self, res: &Reservation) {
-        if let Some(key) = &res.keys.known_caller {
-            // Whatever standing the pair had in the store ends with a failure.
-            let _ = self.store.delete(key).await;
-        }
-        for ((scope, _), &n) in res.keys.scopes().into_iter().zip(&res.counts) {
-            self.start_backoff(scope, n).await;
-        }
-    }
-
-    /// A wrong secret from a pair this replica knew: counted now.
+    /// A wrong secret: counted at once, and at the threshold the back-off
+    /// starts (or grows); whatever standing the pair had ends.
     async fn count_failure(&self, keys: &Keys) {
         let reset = self.limits.load().throttle.reset;
         if let Some(key) = &keys.known_caller {

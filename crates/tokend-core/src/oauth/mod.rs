@@ -68,6 +68,7 @@ pub struct Core {
     /// Per-replica memory of established callers, so their authentications
     /// skip the secret-guessing defence's store read (see [`limits`]).
     known_callers: limits::KnownCallers,
+    guess_locks: limits::GuessLocks,
 }
 
 impl Core {
@@ -87,6 +88,7 @@ impl Core {
             disabled: DisabledClients::default(),
             verified: VerifiedCache::default(),
             known_callers: limits::KnownCallers::default(),
+            guess_locks: limits::GuessLocks::default(),
         }
     }
 
