@@ -12,6 +12,7 @@ mod client_credentials;
 mod faults;
 mod grpc;
 mod hardening;
+mod hardening_authorize;
 mod hostile;
 mod http_protocol;
 mod introspection;
