@@ -24,4 +24,5 @@ mod redis_store;
 mod redis_tls;
 mod reload;
 mod soak;
+mod store_eviction;
 mod tls;
