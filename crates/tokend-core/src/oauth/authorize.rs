@@ -340,11 +340,8 @@ impl Core {
             Some("code") => {}
             Some(_) => return Err(OAuthError::UnsupportedResponseType),
         }
-        if !client.allows(GrantType::AuthorizationCode) {
-            return Err(OAuthError::unauthorized_client(
-                "this client may not use the authorization code grant",
-            ));
-        }
+        // A client without the authorization_code grant never gets here: it
+        // is refused like an unknown one (see `authorize`).
         let scope = scope::grant(
             &client.scopes,
             &client.default_scopes,
