@@ -65,17 +65,26 @@ async fn get_authorization(login: &mut LoginClient, ch: &str) -> Result<(), toni
         .map(|_| ())
 }
 
-/// The one answer for a challenge that is not pending: INVALID_ARGUMENT,
-/// `invalid_request`, whatever the reason.
+/// The one answer for a challenge that is not genuine or not pending:
+/// INVALID_ARGUMENT, `invalid_request`, whatever the reason.
 fn assert_unknown_challenge(r: Result<impl std::fmt::Debug, tonic::Status>, what: &str) {
+    assert_refused(
+        r,
+        "unknown, expired or already answered login_challenge",
+        what,
+    );
+}
+
+/// A genuine challenge answered before (the login app learns it was).
+fn assert_answered(r: Result<impl std::fmt::Debug, tonic::Status>, what: &str) {
+    assert_refused(r, "login_challenge was already answered", what);
+}
+
+fn assert_refused(r: Result<impl std::fmt::Debug, tonic::Status>, text: &str, what: &str) {
     let err = r.expect_err(what);
     assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
     assert_eq!(error_reason(&err), "invalid_request", "{what}");
-    assert!(
-        err.message()
-            .contains("unknown, expired or already answered login_challenge"),
-        "{what}: {err:?}"
-    );
+    assert!(err.message().contains(text), "{what}: {err:?}");
 }
 
 /// The attack of issue 14: a flood of valid authorization requests used to
@@ -142,15 +151,16 @@ async fn authorize_flood_writes_nothing_to_redis_and_challenges_work_across_repl
     assert_eq!(r.status(), 200);
     // Answered once, on either replica.
     let mut login_a = login_client(&a).await;
-    assert_unknown_challenge(
+    assert_answered(
         accept(&mut login_a, &ch, "user-2", &[]).await,
         "a replay on the other replica",
     );
 }
 
 /// A sealed challenge is only good unchanged, unexpired and unanswered:
-/// a flipped character anywhere, a forged one, an answered one (accept or
-/// reject) and an expired one all get the answer an unknown one got before.
+/// a flipped character anywhere, a forged one and an expired one get the
+/// answer an unknown one got before; an answered one (accept or reject) is
+/// reported as answered, on every login-app call.
 #[tokio::test]
 async fn tampered_forged_replayed_and_expired_challenges_are_refused() {
     let app = TestApp::start(&code_config()).await;
@@ -188,24 +198,24 @@ async fn tampered_forged_replayed_and_expired_challenges_are_refused() {
     let to = accept(&mut login, &ch, "user-1", &[]).await.unwrap();
     assert!(param(&to, "code").is_some());
     // Replays: accept, reject and GetAuthorization all refuse it now.
-    assert_unknown_challenge(
+    assert_answered(
         accept(&mut login, &ch, "user-1", &[]).await,
         "accept replay",
     );
-    assert_unknown_challenge(get_authorization(&mut login, &ch).await, "get after accept");
+    assert_answered(get_authorization(&mut login, &ch).await, "get after accept");
     let reject = |ch: &str| RejectAuthorizationRequest {
         login_challenge: ch.into(),
         error: String::new(),
         error_description: String::new(),
     };
-    assert_unknown_challenge(
+    assert_answered(
         login.reject_authorization(reject(&ch)).await,
         "reject after accept",
     );
     // A rejected challenge is answered too.
     let ch2 = challenge_for(&app, &pairs(&request)).await;
     login.reject_authorization(reject(&ch2)).await.unwrap();
-    assert_unknown_challenge(
+    assert_answered(
         accept(&mut login, &ch2, "user-1", &[]).await,
         "accept after reject",
     );

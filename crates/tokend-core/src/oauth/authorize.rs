@@ -88,9 +88,16 @@ fn answered_key(challenge: &str) -> String {
 }
 
 /// The one answer for a challenge that is not (or no longer) pending:
-/// malformed, forged, tampered with, expired or answered.
+/// malformed, forged, tampered with or expired (as for an unknown one
+/// before challenges were sealed).
 fn unknown_challenge() -> OAuthError {
     OAuthError::invalid_request("unknown, expired or already answered login_challenge")
+}
+
+/// A genuine, unexpired challenge that was accepted or rejected already.
+/// Only the authenticated login app ever sees this.
+fn answered_challenge() -> OAuthError {
+    OAuthError::invalid_request("login_challenge was already answered")
 }
 
 fn code_key(code: &str) -> String {
@@ -413,7 +420,7 @@ impl Core {
             return Err(unknown_challenge());
         }
         if self.store.get(&answered_key(challenge)).await?.is_some() {
-            return Err(unknown_challenge());
+            return Err(answered_challenge());
         }
         Ok(p)
     }
@@ -437,7 +444,7 @@ impl Core {
         {
             Ok(())
         } else {
-            Err(unknown_challenge())
+            Err(answered_challenge())
         }
     }
 
