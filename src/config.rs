@@ -791,6 +791,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             tls_cert_file,
             tls_key_file,
             password,
+            allow_eviction,
         }
     );
     section!(

@@ -179,6 +179,11 @@ mod tests {
         ("TOKEND_STORE_TIMEOUT_MS", "99", "store.timeout_ms"),
         ("TOKEND_STORE_PASSWORD", "hunter2", "store.password"),
         (
+            "TOKEND_STORE_ALLOW_EVICTION",
+            "true",
+            "store.allow_eviction",
+        ),
+        (
             "TOKEND_TOKENS_ACCESS_TTL_SECS",
             "60",
             "tokens.access_ttl_secs",

@@ -156,6 +156,7 @@ impl Server {
             store.clone(),
             boot.store.timeout(),
             Duration::from_secs(1),
+            boot.store.allow_eviction(),
             background.clone(),
         ));
         tokio::spawn(prune_loop(store.clone(), background.clone()));

@@ -93,6 +93,28 @@ proptest! {
     }
 
     #[test]
+    fn query_parser_is_strict_and_round_trips(
+        raw in ".{0,200}",
+        pairs in proptest::collection::vec((".{1,12}", ".{0,24}"), 0..8),
+    ) {
+        if let Err(e) = tokend::oauth::params::parse_query(&raw) { well_formed(&e) }
+        // What a form serializer writes decodes back exactly, raw values kept.
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &pairs {
+            ser.append_pair(k, v);
+        }
+        let query = ser.finish();
+        let parsed = tokend::oauth::params::parse_query(&query).unwrap();
+        let decoded: Vec<(String, String)> =
+            parsed.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
+        prop_assert_eq!(&decoded, &pairs);
+        for p in &parsed {
+            let sent = format!("={}", p.raw_value);
+            prop_assert!(query.contains(&sent), "{} not in {}", sent, query);
+        }
+    }
+
+    #[test]
     fn json_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
         if let Err(e) = Params::from_json(&body) { well_formed(&e) }
     }
@@ -169,6 +191,14 @@ proptest! {
         match rt().block_on(core.token(&creds, req)) {
             Ok(t) => prop_assert!(t.access_token.split('.').count() == 3),
             Err(e) => well_formed(&e),
+        }
+    }
+
+    #[test]
+    fn core_authorize_answers_every_query(raw in ".{0,300}", client in nasty()) {
+        let core = core();
+        for query in [raw.clone(), format!("response_type=code&client_id={client}&{raw}")] {
+            if let Err(e) = rt().block_on(core.authorize(&query)) { well_formed(&e) }
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::redis::free_port;
 use common::{RedisCluster, RedisServer, eventually};
-use tokend::store::{MemoryStore, RedisStore, SharedStore};
+use tokend::store::{MemoryStore, RedisStore, SharedStore, Store};
 
 /// Makes a store namespaced by the given key prefix. Two calls with the same
 /// prefix see the same data where the backend is shared (Redis).
@@ -276,7 +276,49 @@ async fn redis_cluster_passes_the_suite() {
     cases::rate_limit_bursts_then_paces(&run("6")).await;
     cases::incr_counts_atomically_and_expires(&run("6i")).await;
     cases::prefixes_isolate(&run("7")).await;
+    // The eviction policy is read from every primary: one node changed is
+    // named, by its address.
+    assert_eq!(s.evictable().await.unwrap(), Vec::<String>::new());
+    let port = cluster.ports[1];
+    set_policy(&format!("redis://127.0.0.1:{port}/0"), "volatile-ttl").await;
+    let named = s.evictable().await.unwrap();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert!(
+        named[0].contains(&port.to_string()) && named[0].ends_with("maxmemory-policy=volatile-ttl"),
+        "{named:?}"
+    );
     drop(cluster);
+}
+
+async fn set_policy(url: &str, policy: &str) {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let () = ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg(policy)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+}
+
+/// `evictable` names a node whose `maxmemory-policy` is not `noeviction`
+/// (read from `INFO memory`); the memory store never evicts.
+#[tokio::test]
+async fn the_eviction_policy_is_reported() {
+    assert!(MemoryStore::new().evictable().await.unwrap().is_empty());
+    let server = RedisServer::start().await;
+    let s = redis_store(&server.url(), "tokend:");
+    assert!(s.evictable().await.unwrap().is_empty());
+    for policy in ["volatile-lru", "allkeys-lfu", "volatile-ttl"] {
+        set_policy(&server.url(), policy).await;
+        assert_eq!(
+            s.evictable().await.unwrap(),
+            [format!("redis maxmemory-policy={policy}")]
+        );
+    }
+    set_policy(&server.url(), "noeviction").await;
+    assert!(s.evictable().await.unwrap().is_empty());
 }
 
 // === Redis-only behaviour ===

@@ -22,7 +22,7 @@ TOKEND_KEYS = {
     "": {"issuer", "clients_file"},
     "http": {"listen", "max_body_bytes"},
     "grpc": {"listen"},
-    "store": {"url", "key_prefix", "timeout_ms", "tls_ca_file", "tls_cert_file", "tls_key_file"},
+    "store": {"url", "key_prefix", "timeout_ms", "tls_ca_file", "tls_cert_file", "tls_key_file", "allow_eviction"},
     "tokens": {"access_ttl_secs", "refresh_ttl_secs", "code_ttl_secs", "leeway_secs"},
     "signing": {"algorithm", "key_file", "previous_key_files"},
     "log": {"format", "level"},
@@ -40,7 +40,7 @@ FILE_KEYS = [("", "clients_file"), ("signing", "key_file"), ("store", "tls_ca_fi
              ("store", "tls_key_file"), ("tls", "cert_file"), ("tls", "key_file"), ("tls", "client_ca_file")]
 METRICS = {
     "tokend_tokens_issued_total", "tokend_oauth_errors_total", "tokend_request_duration_seconds_bucket",
-    "tokend_store_duration_seconds_bucket", "tokend_store_errors_total", "tokend_store_up",
+    "tokend_store_duration_seconds_bucket", "tokend_store_errors_total", "tokend_store_up", "tokend_store_evictable",
     "tokend_rate_limited_total", "tokend_signing_key_info", "tokend_build_info",
 }
 

@@ -275,10 +275,8 @@ async fn authorize(
     State(s): State<HttpState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let location = s.core.authorize(pairs).await?;
+    // The core parses the query itself: it must see `state` as sent.
+    let location = s.core.authorize(query.as_deref().unwrap_or("")).await?;
     let mut res = StatusCode::FOUND.into_response();
     let h = res.headers_mut();
     h.insert(

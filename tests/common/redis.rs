@@ -35,6 +35,8 @@ struct Node {
     persistent: bool,
     tls: Option<RedisTls>,
     cluster: bool,
+    /// More `redis-server` arguments (e.g. `--maxmemory-policy volatile-lru`).
+    extra: Vec<String>,
 }
 
 /// A `redis-server` child process on a loopback port, killed on drop.
@@ -50,6 +52,19 @@ impl RedisServer {
     /// command if redis-server is missing.
     pub async fn start() -> Self {
         Self::start_node(None, Node::default()).await
+    }
+
+    /// A server started with more `redis-server` arguments, e.g.
+    /// `["--maxmemory-policy", "volatile-lru"]`.
+    pub async fn start_with_args(args: &[&str]) -> Self {
+        Self::start_node(
+            None,
+            Node {
+                extra: args.iter().map(|a| a.to_string()).collect(),
+                ..Node::default()
+            },
+        )
+        .await
     }
 
     /// A server on `port`, which the test chose beforehand (e.g. a store
@@ -114,6 +129,15 @@ impl RedisServer {
             "redis"
         };
         format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A connection for commands of the test's own (`DBSIZE`, `CONFIG SET`).
+    pub async fn connection(&self) -> ::redis::aio::MultiplexedConnection {
+        ::redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     /// Kills the process (SIGKILL) and waits for it.
@@ -218,6 +242,7 @@ fn spawn(port: u16, dir: &Path, node: &Node) -> Child {
             .arg("--cluster-config-file")
             .arg(dir.join("nodes.conf"));
     }
+    cmd.args(&node.extra);
     cmd.arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())

@@ -23,6 +23,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::sealed::{self, SealKey};
+
 /// JWS algorithms tokend signs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 pub enum Algorithm {
@@ -73,6 +75,9 @@ pub struct SigningKey {
     header_b64: String,
     verify: VerifyKey,
     rng: SystemRandom,
+    /// Seals login challenges (see [`crate::sealed`]), derived from the
+    /// private key bytes so every replica loading this key derives it too.
+    seal: SealKey,
 }
 
 /// A public key ready to verify, plus its JWK.
@@ -123,7 +128,7 @@ impl SigningKey {
                     .map_err(|e| anyhow::anyhow!("not an Ed25519 PKCS#8 private key ({e})"))?,
             ),
         };
-        Self::from_pair(alg, pair)
+        Self::from_pair(alg, pair, der)
     }
 
     /// A fresh random key (ephemeral keys and `tokend keygen`).
@@ -131,7 +136,7 @@ impl SigningKey {
         Self::from_pem(alg, generate_pem(alg)?.as_bytes())
     }
 
-    fn from_pair(alg: Algorithm, pair: Pair) -> anyhow::Result<Self> {
+    fn from_pair(alg: Algorithm, pair: Pair, secret: &[u8]) -> anyhow::Result<Self> {
         let (jwk_core, public, valg): (
             serde_json::Value,
             Vec<u8>,
@@ -188,6 +193,7 @@ impl SigningKey {
                 key: Arc::new(key),
                 jwk,
             },
+            seal: SealKey::derive(secret, &kid),
             kid,
             pair,
             rng: SystemRandom::new(),
@@ -264,6 +270,8 @@ pub struct KeySet {
     active: SigningKey,
     verify: HashMap<String, VerifyKey>,
     jwks: serde_json::Value,
+    /// The sealing keys of every key that verifies (the active one first).
+    seal: Vec<SealKey>,
 }
 
 impl KeySet {
@@ -271,18 +279,34 @@ impl KeySet {
         let mut verify = HashMap::new();
         let mut keys = vec![active.verify.jwk.clone()];
         verify.insert(active.kid.clone(), active.verify.clone());
+        let mut seal = Vec::new();
         for k in previous {
             if verify.contains_key(&k.kid) {
                 continue;
             }
             keys.push(k.verify.jwk.clone());
             verify.insert(k.kid.clone(), k.verify.clone());
+            seal.push(k.seal);
         }
         Self {
             active,
             verify,
             jwks: json!({ "keys": keys }),
+            seal,
         }
+    }
+
+    /// Encrypts and authenticates `plaintext` under the active key (a login
+    /// challenge; see [`crate::sealed`]). `None` only if the system's random
+    /// source fails.
+    pub fn seal(&self, plaintext: &[u8]) -> Option<String> {
+        self.active.seal.seal(plaintext)
+    }
+
+    /// Opens what [`KeySet::seal`] made under any key of this set; `None` for
+    /// anything else (tampered, forged, or sealed under a key since dropped).
+    pub fn open(&self, sealed: &str) -> Option<Vec<u8>> {
+        sealed::open(std::iter::once(&self.active.seal).chain(&self.seal), sealed)
     }
 
     pub fn active(&self) -> &SigningKey {
@@ -322,6 +346,31 @@ mod tests {
             assert!(b.verify_key().verify(b"hello", &sig), "{alg}");
             assert!(!b.verify_key().verify(b"hellp", &sig), "{alg}");
         }
+    }
+
+    #[test]
+    fn sealed_blobs_survive_a_rotation_and_need_the_same_key_material() {
+        let old_pem = generate_pem(Algorithm::ES256).unwrap();
+        let new_pem = generate_pem(Algorithm::EdDSA).unwrap();
+        let key = |pem: &str, alg| SigningKey::from_pem(alg, pem.as_bytes()).unwrap();
+        let before = KeySet::new(key(&old_pem, Algorithm::ES256), vec![]);
+        let sealed = before.seal(b"pending").unwrap();
+        // Another replica loading the same file opens it.
+        let replica = KeySet::new(key(&old_pem, Algorithm::ES256), vec![]);
+        assert_eq!(replica.open(&sealed).as_deref(), Some(&b"pending"[..]));
+        // Rotated: the old key is previous, still opens; new blobs use the new key.
+        let rotated = KeySet::new(
+            key(&new_pem, Algorithm::EdDSA),
+            vec![key(&old_pem, Algorithm::ES256)],
+        );
+        assert_eq!(rotated.open(&sealed).as_deref(), Some(&b"pending"[..]));
+        assert_eq!(before.open(&rotated.seal(b"x").unwrap()), None);
+        // Dropped: refused.
+        let dropped = KeySet::new(key(&new_pem, Algorithm::EdDSA), vec![]);
+        assert_eq!(dropped.open(&sealed), None);
+        // Another deployment's key of the same algorithm: refused.
+        let other = KeySet::new(SigningKey::generate(Algorithm::ES256).unwrap(), vec![]);
+        assert_eq!(other.open(&sealed), None);
     }
 
     #[test]

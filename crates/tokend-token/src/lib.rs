@@ -1,11 +1,13 @@
 //! Token material: signing keys and the JWKS (`keys`), RFC 9068 JWT access
-//! tokens (`jwt`), and opaque random handles for codes and refresh tokens
-//! (`opaque`), and the verified-token cache used by introspection (`cache`).
+//! tokens (`jwt`), opaque random handles for codes and refresh tokens
+//! (`opaque`), sealed blobs for login challenges (`sealed`), and the
+//! verified-token cache used by introspection (`cache`).
 
 pub mod cache;
 pub mod jwt;
 pub mod keys;
 pub mod opaque;
+pub mod sealed;
 
 pub use jwt::{AccessClaims, VerifyError};
 pub use keys::{Algorithm, KeySet, SigningKey};

@@ -4,32 +4,43 @@
 //! the code.
 //!
 //! tokend is headless: it owns no users. A valid authorization request is
-//! parked under a random `login_challenge` and the browser goes to the
-//! operator's login app, which decides who the user is and what they consent
-//! to, then calls `AcceptAuthorization` / `RejectAuthorization` over gRPC and
-//! sends the browser wherever tokend answers.
+//! sealed into a `login_challenge` and the browser goes to the operator's
+//! login app, which decides who the user is and what they consent to, then
+//! calls `AcceptAuthorization` / `RejectAuthorization` over gRPC and sends the
+//! browser wherever tokend answers.
 //!
-//! Challenges and codes are 256-bit random handles stored only under their
-//! SHA-256, each with a short TTL. A code is redeemed with the store's atomic
-//! `take`, so of any number of concurrent redemptions exactly one succeeds.
+//! The authorization endpoint is unauthenticated, so it writes nothing: the
+//! challenge is the pending request itself (with its expiry), encrypted and
+//! authenticated with a key derived from the signing keys
+//! ([`tokend_token::sealed`]); any replica opens it. Only the login app's
+//! answer, which is authenticated, writes: a small `chalused:` marker
+//! (`put_new`, living as long as the challenge would) makes a challenge
+//! answerable once. Before issue 14 each call parked ~2.7 KB in the store for
+//! 600 s, and a flood made an evicting Redis drop revocation keys.
+//!
+//! Codes are 256-bit random handles stored only under their SHA-256, with a
+//! short TTL. A code is redeemed with the store's atomic `take`, so of any
+//! number of concurrent redemptions exactly one succeeds.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 use super::client::{Client, GrantType};
 use super::error::OAuthError;
 use super::grant::{Grant, TokenRequest, TokenResponse};
-use super::params::Params;
+use super::params::{self, Params};
 use super::{Core, scope};
 use tokend_token::jwt::RESERVED_CLAIMS;
 use tokend_token::opaque;
 
-/// Largest `state` kept (it is stored and echoed; browsers cap URLs anyway).
-const MAX_STATE_LEN: usize = 2048;
+/// Largest `state` accepted, in bytes as sent (percent-encoded): it travels
+/// inside the sealed challenge, which bounds the challenge's size.
+const MAX_STATE_LEN: usize = 512;
 /// Longest `subject` the login app may set.
 const MAX_SUBJECT_LEN: usize = 255;
 
@@ -42,9 +53,12 @@ struct Pending {
     /// repeat it, RFC 6749 4.1.3).
     redirect_uri_sent: bool,
     scope: Vec<String>,
+    /// As the client sent it (still percent-encoded), echoed byte for byte.
     state: Option<String>,
     /// S256 challenge, base64url.
     code_challenge: Option<String>,
+    /// When the challenge expires (Unix ms).
+    exp_ms: i64,
 }
 
 /// What an authorization code stands for.
@@ -67,8 +81,23 @@ pub struct AuthorizationInfo {
     pub redirect_uri: String,
 }
 
-fn challenge_key(challenge: &str) -> String {
-    format!("chal:{}", opaque::digest(challenge))
+/// Marks an answered login challenge (a challenge has exactly one encoding:
+/// the base64url decoder refuses non-canonical text).
+fn answered_key(challenge: &str) -> String {
+    format!("chalused:{}", opaque::digest(challenge))
+}
+
+/// The one answer for a challenge that is not (or no longer) pending:
+/// malformed, forged, tampered with or expired (as for an unknown one
+/// before challenges were sealed).
+fn unknown_challenge() -> OAuthError {
+    OAuthError::invalid_request("unknown, expired or already answered login_challenge")
+}
+
+/// A genuine, unexpired challenge that was accepted or rejected already.
+/// Only the authenticated login app ever sees this.
+fn answered_challenge() -> OAuthError {
+    OAuthError::invalid_request("login_challenge was already answered")
 }
 
 fn code_key(code: &str) -> String {
@@ -92,9 +121,21 @@ fn with_query(uri: &str, params: &[(&str, &str)]) -> String {
     format!("{uri}{sep}{}", ser.finish())
 }
 
-/// The error redirect of RFC 6749 4.1.2.1, echoing `state` unchanged.
-/// An error response to the client's redirect URI (RFC 6749 4.1.2.1), with
-/// `iss` (RFC 9207) like every authorization response.
+/// An authorization response to the client's redirect URI: `params`
+/// (encoded), then `state` exactly as the client sent it ([`echo_state`]),
+/// then `iss` (RFC 9207), like every authorization response.
+fn response_redirect(uri: &str, params: &[(&str, &str)], state: Option<&str>, iss: &str) -> String {
+    let mut out = with_query(uri, params);
+    if let Some(s) = state {
+        out.push_str("&state=");
+        out.push_str(&echo_state(s));
+    }
+    out.push_str("&iss=");
+    out.extend(form_urlencoded::byte_serialize(iss.as_bytes()));
+    out
+}
+
+/// The error response of RFC 6749 4.1.2.1, echoing `state` unchanged.
 fn error_redirect(
     uri: &str,
     iss: &str,
@@ -102,12 +143,50 @@ fn error_redirect(
     description: &str,
     state: Option<&str>,
 ) -> String {
-    let mut params = vec![("error", code), ("error_description", description)];
-    if let Some(s) = state {
-        params.push(("state", s));
+    response_redirect(
+        uri,
+        &[("error", code), ("error_description", description)],
+        state,
+        iss,
+    )
+}
+
+/// `state` as sent, for the response's query. It came from a request URI,
+/// so it is already valid query text; a byte the URI grammar does not allow
+/// in a query (a lenient client's raw `"` or space) is percent-encoded, the
+/// only change ever made, so the client decodes the same value.
+fn echo_state(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for &b in raw.as_bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'/'
+                    | b'?'
+                    | b'%'
+            );
+        if keep {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
     }
-    params.push(("iss", iss));
-    with_query(uri, &params)
+    out
 }
 
 /// RFC 7636 4.2: an S256 challenge is the base64url SHA-256 of the verifier,
@@ -160,15 +239,26 @@ fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, OAuthError> {
 }
 
 impl Core {
-    /// `GET /oauth/authorize`. `query` holds the decoded query pairs in order.
+    /// `GET /oauth/authorize`. `raw_query` is the query string as received
+    /// (without `?`).
     ///
     /// `Ok` is always a redirect target: the login app when the request is
     /// valid, otherwise the client's redirect URI carrying the error and the
     /// original `state`. `Err` means the client or its redirect URI cannot be
     /// trusted, so the error is shown to the user and never redirected
-    /// (RFC 6749 4.1.2.1).
-    pub async fn authorize(&self, query: Vec<(String, String)>) -> Result<String, OAuthError> {
-        let query = Params::lenient(query)?;
+    /// (RFC 6749 4.1.2.1). Nothing is written to the store.
+    pub async fn authorize(&self, raw_query: &str) -> Result<String, OAuthError> {
+        let parsed = params::parse_query(raw_query)?;
+        // The raw `state`, when sent once with a value (RFC 6749 3.1: empty
+        // is omitted; a repeated one is an error, reported without it).
+        let mut states = parsed
+            .iter()
+            .filter(|p| p.name == "state" && !p.value.is_empty());
+        let raw_state = match (states.next(), states.next()) {
+            (Some(p), None) => Some(p.raw_value.clone()),
+            _ => None,
+        };
+        let query = Params::lenient(parsed.into_iter().map(|p| (p.name, p.value)).collect())?;
         let count = |name: &str| query.count(name);
         let get = |name: &str| query.get(name);
         if count("client_id") > 1 || count("redirect_uri") > 1 {
@@ -177,8 +267,16 @@ impl Core {
             ));
         }
         let registry = self.clients();
-        let Some(client) = get("client_id").and_then(|id| registry.get(id)) else {
-            return Err(OAuthError::invalid_request("unknown or missing client_id"));
+        // An unknown client and a known one that may not use this endpoint
+        // get the same answer: it is unauthenticated, so it must not tell
+        // which client ids exist (issue 14).
+        let Some(client) = get("client_id")
+            .and_then(|id| registry.get(id))
+            .filter(|c| c.allows(GrantType::AuthorizationCode))
+        else {
+            return Err(OAuthError::invalid_request(
+                "unknown or missing client_id, or a client that may not use this endpoint",
+            ));
         };
         // Exact string comparison: no prefix, suffix, case or port games.
         let redirect_uri = match get("redirect_uri") {
@@ -193,64 +291,43 @@ impl Core {
             None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
             None => return Err(OAuthError::invalid_request("redirect_uri is required")),
         };
-        let state = match count("state") {
-            1 => get("state").filter(|s| s.len() <= MAX_STATE_LEN),
-            _ => None,
-        };
-        let pending = match self.check_authorize(client, &query, &redirect_uri, state) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(client_id = %client.id, error = e.code(), "authorization request refused");
-                return Ok(error_redirect(
-                    &redirect_uri,
-                    &self.settings.issuer,
-                    e.code(),
-                    &e.description(),
-                    state,
-                ));
-            }
-        };
-        let Some(login_url) = &self.settings.login_url else {
-            // Config validation prevents this; answer like any server error.
-            return Ok(error_redirect(
-                &redirect_uri,
-                &self.settings.issuer,
-                "server_error",
-                "no login app is configured",
-                state,
-            ));
-        };
-        let challenge = opaque::generate("");
-        let stored = match to_json(&pending) {
-            Ok(v) => v,
-            Err(e) => {
-                return Ok(error_redirect(
-                    &redirect_uri,
-                    &self.settings.issuer,
-                    e.code(),
-                    &e.description(),
-                    state,
-                ));
-            }
-        };
-        if let Err(e) = self
-            .store
-            .put(
-                &challenge_key(&challenge),
-                &stored,
-                Some(self.settings.challenge_ttl),
-            )
-            .await
-        {
-            let e = OAuthError::from(e);
-            return Ok(error_redirect(
+        let state = raw_state.as_deref().filter(|s| s.len() <= MAX_STATE_LEN);
+        let refuse = |e: OAuthError| {
+            tracing::debug!(client_id = %client.id, error = e.code(), "authorization request refused");
+            error_redirect(
                 &redirect_uri,
                 &self.settings.issuer,
                 e.code(),
                 &e.description(),
                 state,
-            ));
+            )
+        };
+        if raw_state
+            .as_deref()
+            .is_some_and(|s| s.len() > MAX_STATE_LEN)
+        {
+            return Ok(refuse(OAuthError::invalid_request(format!(
+                "state is too long (at most {MAX_STATE_LEN} bytes as sent)"
+            ))));
         }
+        let pending = match self.check_authorize(client, &query, &redirect_uri, state) {
+            Ok(p) => p,
+            Err(e) => return Ok(refuse(e)),
+        };
+        let Some(login_url) = &self.settings.login_url else {
+            // Config validation prevents this; answer like any server error.
+            return Ok(refuse(OAuthError::ServerError(
+                "no login app is configured".into(),
+            )));
+        };
+        let challenge = match to_json(&pending).and_then(|plain| {
+            self.keys()
+                .seal(&plain)
+                .ok_or_else(|| OAuthError::ServerError("could not seal the login challenge".into()))
+        }) {
+            Ok(c) => c,
+            Err(e) => return Ok(refuse(e)),
+        };
         Ok(with_query(login_url, &[("login_challenge", &challenge)]))
     }
 
@@ -265,19 +342,13 @@ impl Core {
     ) -> Result<Pending, OAuthError> {
         query.check_repeats()?;
         let get = |name: &str| query.get(name);
-        if get("state").is_some_and(|s| s.len() > MAX_STATE_LEN) {
-            return Err(OAuthError::invalid_request("state is too long"));
-        }
         match get("response_type") {
             None => return Err(OAuthError::invalid_request("response_type is required")),
             Some("code") => {}
             Some(_) => return Err(OAuthError::UnsupportedResponseType),
         }
-        if !client.allows(GrantType::AuthorizationCode) {
-            return Err(OAuthError::unauthorized_client(
-                "this client may not use the authorization code grant",
-            ));
-        }
+        // A client without the authorization_code grant never gets here: it
+        // is refused like an unknown one (see `authorize`).
         let scope = scope::grant(
             &client.scopes,
             &client.default_scopes,
@@ -325,28 +396,55 @@ impl Core {
             scope,
             state: state.map(str::to_owned),
             code_challenge,
+            exp_ms: super::now_unix_ms().saturating_add(
+                i64::try_from(self.settings.challenge_ttl.as_millis()).unwrap_or(i64::MAX),
+            ),
         })
     }
 
+    /// Opens a challenge that is still pending: sealed by this key set, not
+    /// expired, not answered. Anything else is [`unknown_challenge`].
     async fn pending(&self, challenge: &str) -> Result<Pending, OAuthError> {
         if challenge.is_empty() {
             return Err(OAuthError::invalid_request("login_challenge is required"));
         }
-        match self.store.get(&challenge_key(challenge)).await? {
-            Some(raw) => parse_json(&raw, "login challenge"),
-            None => Err(OAuthError::invalid_request(
-                "unknown, expired or already answered login_challenge",
-            )),
+        let Some(plain) = self.keys().open(challenge) else {
+            return Err(unknown_challenge());
+        };
+        let p: Pending = serde_json::from_slice(&plain).map_err(|e| {
+            // Sealed by tokend, so only a format change between versions.
+            tracing::warn!(error = %e, "a sealed login challenge could not be decoded");
+            unknown_challenge()
+        })?;
+        if p.exp_ms <= super::now_unix_ms() {
+            return Err(unknown_challenge());
         }
+        if self.store.get(&answered_key(challenge)).await?.is_some() {
+            return Err(answered_challenge());
+        }
+        Ok(p)
     }
 
-    /// Consumes a challenge: of concurrent answers, only one proceeds.
-    async fn consume_challenge(&self, challenge: &str) -> Result<(), OAuthError> {
-        match self.store.take(&challenge_key(challenge)).await? {
-            Some(_) => Ok(()),
-            None => Err(OAuthError::invalid_request(
-                "unknown, expired or already answered login_challenge",
-            )),
+    /// Answers a challenge: of concurrent answers, only one proceeds. The
+    /// marker lives as long as the challenge would have, so the store holds
+    /// at most one per challenge the login app answered in that window.
+    async fn consume_challenge(&self, challenge: &str, p: &Pending) -> Result<(), OAuthError> {
+        let left_ms = p.exp_ms.saturating_sub(super::now_unix_ms());
+        let Ok(left_ms @ 1..) = u64::try_from(left_ms) else {
+            return Err(unknown_challenge());
+        };
+        if self
+            .store
+            .put_new(
+                &answered_key(challenge),
+                b"1",
+                Some(Duration::from_millis(left_ms)),
+            )
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(answered_challenge())
         }
     }
 
@@ -400,7 +498,7 @@ impl Core {
         } else {
             scope::narrow(&p.scope, granted_scope)?
         };
-        self.consume_challenge(challenge).await?;
+        self.consume_challenge(challenge, &p).await?;
         let code = opaque::generate("");
         let grant = CodeGrant {
             client_id: p.client_id,
@@ -418,13 +516,13 @@ impl Core {
                 Some(self.settings.code_ttl),
             )
             .await?;
-        let mut params = vec![("code", code.as_str())];
-        if let Some(s) = &p.state {
-            params.push(("state", s));
-        }
         // RFC 9207: the client can tell which server answered (mix-up).
-        params.push(("iss", &self.settings.issuer));
-        Ok(with_query(&p.redirect_uri, &params))
+        Ok(response_redirect(
+            &p.redirect_uri,
+            &[("code", code.as_str())],
+            p.state.as_deref(),
+            &self.settings.issuer,
+        ))
     }
 
     /// Login app: the user (or the app) refused. `error` defaults to
@@ -453,7 +551,7 @@ impl Core {
             ));
         }
         let p = self.pending(challenge).await?;
-        self.consume_challenge(challenge).await?;
+        self.consume_challenge(challenge, &p).await?;
         let description = if description.is_empty() {
             "the resource owner or the login app denied the request"
         } else {
@@ -591,16 +689,21 @@ mod tests {
     }
 
     #[test]
-    fn redirects_keep_existing_query_and_encode_state() {
+    fn redirects_keep_existing_query_and_echo_state_as_sent() {
         assert_eq!(
             error_redirect(
                 "https://a/cb?x=1",
                 "https://i",
                 "access_denied",
                 "no",
-                Some("a b&c")
+                Some("a+b%26c%7e~%2f")
             ),
-            "https://a/cb?x=1&error=access_denied&error_description=no&state=a+b%26c&iss=https%3A%2F%2Fi"
+            "https://a/cb?x=1&error=access_denied&error_description=no&state=a+b%26c%7e~%2f&iss=https%3A%2F%2Fi"
+        );
+        // Only bytes a query may not hold are encoded.
+        assert_eq!(
+            echo_state("a b\"<>^`{|}ü"),
+            "a%20b%22%3C%3E%5E%60%7B%7C%7D%C3%BC"
         );
         assert_eq!(
             with_query("https://a/cb", &[("code", "k")]),

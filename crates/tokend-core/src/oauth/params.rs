@@ -169,6 +169,78 @@ impl Params {
     }
 }
 
+/// One parameter of a URL query: name and value decoded, and the value
+/// exactly as it was sent (what `state` echoes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryParam {
+    pub name: String,
+    pub value: String,
+    pub raw_value: String,
+}
+
+/// Parses a URL query (`GET /oauth/authorize`) as
+/// `application/x-www-form-urlencoded`, strictly: a `%` without two hex
+/// digits after it, or bytes that are not UTF-8 once decoded, make the query
+/// malformed. (A lenient decoder keeps the `%` or substitutes U+FFFD, so a
+/// mangled `redirect_uri` used to be reported as "not registered".) Each
+/// value is also kept as sent. At most [`MAX_PARAMS`] parameters.
+pub fn parse_query(raw: &str) -> Result<Vec<QueryParam>, OAuthError> {
+    let mut out = Vec::new();
+    for piece in raw.split('&').filter(|p| !p.is_empty()) {
+        if out.len() >= MAX_PARAMS {
+            return Err(OAuthError::invalid_request("too many parameters"));
+        }
+        let (name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
+        let Some(name) = percent_decode(name) else {
+            return Err(OAuthError::invalid_request(
+                "the query is malformed: a parameter name is not percent-encoded UTF-8",
+            ));
+        };
+        let Some(value) = percent_decode(raw_value) else {
+            return Err(OAuthError::invalid_request(format!(
+                "the query is malformed: parameter {} is not percent-encoded UTF-8",
+                printable(&name)
+            )));
+        };
+        out.push(QueryParam {
+            name,
+            value,
+            raw_value: raw_value.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Form decoding (`+` is a space) that refuses what it cannot decode
+/// exactly.
+fn percent_decode(s: &str) -> Option<String> {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = hex(*bytes.get(i + 1)?)?;
+                let lo = hex(*bytes.get(i + 2)?)?;
+                out.push((hi << 4) | lo);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 /// A parameter name safe to echo in an error description.
 fn printable(name: &str) -> String {
     let cleaned: String = name
@@ -205,5 +277,22 @@ mod tests {
             .collect::<Vec<_>>()
             .join(",");
         assert!(Params::from_json(format!("{{{many}}}").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn queries_decode_strictly_and_keep_raw_values() {
+        let q = parse_query("a=x%7E~+%20%2f&&b&c=%C3%BC").unwrap();
+        assert_eq!(q.len(), 3);
+        assert_eq!(
+            (q[0].value.as_str(), q[0].raw_value.as_str()),
+            ("x~~  /", "x%7E~+%20%2f")
+        );
+        assert_eq!((q[1].name.as_str(), q[1].value.as_str()), ("b", ""));
+        assert_eq!(q[2].value, "\u{fc}");
+        for bad in ["a=%", "a=%4", "a=%zz", "a=%FF", "%=1", "a=%C3"] {
+            assert!(parse_query(bad).is_err(), "{bad}");
+        }
+        let many = vec!["k=v"; MAX_PARAMS + 1].join("&");
+        assert!(parse_query(&many).is_err());
     }
 }

@@ -62,6 +62,9 @@ impl Store for Instrumented {
     async fn ping(&self) -> StoreResult<()> {
         timed("ping", self.inner.ping()).await
     }
+    async fn evictable(&self) -> StoreResult<Vec<String>> {
+        timed("evictable", self.inner.evictable()).await
+    }
     fn prune(&self) -> usize {
         self.inner.prune()
     }

@@ -194,6 +194,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    /// Never: entries leave only when they expire.
+    async fn evictable(&self) -> StoreResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     fn prune(&self) -> usize {
         self.prune_expired()
     }

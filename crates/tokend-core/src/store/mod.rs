@@ -90,6 +90,13 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// The nodes that may evict keys under memory pressure, each named with
+    /// its policy (`"127.0.0.1:6379 maxmemory-policy=volatile-lru"`); empty
+    /// when none can. Every key tokend writes has a TTL, so any policy but
+    /// `noeviction` (`volatile-*` included) can silently drop a revocation.
+    /// The memory store never evicts.
+    async fn evictable(&self) -> StoreResult<Vec<String>>;
+
     /// Reclaims expired entries where the backend does not do it itself;
     /// returns how many were removed. Redis expires keys on its own.
     fn prune(&self) -> usize {
@@ -127,6 +134,11 @@ pub struct StoreSettings {
     /// from a Secret); overrides a password in `url`.
     #[serde(skip)]
     pub password: Option<StorePassword>,
+    /// Become ready even though Redis may evict keys (`maxmemory-policy`
+    /// other than `noeviction`): an evicted revocation makes a revoked token
+    /// active again. Off by default: such a store keeps tokend not ready.
+    #[serde(default, deserialize_with = "crate::de::de_bool")]
+    pub allow_eviction: bool,
 }
 
 /// The Redis password: never printed, compared in constant time (a reload
@@ -162,6 +174,7 @@ impl Default for StoreSettings {
             tls_cert_file: None,
             tls_key_file: None,
             password: None,
+            allow_eviction: false,
         }
     }
 }
@@ -188,6 +201,11 @@ impl StoreConfig {
     /// The bound on each store call (and the readiness probe's ping).
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.settings.timeout_ms)
+    }
+
+    /// `[store] allow_eviction`: readiness ignores an evicting policy.
+    pub fn allow_eviction(&self) -> bool {
+        self.settings.allow_eviction
     }
 }
 

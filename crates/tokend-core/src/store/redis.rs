@@ -547,6 +547,59 @@ impl Store for RedisStore {
         // means every slot is reachable.
         self.query::<()>("ping", &redis::cmd("PING")).await
     }
+
+    async fn evictable(&self) -> StoreResult<Vec<String>> {
+        // `INFO memory`, not `CONFIG GET`: managed services often disable
+        // CONFIG. On a cluster the client sends INFO to every primary and
+        // answers with a map of node address to reply.
+        let reply: Value = self
+            .query("evictable", redis::cmd("INFO").arg("memory"))
+            .await?;
+        let mut out = Vec::new();
+        let mut check = |node: &str, info: &Value| -> StoreResult<()> {
+            let text = info_text(info).ok_or_else(|| {
+                StoreError::new("evictable", format!("unexpected INFO reply from {node}"))
+            })?;
+            let policy = maxmemory_policy(&text).ok_or_else(|| {
+                StoreError::new(
+                    "evictable",
+                    format!("no maxmemory_policy in INFO from {node}"),
+                )
+            })?;
+            if policy != "noeviction" {
+                out.push(format!("{node} maxmemory-policy={policy}"));
+            }
+            Ok(())
+        };
+        match &reply {
+            Value::Map(nodes) => {
+                for (node, info) in nodes {
+                    let node = info_text(node).unwrap_or_else(|| "?".into());
+                    check(&node, info)?;
+                }
+            }
+            single => check("redis", single)?,
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// The text of an INFO reply (or a node name).
+fn info_text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// `maxmemory_policy:...` of an `INFO memory` text.
+fn maxmemory_policy(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+        .map(str::trim)
 }
 
 #[cfg(test)]
@@ -595,6 +648,13 @@ mod tests {
             let e = parse_target(bad, None).err().expect(bad);
             assert!(!e.contains("hunter2"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_eviction_policy_is_read_from_info_memory() {
+        let info = "# Memory\r\nused_memory:1\r\nmaxmemory_policy:volatile-lru\r\n";
+        assert_eq!(maxmemory_policy(info), Some("volatile-lru"));
+        assert_eq!(maxmemory_policy("# Memory\r\n"), None);
     }
 
     #[test]
