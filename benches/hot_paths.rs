@@ -143,6 +143,7 @@ fn client(id: &str, hash: &str) -> ClientConfig {
 
 fn auth_benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

@@ -56,6 +56,7 @@ pub struct Config {
     pub tls: TlsSettings,
     pub rate_limit: RateLimitSettings,
     pub auth_throttle: AuthThrottleSettings,
+    pub discovery: DiscoverySettings,
     pub clients: Vec<ClientConfig>,
 }
 
@@ -76,6 +77,7 @@ impl Default for Config {
             tls: TlsSettings::default(),
             rate_limit: RateLimitSettings::default(),
             auth_throttle: AuthThrottleSettings::default(),
+            discovery: DiscoverySettings::default(),
             clients: Vec::new(),
         }
     }
@@ -284,6 +286,17 @@ impl Default for AuthorizationSettings {
             login_app_token_hash: None,
         }
     }
+}
+
+/// `[discovery]`: what the RFC 8414 metadata document advertises beyond
+/// what tokend derives itself.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySettings {
+    /// `scopes_supported`, as the operator chooses to publish it; empty (the
+    /// default) leaves it out, so the metadata does not list every client's
+    /// scopes to anyone who asks.
+    pub scopes_supported: Vec<String>,
 }
 
 /// `[admin]`: the operator listener (off unless `listen` is set) and the
@@ -674,6 +687,7 @@ impl Config {
                 leeway_secs: i64::try_from(self.tokens.leeway_secs).unwrap_or(i64::MAX),
                 login_url: self.authorization.login_url.clone(),
                 challenge_ttl: secs(self.authorization.challenge_ttl_secs),
+                scopes_supported: self.discovery.scopes_supported.clone(),
             },
             http_listen,
             max_body_bytes: size(self.http.max_body_bytes),
@@ -756,7 +770,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         tls,
         rate_limit: _,    // live: Core::replace_limits
         auth_throttle: _, // live: Core::replace_limits
-        clients: _,       // live: Core::replace_clients
+        discovery,
+        clients: _, // live: Core::replace_clients
     } = new;
     if old.issuer != *issuer {
         out.push("issuer");
@@ -839,6 +854,12 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.admin,
         admin,
         AdminSettings { listen, token_hash }
+    );
+    section!(
+        "discovery.",
+        old.discovery,
+        discovery,
+        DiscoverySettings { scopes_supported }
     );
     // The TLS files' content reloads on its own (transport::tls); which files,
     // and how often they are checked, is bound at start.

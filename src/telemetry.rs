@@ -73,8 +73,12 @@ pub fn init(settings: &LogSettings) {
     let filter = ALWAYS.iter().fold(filter, |f, d| {
         f.add_directive(d.parse().expect("static directive"))
     });
+    // Colour only on a terminal: a log file or a collector gets plain text
+    // (issue 14, item 10).
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match settings.format {
         LogFormat::Json => builder

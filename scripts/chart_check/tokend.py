@@ -34,6 +34,7 @@ TOKEND_KEYS = {
     "tls": {"cert_file", "key_file", "client_ca_file", "reload_check_secs"},
     "rate_limit": {"per_sec", "burst"},
     "auth_throttle": {"enabled", "threshold", "base_secs", "max_secs", "reset_secs"},
+    "discovery": {"scopes_supported"},
 }
 # Config keys holding paths of mounted files (each must lie under a volume mount).
 FILE_KEYS = [("", "clients_file"), ("signing", "key_file"), ("store", "tls_ca_file"), ("store", "tls_cert_file"),

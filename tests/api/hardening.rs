@@ -257,3 +257,62 @@ async fn every_authorization_response_carries_iss() {
         "{loc}"
     );
 }
+
+/// Issue 14, item 6 (token endpoint): a public client's id with no secret,
+/// under a grant it may not use, gets exactly what an unknown id gets, so
+/// the answer does not confirm that the id exists.
+#[tokio::test]
+async fn a_public_client_id_is_answered_like_an_unknown_one() {
+    let app = TestApp::start(&ConfigBuilder::memory().code_flow()).await;
+    let answer = |id: &'static str, basic: bool| {
+        let app = &app;
+        async move {
+            let form = [("grant_type", "client_credentials"), ("client_id", id)];
+            let r = if basic {
+                app.post_form("/oauth/token", Some((id, "")), &form[..1])
+                    .await
+            } else {
+                app.post_form("/oauth/token", None, &form).await
+            };
+            let status = r.status();
+            let www = r.headers().get("www-authenticate").cloned();
+            (status, www, r.bytes().await.unwrap())
+        }
+    };
+    for basic in [false, true] {
+        let public = answer("mobile-app", basic).await;
+        let unknown = answer("no-such-client", basic).await;
+        assert_eq!(public.0, 401, "{:?}", String::from_utf8_lossy(&public.2));
+        assert_eq!(public, unknown, "basic={basic}");
+    }
+    // Over gRPC too.
+    let mut grpc = app.grpc_client().await;
+    let mut r = IssueRequest {
+        client_id: "mobile-app".into(),
+        grant_type: "client_credentials".into(),
+        ..Default::default()
+    };
+    let public = grpc.issue(r.clone()).await.unwrap_err();
+    r.client_id = "no-such-client".into();
+    let unknown = grpc.issue(r).await.unwrap_err();
+    assert_eq!(public.code(), Code::Unauthenticated);
+    assert_eq!(
+        (public.code(), public.message()),
+        (unknown.code(), unknown.message())
+    );
+}
+
+/// Issue 14, item 10: a text log written to a file (not a terminal) carries
+/// no ANSI colour codes.
+#[tokio::test]
+async fn text_logs_to_a_file_have_no_colour_codes() {
+    let p = TokendProcess::serve(&ConfigBuilder::memory().set("log.format", "text"))
+        .start()
+        .await;
+    let r = p.token_response("partner", "wrong").await;
+    assert_eq!(r.status(), 401);
+    p.wait_log("request", 1).await;
+    let log = p.log();
+    assert!(!log.is_empty());
+    assert!(!log.contains('\u{1b}'), "{log}");
+}

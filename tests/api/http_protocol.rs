@@ -2,7 +2,7 @@
 //! health, and never a 500.
 
 use crate::common::http::{basic_header, error_of};
-use crate::common::{SECRET, TestApp};
+use crate::common::{ConfigBuilder, SECRET, TestApp};
 
 #[tokio::test]
 async fn wrong_content_type_is_415_and_oversized_body_is_413() {
@@ -124,11 +124,18 @@ async fn discovery_jwks_and_health() {
             .unwrap()
             .contains(&"client_credentials".into())
     );
-    assert!(
-        m["scopes_supported"]
-            .as_array()
-            .unwrap()
-            .contains(&"orders:write".into())
+    // Issue 14, item 10: the clients' scopes are not published unless the
+    // operator lists what to publish.
+    assert!(m.get("scopes_supported").is_none(), "{m}");
+    let published = TestApp::start(
+        &ConfigBuilder::memory().set("discovery.scopes_supported", vec!["orders:read"]),
+    )
+    .await
+    .get_json("/.well-known/oauth-authorization-server")
+    .await;
+    assert_eq!(
+        published["scopes_supported"],
+        serde_json::json!(["orders:read"])
     );
     assert_eq!(
         m["token_endpoint_auth_methods_supported"],

@@ -128,6 +128,20 @@ impl Api {
         r.json().await.unwrap()
     }
 
+    /// Introspection of `token` by `client_id` (a refresh token is active
+    /// only to the client it was issued to); must answer 200.
+    pub async fn introspect_as(&self, client_id: &str, token: &str) -> serde_json::Value {
+        let r = self
+            .post_form(
+                "/oauth/introspect",
+                Some((client_id, SECRET)),
+                &[("token", token)],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
     /// Revocation of `token` by `client_id` (the client it was issued to).
     pub async fn revoke(&self, client_id: &str, token: &str) -> reqwest::Response {
         self.post_form(

@@ -373,6 +373,7 @@ previous_key_files = {{ include "tokend.toml.value" $prev }}
 {{- end }}
 {{- include "tokend.toml.section" (dict "name" "rate_limit" "values" .Values.config.rate_limit) }}
 {{- include "tokend.toml.section" (dict "name" "auth_throttle" "values" .Values.config.auth_throttle) }}
+{{- include "tokend.toml.section" (dict "name" "discovery" "values" .Values.config.discovery) }}
 {{- if .Values.admin.enabled }}
 
 [admin]

@@ -60,6 +60,14 @@ impl Core {
             GrantType::parse(&req.grant_type).ok_or(OAuthError::UnsupportedGrantType)?;
         let client: Arc<Client> = self.authenticate(creds).await?;
         if !client.allows(grant_type) {
+            // A public client proved nothing by naming its id: answering
+            // anything but what an unknown id gets would confirm that the id
+            // exists (issue 14, item 6).
+            if client.is_public() {
+                return Err(OAuthError::InvalidClient {
+                    basic: creds.via == super::PresentedVia::Basic,
+                });
+            }
             return Err(OAuthError::unauthorized_client(
                 "this client may not use this grant type",
             ));

@@ -148,9 +148,16 @@ impl Core {
             if token.is_empty() {
                 return Err(OAuthError::invalid_request("token is required"));
             }
+            // A refresh token is a credential of the client it was issued
+            // to, not something a resource server accepts: to any other
+            // caller it is inactive (a resource server checking only
+            // `active` and `scope` would otherwise take a 30-day refresh
+            // token for an access token; issue 14, item 10).
             return Ok(match self.introspect_refresh(token).await? {
-                Some(info) => Introspection::Active(Box::new(ActiveToken::refresh(info))),
-                None => Introspection::Inactive,
+                Some(info) if info.client_id == caller.id => {
+                    Introspection::Active(Box::new(ActiveToken::refresh(info)))
+                }
+                _ => Introspection::Inactive,
             });
         }
         let claims = match self.verify_cached(token) {
@@ -226,7 +233,9 @@ impl Core {
     }
 
     /// Revokes `token` for the client it was issued to. Unknown, malformed and
-    /// expired tokens succeed silently (RFC 7009 2.2).
+    /// expired tokens succeed silently (RFC 7009 2.2), and so does another
+    /// client's token (left untouched), so the answer never tells whether a
+    /// token is valid.
     pub async fn revoke(
         &self,
         creds: &Credentials,
@@ -252,9 +261,10 @@ impl Core {
             return Ok(());
         }
         if claims.client_id != client.id {
-            return Err(OAuthError::unauthorized_client(
-                "the token was not issued to this client",
-            ));
+            // Answered exactly like garbage: a refusal here would tell the
+            // caller that another client's token is valid (issue 14, item 8).
+            tracing::info!(client_id = %client.id, "revocation of another client's token ignored");
+            return Ok(());
         }
         let remaining = claims
             .exp

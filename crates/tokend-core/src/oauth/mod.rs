@@ -47,6 +47,8 @@ pub struct Settings {
     pub login_url: Option<String>,
     /// How long a login challenge waits for the login app.
     pub challenge_ttl: Duration,
+    /// `scopes_supported` in the metadata; empty leaves it out.
+    pub scopes_supported: Vec<String>,
 }
 
 /// The token service core, shared by both transports. Clients and keys sit
@@ -133,19 +135,12 @@ impl Core {
     /// RFC 8414 authorization server metadata.
     pub fn metadata(&self) -> serde_json::Value {
         let iss = self.settings.issuer.trim_end_matches('/');
-        let registry = self.clients();
-        let mut scopes: Vec<&str> = registry
-            .all()
-            .flat_map(|c| c.scopes.iter().map(String::as_str))
-            .collect();
-        scopes.sort_unstable();
-        scopes.dedup();
         let auth_methods = ["client_secret_basic", "client_secret_post"];
         // Public clients (`none`) authenticate at the token and revocation
         // endpoints by client_id alone; introspection needs a secret.
         let public_methods = ["client_secret_basic", "client_secret_post", "none"];
         let grant_types: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
-        serde_json::json!({
+        let mut meta = serde_json::json!({
             "issuer": self.settings.issuer,
             "authorization_endpoint": format!("{iss}{}", endpoints::AUTHORIZE),
             "token_endpoint": format!("{iss}{}", endpoints::TOKEN),
@@ -161,11 +156,16 @@ impl Core {
             "token_endpoint_auth_methods_supported": public_methods,
             "introspection_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": public_methods,
-            "scopes_supported": scopes,
             // Not registered by RFC 8414; names the JWS algorithms of the
             // access tokens so verifiers can pin them.
             "access_token_signing_alg_values_supported": self.keys().algorithms(),
-        })
+        });
+        // Only what the operator chose to publish ([discovery]): listing
+        // every client's scopes would tell anyone what the clients may do.
+        if !self.settings.scopes_supported.is_empty() {
+            meta["scopes_supported"] = serde_json::json!(self.settings.scopes_supported);
+        }
+        meta
     }
 }
 
