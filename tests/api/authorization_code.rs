@@ -13,7 +13,6 @@ use tokend::pb::{
 };
 use tonic::Code;
 
-use crate::common::config::key_file;
 use crate::common::flows::{
     MOBILE_CB, WEB_CB, accept, authorize, challenge_for, location, login_client, param, pkce,
     redeem, redeem_as, refresh, s, web_code, web_tokens,
@@ -977,11 +976,11 @@ async fn admin_bulk_revocation_covers_refresh_tokens() {
 #[tokio::test]
 async fn fifty_concurrent_redemptions_through_two_replicas_succeed_once() {
     let redis = RedisServer::start().await;
-    let dir = TempDir::new().unwrap();
-    let key = key_file(dir.path(), "signing.pem", tokend::token::Algorithm::RS256);
-    let config = code_config().store(&redis.url()).signing_key("RS256", &key);
-    let a = TestApp::start(&config).await;
-    let b = TestApp::start(&config).await;
+    let (_key, a, b) = TestApp::replicas(
+        code_config().store(&redis.url()),
+        tokend::token::Algorithm::RS256,
+    )
+    .await;
     let (code, verifier) = web_code(&a, "profile").await;
     let attempts = (0..50).map(|i| {
         let app = if i % 2 == 0 { &a } else { &b };

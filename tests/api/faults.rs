@@ -380,7 +380,7 @@ async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_familie
         assert_eq!(a.introspect(via, &partner_old).await, Answer::Inactive);
         assert_eq!(a.introspect(via, &kept).await, Answer::Active);
         assert_eq!(a.introspect(via, &grant_at).await, Answer::Active);
-        assert_eq!(a.introspect(via, &rt0).await, Answer::Active);
+        assert_eq!(a.introspect_as(via, "web-app", &rt0).await, Answer::Active);
     }
 
     // SIGKILL: no graceful shutdown, nothing flushed by tokend.
@@ -442,7 +442,11 @@ async fn tokend_killed_and_restarted_keeps_revocations_codes_and_refresh_familie
     );
     for via in BOTH {
         // Reuse revoked the whole family.
-        assert_eq!(b.introspect(via, &rt1).await, Answer::Inactive, "{via:?}");
+        assert_eq!(
+            b.introspect_as(via, "web-app", &rt1).await,
+            Answer::Inactive,
+            "{via:?}"
+        );
         assert_eq!(b.introspect(via, &at1).await, Answer::Inactive, "{via:?}");
         assert_eq!(
             b.introspect(via, &grant_at).await,

@@ -233,16 +233,7 @@ async fn every_authorization_response_carries_iss() {
     );
 
     let ch = flows::challenge_for(&app, &params).await;
-    let to = login
-        .reject_authorization(tokend::pb::RejectAuthorizationRequest {
-            login_challenge: ch,
-            error: String::new(),
-            error_description: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .redirect_to;
+    let to = flows::reject(&mut login, &ch).await;
     assert_eq!(flows::param(&to, "error").as_deref(), Some("access_denied"));
     assert_eq!(
         flows::param(&to, "iss").as_deref(),

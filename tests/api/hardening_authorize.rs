@@ -9,11 +9,10 @@
 //!   redirect URI.
 
 use futures::StreamExt;
-use tempfile::TempDir;
 use tokend::pb::{GetAuthorizationRequest, RejectAuthorizationRequest};
 use tonic::Code;
 
-use crate::common::config::{ISSUER, key_file};
+use crate::common::config::ISSUER;
 use crate::common::flows::{
     self, LOGIN_URL, LoginClient, WEB_CB, accept, challenge_for, location, login_client, param,
     pkce, redeem,
@@ -94,11 +93,11 @@ fn assert_refused(r: Result<impl std::fmt::Debug, tonic::Status>, text: &str, wh
 #[tokio::test]
 async fn authorize_flood_writes_nothing_to_redis_and_challenges_work_across_replicas() {
     let redis = RedisServer::start().await;
-    let dir = TempDir::new().unwrap();
-    let key = key_file(dir.path(), "signing.pem", tokend::token::Algorithm::ES256);
-    let config = code_config().store(&redis.url()).signing_key("ES256", &key);
-    let a = TestApp::start(&config).await;
-    let b = TestApp::start(&config).await;
+    let (_key, a, b) = TestApp::replicas(
+        code_config().store(&redis.url()),
+        tokend::token::Algorithm::ES256,
+    )
+    .await;
     let mut conn = redis.connection().await;
     let before = dbsize(&mut conn).await;
 
@@ -320,16 +319,7 @@ async fn state_comes_back_byte_for_byte() {
     // Rejected.
     let to = location(&authorize_raw(&app, &base).await);
     let ch = param(&to, "login_challenge").unwrap();
-    let to = login
-        .reject_authorization(RejectAuthorizationRequest {
-            login_challenge: ch,
-            error: String::new(),
-            error_description: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .redirect_to;
+    let to = flows::reject(&mut login, &ch).await;
     assert_eq!(echoed(&to).as_deref(), Some(state), "{to}");
     // Longer than 512 bytes as sent: refused (and not echoed).
     let long = "%41".repeat(171);

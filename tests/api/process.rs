@@ -113,7 +113,8 @@ async fn no_secret_token_or_credential_reaches_the_logs_at_trace() {
     let r = post("/oauth/revoke", rs(), vec![("token", access.clone())])
         .await
         .unwrap();
-    assert_eq!(r.status(), 400, "another client's token");
+    // Answered like garbage (no validity oracle), and logged as ignored.
+    assert_eq!(r.status(), 200, "another client's token");
 
     // gRPC.
     let mut g = p.grpc_client().await;

@@ -82,6 +82,20 @@ impl TestApp {
     }
 
     /// Memory store, ephemeral RS256 key, the standard clients.
+    /// Two replicas of `config` sharing one fresh `algorithm` signing key
+    /// (as replicas share a mounted key file); the folder holds the key.
+    pub async fn replicas(
+        config: ConfigBuilder,
+        algorithm: tokend::token::Algorithm,
+    ) -> (TempDir, Self, Self) {
+        let dir = TempDir::new().unwrap();
+        let key = super::config::key_file(dir.path(), "signing.pem", algorithm);
+        let config = config.signing_key(algorithm.as_str(), &key);
+        let a = Self::start(&config).await;
+        let b = Self::start(&config).await;
+        (dir, a, b)
+    }
+
     pub async fn default_memory() -> Self {
         Self::start(&ConfigBuilder::memory()).await
     }

@@ -5,8 +5,8 @@
 use base64::Engine;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokend::pb::AcceptAuthorizationRequest;
 use tokend::pb::authorization_service_client::AuthorizationServiceClient;
+use tokend::pb::{AcceptAuthorizationRequest, RejectAuthorizationRequest};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -102,6 +102,21 @@ pub async fn accept(
         })
         .await
         .map(|r| r.into_inner().redirect_to)
+}
+
+/// The login app rejects `challenge` with no error of its own; returns the
+/// redirect it answers with.
+pub async fn reject(login: &mut LoginClient, challenge: &str) -> String {
+    login
+        .reject_authorization(RejectAuthorizationRequest {
+            login_challenge: challenge.into(),
+            error: String::new(),
+            error_description: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .redirect_to
 }
 
 /// Browser + login app for web-app with PKCE; returns (code, verifier).

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokend::pb::IntrospectRequest;
 use tokend::pb::token_service_client::TokenServiceClient;
 use tonic::transport::Channel;
 
@@ -113,6 +114,12 @@ impl Target {
 
     /// Introspection by `resource-server`.
     pub async fn introspect(&self, via: Transport, token: &str) -> Answer {
+        self.introspect_as(via, "resource-server", token).await
+    }
+
+    /// Introspection by `client_id` (a refresh token is active only to the
+    /// client it was issued to).
+    pub async fn introspect_as(&self, via: Transport, client_id: &str, token: &str) -> Answer {
         match via {
             Transport::Http => {
                 let (status, body) = match self
@@ -120,7 +127,7 @@ impl Target {
                         "/oauth/introspect",
                         &[
                             ("token", token),
-                            ("client_id", "resource-server"),
+                            ("client_id", client_id),
                             ("client_secret", SECRET),
                         ],
                     )
@@ -140,7 +147,10 @@ impl Target {
                 let r = self
                     .grpc
                     .clone()
-                    .introspect(introspect_request(token, SECRET))
+                    .introspect(IntrospectRequest {
+                        client_id: client_id.into(),
+                        ..introspect_request(token, SECRET)
+                    })
                     .await;
                 match r {
                     Ok(r) if r.get_ref().active => Answer::Active,
