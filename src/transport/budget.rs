@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -94,9 +95,13 @@ impl Drop for PeerSlot {
 /// A request body that fails once its deadline passes before its end, and
 /// says so through `fired` (the access layer then answers with a clear
 /// error instead of whatever the handler made of a broken body).
+///
+/// The timer is only armed when the body is not all there yet: most
+/// request bodies arrive with their headers, and those cost no timer.
 pub struct DeadlineBody<B> {
     inner: B,
-    sleep: Pin<Box<Sleep>>,
+    deadline: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
     fired: Arc<AtomicBool>,
 }
 
@@ -109,7 +114,8 @@ impl<B> DeadlineBody<B> {
     pub fn new(inner: B, within: Duration, fired: Arc<AtomicBool>) -> Self {
         Self {
             inner,
-            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + within)),
+            deadline: Instant::now() + within,
+            sleep: None,
             fired,
         }
     }
@@ -131,7 +137,11 @@ where
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        if this.sleep.as_mut().poll(cx).is_ready() {
+        let deadline = this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.as_mut().poll(cx).is_ready() {
             this.fired.store(true, Ordering::Relaxed);
             return Poll::Ready(Some(Err(Box::new(BodyDeadline))));
         }
@@ -147,19 +157,26 @@ where
     }
 }
 
-/// Request bodies the access layer can put a deadline on.
+/// Request bodies the access layer can put a deadline on (an empty body,
+/// such as a GET's, is left as it is).
 pub trait WithDeadline: Sized {
     fn with_deadline(self, within: Duration, fired: Arc<AtomicBool>) -> Self;
 }
 
 impl WithDeadline for axum::body::Body {
     fn with_deadline(self, within: Duration, fired: Arc<AtomicBool>) -> Self {
+        if self.is_end_stream() {
+            return self;
+        }
         axum::body::Body::new(DeadlineBody::new(self, within, fired))
     }
 }
 
 impl WithDeadline for tonic::body::Body {
     fn with_deadline(self, within: Duration, fired: Arc<AtomicBool>) -> Self {
+        if self.is_end_stream() {
+            return self;
+        }
         tonic::body::Body::new(DeadlineBody::new(self, within, fired))
     }
 }
