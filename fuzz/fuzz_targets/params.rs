@@ -1,7 +1,7 @@
 //! Form and JSON body parsers: never panic; errors are invalid_request.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tokend::transport::http::Params;
+use tokend::oauth::params::Params;
 
 fuzz_target!(|data: &[u8]| {
     for r in [Params::from_form(data), Params::from_json(data)] {
