@@ -185,7 +185,11 @@ pub async fn run(a: &AttackArgs, mut each: impl FnMut(&Line)) -> Vec<Line> {
     go!("state-byte-for-byte", short, s.state_echo());
     go!("discovery-scopes", short, s.discovery_scopes());
     go!("store-eviction", short, s.store_eviction());
-    go!("authorize-writes-nothing", Duration::from_secs(40), s.authorize_writes_nothing());
+    go!(
+        "authorize-writes-nothing",
+        Duration::from_secs(40),
+        s.authorize_writes_nothing()
+    );
     go!("revocation-oracle", short, s.revocation_oracle());
     go!("client-enumeration", short, s.client_enumeration());
     go!("http2-stream-exhaustion", held, streams::grpc_streams(&s));
@@ -193,7 +197,11 @@ pub async fn run(a: &AttackArgs, mut each: impl FnMut(&Line)) -> Vec<Line> {
     go!("unknown-client-ids", short, s.unknown_ids());
     // Last: these two make tokend back this address off.
     go!("argon2-flood", Duration::from_secs(30), s.argon2_flood());
-    go!("secret-guessing-burst", Duration::from_secs(30), s.guessing_burst());
+    go!(
+        "secret-guessing-burst",
+        Duration::from_secs(30),
+        s.guessing_burst()
+    );
     lines
 }
 
@@ -215,7 +223,9 @@ impl<'a> Suite<'a> {
     }
 
     fn http(&self) -> anyhow::Result<&Base> {
-        self.http.as_ref().map_err(|e| anyhow::anyhow!("--http: {e:#}"))
+        self.http
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("--http: {e:#}"))
     }
 
     /// --code-client and --redirect-uri, or why the attack is skipped.
@@ -238,7 +248,12 @@ impl<'a> Suite<'a> {
 
     /// The error redirect of `response_type=token` for the code client, with
     /// `state` as given (already encoded).
-    async fn error_redirect(&self, client: &str, redirect: &str, state: &str) -> anyhow::Result<String> {
+    async fn error_redirect(
+        &self,
+        client: &str,
+        redirect: &str,
+        state: &str,
+    ) -> anyhow::Result<String> {
         let r = self
             .authorize(&format!(
                 "response_type=token&client_id={}&redirect_uri={}&state={state}",
@@ -325,7 +340,10 @@ impl<'a> Suite<'a> {
                 && body["error"] == "invalid_request"
                 && description.contains("malformed")
                 && r.header("location").is_none(),
-            format!("redirect_uri=%ZZ: {} {} {description:?}", r.status, body["error"]),
+            format!(
+                "redirect_uri=%ZZ: {} {} {description:?}",
+                r.status, body["error"]
+            ),
         )
     }
 
@@ -361,7 +379,10 @@ impl<'a> Suite<'a> {
         let echoed = query_param(&to, "state");
         verdict(
             echoed.as_deref() == Some(state),
-            format!("sent state={state}, error redirect has state={}", echoed.unwrap_or_default()),
+            format!(
+                "sent state={state}, error redirect has state={}",
+                echoed.unwrap_or_default()
+            ),
         )
     }
 
@@ -446,7 +467,8 @@ impl<'a> Suite<'a> {
                 for _ in 0..count {
                     let r = conn.send(Method::GET, &query, &[], Vec::new()).await?;
                     if (300..400).contains(&r.status)
-                        && r.header("location").is_some_and(|l| l.contains("login_challenge"))
+                        && r.header("location")
+                            .is_some_and(|l| l.contains("login_challenge"))
                     {
                         to_login += 1;
                     }
@@ -463,7 +485,9 @@ impl<'a> Suite<'a> {
             "{n} authorize requests ({to_login} sent to the login page): store put/put_new {before} -> {after}"
         );
         if to_login == 0 {
-            return fail(format!("{d}; none reached the login page (check --code-client/--redirect-uri)"));
+            return fail(format!(
+                "{d}; none reached the login page (check --code-client/--redirect-uri)"
+            ));
         }
         verdict(after == before, d)
     }
@@ -480,13 +504,24 @@ impl<'a> Suite<'a> {
             &[("grant_type", "client_credentials")],
         )
         .await?;
-        anyhow::ensure!(r.status == 200, "--client got no token: {} {:.200}", r.status, r.text());
+        anyhow::ensure!(
+            r.status == 200,
+            "--client got no token: {} {:.200}",
+            r.status,
+            r.text()
+        );
         let token = r.json()?["access_token"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
         let revoke = |token: String| async move {
-            post_form(http, "/oauth/revoke", Some((&b.id, &b.secret)), &[("token", &token)]).await
+            post_form(
+                http,
+                "/oauth/revoke",
+                Some((&b.id, &b.secret)),
+                &[("token", &token)],
+            )
+            .await
         };
         let theirs = revoke(token.clone()).await?;
         let garbage = revoke(format!("attack-suite-{}", random_hex(16))).await?;
@@ -526,7 +561,11 @@ impl<'a> Suite<'a> {
                     &[("grant_type", "client_credentials"), ("client_id", &id)],
                 )
                 .await?;
-                anyhow::Ok((r.status, r.header("www-authenticate").map(str::to_owned), r.body))
+                anyhow::Ok((
+                    r.status,
+                    r.header("www-authenticate").map(str::to_owned),
+                    r.body,
+                ))
             };
             let p = answer(public.clone()).await?;
             let u = answer(unknown.clone()).await?;
@@ -645,7 +684,11 @@ impl<'a> Suite<'a> {
         match (before, after) {
             (Some(b), Some(a)) => {
                 let grew = (a - b) / f64::from(1 << 20);
-                d += &format!("; RSS {:.0} -> {:.0} MiB", b / f64::from(1 << 20), a / f64::from(1 << 20));
+                d += &format!(
+                    "; RSS {:.0} -> {:.0} MiB",
+                    b / f64::from(1 << 20),
+                    a / f64::from(1 << 20)
+                );
                 if grew > 200.0 {
                     ok = false;
                     d += " (grew more than 200 MiB)";

@@ -39,7 +39,10 @@ impl Base {
         if authority.is_empty() {
             bail!("{url}: no host");
         }
-        let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        let authority = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             authority.to_owned()
         } else {
             format!("{authority}:80")
@@ -143,7 +146,10 @@ pub async fn request(
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> anyhow::Result<Reply> {
-    H1::open(base).await?.send(method, path, headers, body).await
+    H1::open(base)
+        .await?
+        .send(method, path, headers, body)
+        .await
 }
 
 pub async fn get(base: &Base, path: &str) -> anyhow::Result<Reply> {
@@ -164,7 +170,14 @@ pub async fn post_form(
     if let Some((id, secret)) = basic {
         headers.push(("authorization", basic_header(id, secret)));
     }
-    request(base, Method::POST, path, &headers, encode_form(form).into_bytes()).await
+    request(
+        base,
+        Method::POST,
+        path,
+        &headers,
+        encode_form(form).into_bytes(),
+    )
+    .await
 }
 
 pub fn basic_header(id: &str, secret: &str) -> String {
@@ -223,7 +236,11 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         if !labels.iter().all(|l| label_set.split(',').any(|x| x == *l)) {
             continue;
         }
-        if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+        if let Some(v) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
             *found.get_or_insert(0.0) += v;
         }
     }

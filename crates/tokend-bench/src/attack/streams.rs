@@ -147,12 +147,16 @@ pub(super) async fn grpc_streams(s: &Suite<'_>) -> anyhow::Result<Outcome> {
         }
     }
     drop(bodies);
-    let mut d = format!(
-        "SETTINGS_MAX_CONCURRENT_STREAMS {announced}; held {opened} Issue streams; "
-    );
+    let mut d =
+        format!("SETTINGS_MAX_CONCURRENT_STREAMS {announced}; held {opened} Issue streams; ");
     let mut ok = true;
     match &other {
-        Ok((status, took)) => d += &format!("other connection's health Check answered (status {status}) in {} ms; ", took.as_millis()),
+        Ok((status, took)) => {
+            d += &format!(
+                "other connection's health Check answered (status {status}) in {} ms; ",
+                took.as_millis()
+            )
+        }
         Err(e) => {
             ok = false;
             d += &format!("other connection's health Check: {e}; ");
@@ -242,7 +246,10 @@ pub(super) async fn held_bodies(s: &Suite<'_>) -> anyhow::Result<Outcome> {
     let mut d = format!("{n} held bodies; ");
     match &health {
         Ok((status, took)) => {
-            d += &format!("/healthz on a fresh connection {status} in {} ms", took.as_millis());
+            d += &format!(
+                "/healthz on a fresh connection {status} in {} ms",
+                took.as_millis()
+            );
             if *status == 503 {
                 d += " (this address's share is full: answered, not hung)";
             }
