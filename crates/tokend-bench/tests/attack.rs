@@ -318,3 +318,55 @@ async fn a_weakened_tokend_fails_the_suite_and_missing_options_skip() {
         Verdict::Pass
     );
 }
+
+/// A gRPC listener that accepts connections and never answers: the gRPC
+/// attacks end as FAIL at their deadlines, and the suite ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_never_answers_is_a_fail_not_a_hang() {
+    let tokend = Tokend::start(&config("")).await;
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = hole.accept().await {
+            held.push(tcp);
+        }
+    });
+    let http = format!("http://{}", tokend.http);
+    let grpc = format!("http://{hole_addr}");
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: AttackArgs,
+    }
+    let cli = Cli::try_parse_from([
+        "attack",
+        "--http",
+        &http,
+        "--grpc",
+        &grpc,
+        "--held-bodies",
+        "1",
+        "--body-deadline-secs",
+        "2",
+    ])
+    .unwrap();
+    let started = Instant::now();
+    let lines = attack::run(&cli.a, |l| eprintln!("{l}")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    for name in [
+        "grpc-message-over-cap",
+        "grpc-garbage-protobuf",
+        "http2-stream-exhaustion",
+    ] {
+        assert_eq!(verdict_of(&lines, name).verdict, Verdict::Fail, "{name}");
+    }
+    assert_eq!(
+        verdict_of(&lines, "json-repeated-keys").verdict,
+        Verdict::Pass
+    );
+}
