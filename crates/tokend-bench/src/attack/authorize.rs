@@ -252,3 +252,20 @@ fn decode(v: &str) -> String {
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_param_is_raw_and_decode_decodes() {
+        let to = "https://a.example/cb?error=x&state=a%7Eb+c%2f&iss=https%3A%2F%2Ft#frag";
+        assert_eq!(query_param(to, "state").as_deref(), Some("a%7Eb+c%2f"));
+        assert_eq!(
+            query_param(to, "iss").map(|v| decode(&v)).as_deref(),
+            Some("https://t")
+        );
+        assert_eq!(query_param(to, "stat"), None);
+        assert_eq!(query_param("https://a.example/cb", "state"), None);
+    }
+}

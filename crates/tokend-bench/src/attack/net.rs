@@ -264,3 +264,32 @@ pub async fn metrics_text(url: &str) -> anyhow::Result<String> {
     }
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_the_samples_with_the_labels() {
+        let text = "# TYPE x counter\n\
+                    tokend_store_duration_seconds_count{op=\"put\"} 3\n\
+                    tokend_store_duration_seconds_count{op=\"put_new\"} 2\n\
+                    tokend_store_duration_seconds_count{op=\"get\"} 7\n\
+                    tokend_store_evictable 0\n\
+                    tokend_store_evictable_other 1\n";
+        let count = "tokend_store_duration_seconds_count";
+        assert_eq!(metric(text, count, &["op=\"put\""]), Some(3.0));
+        assert_eq!(metric(text, count, &[]), Some(12.0));
+        assert_eq!(metric(text, count, &["op=\"delete\""]), None);
+        assert_eq!(metric(text, "tokend_store_evictable", &[]), Some(0.0));
+        assert_eq!(metric(text, "tokend_store", &[]), None);
+    }
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(Base::parse("http://h:8080/").unwrap().authority, "h:8080");
+        assert_eq!(Base::parse("http://h/metrics").unwrap().authority, "h:80");
+        assert_eq!(Base::parse("127.0.0.1:9").unwrap().authority, "127.0.0.1:9");
+        assert!(Base::parse("https://h:443").is_err());
+    }
+}
