@@ -42,9 +42,14 @@ use tonic_health::pb::health_client::HealthClient;
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "tokend-bench",
-    about = "Load generator for tokend: throughput, latency, server CPU per request vs the signature floor"
+    about = "Load generator for tokend: throughput, latency, server CPU per request vs the signature floor",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    /// `attack`: issue 14's attack suite against a running tokend (staging
+    /// only); without a subcommand, the load generator.
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Workloads to run, in order. `*-introspect` introspects each issued
     /// token once (verification every time); `*-introspect-hot` introspects
     /// one token again and again (the verified-token cache). `grpc-health`
@@ -98,6 +103,15 @@ struct Args {
     /// Append one JSON object per workload to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+enum Sub {
+    /// Runs issue 14's attacks, bounded, against a running tokend and prints
+    /// one line each (PASS|FAIL|SKIP  name  measurement); exit 1 on any FAIL.
+    /// The guessing attacks back this machine's address off for a while:
+    /// run it from an address that does not matter, never against production.
+    Attack(tokend_bench::attack::AttackArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -837,6 +851,9 @@ fn ms(us: u32) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::Attack(a)) = &args.command {
+        return attack(a);
+    }
     match run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -844,6 +861,29 @@ fn main() -> ExitCode {
             eprintln!("tokend-bench: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `tokend-bench attack`: prints each line as it is known.
+fn attack(a: &tokend_bench::attack::AttackArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokend-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let lines = rt.block_on(tokend_bench::attack::run(a, |l| println!("{l}")));
+    if lines
+        .iter()
+        .any(|l| l.verdict == tokend_bench::attack::Verdict::Fail)
+    {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
