@@ -14,11 +14,11 @@
 //! is an HTTP/2 setting applied where the listeners are built.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
