@@ -2,7 +2,9 @@
 //! `metrics-exporter-prometheus`), rendered at `GET /metrics`.
 //!
 //! The recorder is global to the process, so several servers in one process
-//! (tests) share it; installing is idempotent. Metric names are a contract
+//! (tests) share it; installing is idempotent. The standard Prometheus
+//! process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+//! `process_open_fds`, ...) come from `metrics-process`, read at each scrape. Metric names are a contract
 //! with the Helm chart's Grafana dashboard: do not rename them.
 
 use std::sync::OnceLock;
@@ -37,9 +39,17 @@ pub fn install() -> PrometheusHandle {
             // program; then our handle renders nothing, which is harmless.
             let _ = metrics::set_global_recorder(recorder);
             metrics::gauge!("tokend_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            process_collector().describe();
+            process_collector().collect();
             handle
         })
         .clone()
+}
+
+/// The process metrics collector (one per process, like the recorder).
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
 }
 
 /// Publishes the active signing key (`kid`, `alg`) as a gauge set to 1.
@@ -88,6 +98,8 @@ pub fn router(handle: PrometheusHandle) -> Router {
 }
 
 async fn render(State(h): State<PrometheusHandle>) -> Response {
+    // Memory, CPU and descriptors as of this scrape (a few reads of /proc).
+    process_collector().collect();
     let mut res = h.render().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

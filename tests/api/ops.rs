@@ -204,6 +204,14 @@ async fn metrics_are_served_with_the_documented_names() {
         "tokend_build_info",
         &[&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))],
     );
+    // The standard process metrics, read at the scrape.
+    has("process_resident_memory_bytes", &[]);
+    // (a counter of whole seconds: 0 in a short test)
+    assert!(
+        sample(&m, "process_cpu_seconds_total", &[]).is_some(),
+        "{m}"
+    );
+    has("process_open_fds", &[]);
     // Caller-chosen client ids never become label values.
     assert!(!m.contains("no-such-client-4711"), "{m}");
 }
