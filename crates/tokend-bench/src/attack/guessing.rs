@@ -2,7 +2,7 @@
 //! they run last. An argon2 flood must stay bounded; a burst of guesses
 //! must be held at the throttle's threshold.
 
-use super::net::{get, metric, metrics_text, post_form, random_hex};
+use super::net::{Base, Reply, get, metric, metrics_text, post_form, random_hex};
 use super::{Outcome, Suite, skip, verdict};
 
 impl Suite<'_> {
@@ -17,22 +17,9 @@ impl Suite<'_> {
             None => None,
         };
         let n = 60;
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..n {
-            let (http, id) = (http.clone(), id.clone());
-            tasks.spawn(async move {
-                post_form(
-                    &http,
-                    "/oauth/token",
-                    Some((&id, &format!("attack-suite-wrong-{i}"))),
-                    &[("grant_type", "client_credentials")],
-                )
-                .await
-            });
-        }
+        let answers = wrong_secrets(http, id, n, "attack-suite-wrong").await?;
         let (mut c401, mut c429, mut c503, mut other) = (0, 0, 0, Vec::new());
-        while let Some(r) = tasks.join_next().await {
-            let r = r??;
+        for r in answers {
             match r.status {
                 401 => c401 += 1,
                 429 => c429 += 1,
@@ -84,22 +71,10 @@ impl Suite<'_> {
             None => (format!("attack-suite-{}", random_hex(8)), "an unknown id"),
         };
         let n = 120;
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..n {
-            let (http, id) = (http.clone(), id.clone());
-            tasks.spawn(async move {
-                post_form(
-                    &http,
-                    "/oauth/token",
-                    Some((&id, &format!("attack-suite-guess-{i}"))),
-                    &[("grant_type", "client_credentials")],
-                )
-                .await
-            });
-        }
+        let answers = wrong_secrets(http, &id, n, "attack-suite-guess").await?;
         let (mut c401, mut c429, mut other) = (0u32, 0u32, Vec::new());
-        while let Some(r) = tasks.join_next().await {
-            match r??.status {
+        for r in answers {
+            match r.status {
                 401 => c401 += 1,
                 429 => c429 += 1,
                 s => other.push(s),
@@ -116,4 +91,27 @@ impl Suite<'_> {
         }
         verdict(other.is_empty() && c401 <= self.a.threshold + 2, d)
     }
+}
+
+/// `n` concurrent client_credentials requests for `id`, each with its own
+/// wrong secret (`<prefix>-<i>`); the answers in completion order.
+async fn wrong_secrets(http: &Base, id: &str, n: u32, prefix: &str) -> anyhow::Result<Vec<Reply>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (http, id, secret) = (http.clone(), id.to_owned(), format!("{prefix}-{i}"));
+        tasks.spawn(async move {
+            post_form(
+                &http,
+                "/oauth/token",
+                Some((&id, &secret)),
+                &[("grant_type", "client_credentials")],
+            )
+            .await
+        });
+    }
+    let mut answers = Vec::with_capacity(n as usize);
+    while let Some(r) = tasks.join_next().await {
+        answers.push(r??);
+    }
+    Ok(answers)
 }
