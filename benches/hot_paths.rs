@@ -155,6 +155,7 @@ fn auth_benches(c: &mut Criterion) {
     let creds = |id: &str, s: &str| Credentials {
         client_id: id.into(),
         secret: Some(SecretString::from(s.to_owned())),
+        secret_alt: None,
         via: PresentedVia::Grpc,
         peer: None,
     };
@@ -233,6 +234,7 @@ fn core_benches(c: &mut Criterion) {
     let creds = Credentials {
         client_id: "svc".into(),
         secret: Some(SecretString::from(secret.to_owned())),
+        secret_alt: None,
         via: PresentedVia::Grpc,
         peer: Some("127.0.0.1".parse().unwrap()),
     };

@@ -184,7 +184,7 @@ proptest! {
         via in prop_oneof![Just(PresentedVia::Basic), Just(PresentedVia::Body), Just(PresentedVia::Grpc)],
     ) {
         let core = core();
-        let creds = Credentials { client_id, secret: secret.map(SecretString::from), via, peer: None };
+        let creds = Credentials { client_id, secret: secret.map(SecretString::from), secret_alt: None, via, peer: None };
         let req = TokenRequest {
             grant_type, scope, audience, code, redirect_uri: None, code_verifier: None, refresh_token: refresh,
         };
@@ -206,8 +206,8 @@ proptest! {
     fn core_introspect_and_revoke_answer_every_token(token in ".{0,300}", hint in proptest::option::of(nasty())) {
         let core = core();
         let creds = Credentials {
-            client_id: "svc".into(), secret: Some(SecretString::from("secret")), via: PresentedVia::Body,
-            peer: None,
+            client_id: "svc".into(), secret: Some(SecretString::from("secret")), secret_alt: None,
+            via: PresentedVia::Body, peer: None,
         };
         let rt = rt();
         match rt.block_on(core.introspect(&creds, &token, hint.as_deref())) {

@@ -101,6 +101,7 @@ fn credentials(client_id: String, client_secret: String, rec: &RequestRecord) ->
     Credentials {
         client_id,
         secret: non_empty(client_secret).map(SecretString::from),
+        secret_alt: None,
         via: PresentedVia::Grpc,
         peer: rec.peer_ip(),
     }

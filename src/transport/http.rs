@@ -131,6 +131,21 @@ fn no_store(value: Value) -> Response {
 /// Decodes an HTTP Basic `Authorization` value into (client_id, secret), both
 /// form-urlencoded per RFC 6749 2.3.1.
 pub fn decode_basic(value: &str) -> Option<(String, String)> {
+    let b = basic_readings(value)?;
+    Some((b.id, b.secret?))
+}
+
+/// What a Basic header says, read both ways: the client id and the secret
+/// form-decoded (RFC 6749 2.3.1), and the secret as sent (RFC 7617, what
+/// curl and most HTTP libraries send: `+` stays `+`).
+pub struct BasicReadings {
+    pub id: String,
+    /// `None` when the secret is not valid form encoding (a stray `%`).
+    pub secret: Option<String>,
+    pub raw_secret: String,
+}
+
+pub fn basic_readings(value: &str) -> Option<BasicReadings> {
     let (scheme, rest) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -147,7 +162,11 @@ pub fn decode_basic(value: &str) -> Option<(String, String)> {
             .ok()
             .map(|c| c.into_owned())
     };
-    Some((decode(id)?, decode(secret)?))
+    Some(BasicReadings {
+        id: decode(id)?,
+        secret: decode(secret),
+        raw_secret: secret.to_owned(),
+    })
 }
 
 /// Finds the client's credentials in the Basic header or the body.
@@ -167,7 +186,15 @@ fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, O
     let body_secret = params.get("client_secret");
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let fail = OAuthError::InvalidClient { basic: true };
-        let (id, secret) = auth.to_str().ok().and_then(decode_basic).ok_or(fail)?;
+        let b = auth.to_str().ok().and_then(basic_readings).ok_or(fail)?;
+        let id = b.id;
+        // The RFC 6749 reading first, the raw one as the second reading when
+        // it differs (see `Credentials::secret_alt`).
+        let (secret, secret_alt) = match b.secret {
+            Some(decoded) if decoded == b.raw_secret => (decoded, None),
+            Some(decoded) => (decoded, Some(b.raw_secret)),
+            None => (b.raw_secret, None),
+        };
         if body_secret.is_some() {
             return Err(OAuthError::invalid_request(
                 "client credentials were sent both in the Authorization header and in the body",
@@ -181,6 +208,7 @@ fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, O
         return Ok(Credentials {
             client_id: id,
             secret: (!secret.is_empty()).then(|| SecretString::from(secret)),
+            secret_alt: secret_alt.map(SecretString::from),
             via: PresentedVia::Basic,
             peer: None,
         });
@@ -191,6 +219,7 @@ fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, O
     Ok(Credentials {
         client_id: id.to_owned(),
         secret: body_secret.map(SecretString::from),
+        secret_alt: None,
         via: PresentedVia::Body,
         peer: None,
     })

@@ -304,3 +304,82 @@ async fn credentials_in_both_places_and_repeated_params_are_invalid_request() {
             .contains("scope")
     );
 }
+
+/// Issue 18, item 6: a secret with `+` and `%` (as `openssl rand -base64`
+/// makes them) authenticates over HTTP Basic whether the client
+/// form-encodes it first (RFC 6749 2.3.1) or sends it as it is (RFC 7617:
+/// curl, most HTTP libraries), for SHA-256 and argon2 hashes alike; a wrong
+/// secret still fails both ways.
+#[tokio::test]
+async fn basic_secrets_with_plus_and_percent_work_encoded_or_raw() {
+    let secret = "ab+cd/ef%zz+gh==";
+    let argon = tokend::oauth::client::argon2_hash(secret).unwrap();
+    let sha = sha256(secret);
+    let app = TestApp::start(
+        &ConfigBuilder::memory()
+            .client(toml::toml! {
+                client_id = "plus-sha"
+                secret_hashes = [(sha.as_str())]
+                grant_types = ["client_credentials"]
+            })
+            .client(toml::toml! {
+                client_id = "plus-argon"
+                secret_hashes = [(argon.as_str())]
+                grant_types = ["client_credentials"]
+            }),
+    )
+    .await;
+    let raw_basic = |id: &str, s: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{s}"))
+        )
+    };
+    let send = |auth: String| {
+        let app = &app;
+        async move {
+            reqwest::Client::new()
+                .post(app.url("/oauth/token"))
+                .header("Authorization", auth)
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for id in ["plus-sha", "plus-argon"] {
+        // RFC 6749 2.3.1: form-encoded, then base64.
+        assert_eq!(send(basic_header(id, secret)).await, 200, "{id} encoded");
+        // RFC 7617, as curl sends it.
+        assert_eq!(send(raw_basic(id, secret)).await, 200, "{id} raw");
+        // What the raw text form-decodes to is not the secret.
+        assert_eq!(send(raw_basic(id, "ab cd/ef%zz gh==")).await, 401, "{id}");
+        assert_eq!(send(raw_basic(id, "ab+cd/ef%zz+gh=")).await, 401, "{id}");
+    }
+    // Real curl, when the machine has it (off the runtime's thread: the
+    // server under test runs on it).
+    let url = app.url("/oauth/token");
+    let curl = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-u",
+            ])
+            .arg(format!("plus-sha:{secret}"))
+            .args(["-d", "grant_type=client_credentials", &url])
+            .output()
+    })
+    .await
+    .unwrap();
+    if let Ok(out) = curl {
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    }
+}

@@ -321,6 +321,11 @@ pub enum PresentedVia {
 pub struct Credentials {
     pub client_id: String,
     pub secret: Option<SecretString>,
+    /// A second reading of the same secret, tried when `secret` does not
+    /// match: HTTP Basic sent by most clients (curl, HTTP libraries) is RFC
+    /// 7617, not form-encoded as RFC 6749 2.3.1 says, so a secret with `+`
+    /// or `%` reaches tokend as its raw text. `None` when there is only one.
+    pub secret_alt: Option<SecretString>,
     pub via: PresentedVia,
     /// The caller's network address, as plain data for the secret-guessing
     /// defence; `None` when unknown.
@@ -399,38 +404,45 @@ impl Registry {
         let fail = OAuthError::InvalidClient {
             basic: creds.via == PresentedVia::Basic,
         };
-        let presented = creds
+        // Every reading of the secret costs the same work, known client or
+        // not, so the number of readings reveals nothing about the client.
+        let readings: Vec<(&SecretString, [u8; 32])> = creds
             .secret
-            .as_ref()
-            .map(|s| Sha256::digest(s.expose_secret().as_bytes()));
+            .iter()
+            .chain(creds.secret_alt.iter())
+            .map(|s| (s, Sha256::digest(s.expose_secret().as_bytes()).into()))
+            .collect();
         let Some(client) = self.clients.get(&creds.client_id) else {
-            if let Some(d) = &presented {
+            for (_, d) in &readings {
                 let _ = bool::from(d.as_slice().ct_eq(&DUMMY_DIGEST));
             }
             return Err(fail);
         };
         if client.is_public() {
             // A public client proves nothing at the token endpoint; PKCE does.
-            return match presented {
-                None => Ok(client.clone()),
-                Some(_) => Err(fail),
+            return match readings.is_empty() {
+                true => Ok(client.clone()),
+                false => Err(fail),
             };
         }
-        let (Some(digest), Some(secret)) = (presented, creds.secret.as_ref()) else {
+        if readings.is_empty() {
             return Err(fail);
-        };
+        }
         match (client.auth_method, creds.via) {
             (AuthMethod::ClientSecretBasic, PresentedVia::Body)
             | (AuthMethod::ClientSecretPost, PresentedVia::Basic) => return Err(fail),
             _ => {}
         }
-        let digest: [u8; 32] = digest.into();
-        // Check every SHA-256 hash without early exit.
+        // Check every SHA-256 hash against every reading without early exit.
         let mut ok = subtle::Choice::from(0);
         let mut argon = Vec::new();
         for h in &client.secret_hashes {
             match h {
-                SecretHash::Sha256(expected) => ok |= digest.ct_eq(expected),
+                SecretHash::Sha256(expected) => {
+                    for (_, digest) in &readings {
+                        ok |= digest.ct_eq(expected);
+                    }
+                }
                 SecretHash::Argon2(phc) => argon.push(phc.clone()),
             }
         }
@@ -440,11 +452,31 @@ impl Registry {
         if argon.is_empty() {
             return Err(fail);
         }
-        let cache_key = (client.id.clone(), digest);
-        if self.argon2_ok.lock().contains(&cache_key) {
-            return Ok(client.clone());
+        for (secret, digest) in readings {
+            if self
+                .argon2_check(&client.id, secret, digest, &argon)
+                .await?
+            {
+                return Ok(client.clone());
+            }
         }
-        let secret = secret.clone();
+        Err(fail)
+    }
+
+    /// One reading against the client's argon2 hashes: the success cache
+    /// first, then a verification on a bounded slot.
+    async fn argon2_check(
+        &self,
+        client_id: &str,
+        secret: &SecretString,
+        digest: [u8; 32],
+        argon: &[Arc<str>],
+    ) -> Result<bool, OAuthError> {
+        let cache_key = (client_id.to_owned(), digest);
+        if self.argon2_ok.lock().contains(&cache_key) {
+            return Ok(true);
+        }
+        let (secret, argon) = (secret.clone(), argon.to_vec());
         // A free slot is taken at once (no timer); else wait a little.
         let slot = match ARGON2_SLOTS.try_acquire() {
             Ok(slot) => Ok(slot),
@@ -471,14 +503,14 @@ impl Registry {
         .await
         .map_err(|_| OAuthError::ServerError("secret verification failed".into()))?;
         if !verified {
-            return Err(fail);
+            return Ok(false);
         }
         let mut cache = self.argon2_ok.lock();
         if cache.len() >= ARGON2_CACHE_MAX {
             cache.clear();
         }
         cache.insert(cache_key);
-        Ok(client.clone())
+        Ok(true)
     }
 }
 
