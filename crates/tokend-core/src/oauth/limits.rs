@@ -323,8 +323,9 @@ impl Core {
         if !self.limits.load().throttle.enabled {
             return self.verify(creds).await;
         }
-        let configured = self.clients().get(&creds.client_id).is_some();
-        let keys = Keys::new(creds, configured);
+        // The store keys (a hash of the id, a few strings) are only built when
+        // needed: a steady caller's success needs none.
+        let keys = || Keys::new(creds, self.clients().get(&creds.client_id).is_some());
         let peer = creds.peer.map(canonical);
         let known_here = peer.is_some_and(|ip| {
             self.known_callers
@@ -337,14 +338,15 @@ impl Core {
                 if let Some(ip) = peer {
                     self.known_callers.forget(&creds.client_id, ip);
                 }
-                self.count_failure(&keys).await;
+                self.count_failure(&keys()).await;
             }
             return r;
         }
+        let keys = keys();
         // One unverified check at a time per address and per client on this
         // replica: the counts it reads are never behind its own checks.
         let _turn = self.guess_locks.lock(&keys).await;
-        if self.precheck(creds, &keys).await?.is_none() {
+        if !self.precheck(creds, &keys).await? {
             return self.verify(creds).await; // the store could not answer: fail open
         }
         let r = self.verify(creds).await;
@@ -366,15 +368,14 @@ impl Core {
         }
     }
 
-    /// Refuses an attempt while its address or client backs off. `Ok(None)`
-    /// when the store cannot answer (the defence fails open); else whether
-    /// the store knows the pair.
-    async fn precheck(&self, creds: &Credentials, keys: &Keys) -> Result<Option<bool>, OAuthError> {
+    /// Refuses an attempt while its address or client backs off. `Ok(false)`
+    /// when the store cannot answer (the defence fails open).
+    async fn precheck(&self, creds: &Credentials, keys: &Keys) -> Result<bool, OAuthError> {
         let scopes = keys.scopes();
         let mut wanted: Vec<String> = scopes.iter().map(|(s, _)| s.block.clone()).collect();
         wanted.extend(keys.known_caller.clone());
         let Some(found) = fail_open(self.store.get_many(&wanted).await) else {
-            return Ok(None);
+            return Ok(false);
         };
         let known_in_store = keys.known_caller.is_some() && found[scopes.len()].is_some();
         let now = now_ms();
@@ -388,7 +389,7 @@ impl Core {
                 return Err(self.refuse(creds, left));
             }
         }
-        Ok(Some(known_in_store))
+        Ok(true)
     }
 
     /// The back-off after `count` attempts: `base` at the threshold, doubling
