@@ -205,6 +205,10 @@ fn info(s: ClientState) -> pb::ClientInfo {
         redirect_uris: c.redirect_uris.clone(),
         claims: (!c.claims.is_empty()).then(|| json_to_struct(c.claims.clone())),
         claims_in_response: c.claims_in_response,
+        client_name: c.name.clone(),
+        subject: c.subject.clone(),
+        introspection: c.introspection.as_str().into(),
+        out_of_band: c.out_of_band,
     }
 }
 

@@ -3,6 +3,7 @@
 //! conversion from [`OAuthError`] to `tonic::Status` (status code by OAuth
 //! error, always with a `google.rpc.ErrorInfo` whose reason is the OAuth code).
 
+use crate::oauth::authorize::USERNAME_CLAIM;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -172,8 +173,13 @@ impl pb::token_service_server::TokenService for TokenService {
             Introspection::Inactive => pb::IntrospectResponse::default(),
             Introspection::Active(t) => {
                 let t = *t;
+                let username = match t.claims.get(USERNAME_CLAIM) {
+                    Some(serde_json::Value::String(u)) => u.clone(),
+                    _ => String::new(),
+                };
                 pb::IntrospectResponse {
                     active: true,
+                    username,
                     scope: t.scope,
                     client_id: t.client_id,
                     sub: t.sub,
@@ -229,6 +235,7 @@ impl pb::authorization_service_server::AuthorizationService for AuthorizationSer
         let info = reply(&rec, self.core.get_authorization(&r.login_challenge).await)?;
         Ok(Response::new(pb::GetAuthorizationResponse {
             client_id: info.client_id,
+            client_name: info.client_name,
             requested_scope: info.requested_scope,
             redirect_uri: info.redirect_uri,
         }))
@@ -249,7 +256,13 @@ impl pb::authorization_service_server::AuthorizationService for AuthorizationSer
         let redirect_to = reply(
             &rec,
             self.core
-                .accept_authorization(&r.login_challenge, &r.subject, &granted, claims)
+                .accept_authorization(
+                    &r.login_challenge,
+                    &r.subject,
+                    &r.username,
+                    &granted,
+                    claims,
+                )
                 .await,
         )?;
         Ok(Response::new(pb::AcceptAuthorizationResponse {

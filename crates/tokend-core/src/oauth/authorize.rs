@@ -41,8 +41,10 @@ use tokend_token::opaque;
 /// Largest `state` accepted, in bytes as sent (percent-encoded): it travels
 /// inside the sealed challenge, which bounds the challenge's size.
 const MAX_STATE_LEN: usize = 512;
-/// Longest `subject` the login app may set.
+/// Longest `subject` (and `username`) the login app may set.
 const MAX_SUBJECT_LEN: usize = 255;
+/// The claim carrying the login app's `username` (RFC 7662 names it so).
+pub const USERNAME_CLAIM: &str = "username";
 
 /// A validated authorization request waiting for the login app.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +79,8 @@ struct CodeGrant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationInfo {
     pub client_id: String,
+    /// The client's display name (empty when unset).
+    pub client_name: String,
     pub requested_scope: Vec<String>,
     pub redirect_uri: String,
 }
@@ -454,8 +458,14 @@ impl Core {
         challenge: &str,
     ) -> Result<AuthorizationInfo, OAuthError> {
         let p = self.pending(challenge).await?;
+        let client_name = self
+            .clients()
+            .get(&p.client_id)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
         Ok(AuthorizationInfo {
             client_id: p.client_id,
+            client_name,
             requested_scope: p.scope,
             redirect_uri: p.redirect_uri,
         })
@@ -463,15 +473,31 @@ impl Core {
 
     /// Login app: the user `subject` consents to `granted_scope` (a subset of
     /// the requested scope; empty = all of it). `claims` are added to the
-    /// access tokens. Returns where to send the browser: the client's
+    /// access tokens, and a non-empty `username` (the name the user logged in
+    /// with) becomes their `username` claim, which introspection returns as
+    /// RFC 7662 `username`. Returns where to send the browser: the client's
     /// redirect URI with `code` and `state`. A challenge is answered once.
     pub async fn accept_authorization(
         &self,
         challenge: &str,
         subject: &str,
+        username: &str,
         granted_scope: &[String],
-        claims: Map<String, Value>,
+        mut claims: Map<String, Value>,
     ) -> Result<String, OAuthError> {
+        if !username.is_empty() {
+            if username.len() > MAX_SUBJECT_LEN || username.chars().any(char::is_control) {
+                return Err(OAuthError::invalid_request(
+                    "username must be at most 255 characters without control characters",
+                ));
+            }
+            if claims.contains_key(USERNAME_CLAIM) {
+                return Err(OAuthError::invalid_request(
+                    "give the username in `username` or in `claims`, not both",
+                ));
+            }
+            claims.insert(USERNAME_CLAIM.into(), Value::String(username.to_owned()));
+        }
         if subject.is_empty() || subject.len() > MAX_SUBJECT_LEN {
             return Err(OAuthError::invalid_request(
                 "subject must be 1 to 255 characters",

@@ -100,7 +100,51 @@ pub struct ClientConfig {
     /// Overrides `[rate_limit] burst` for this client.
     #[serde(default)]
     pub rate_limit_burst: Option<u32>,
+    /// Display name a login app shows on its consent page.
+    #[serde(default)]
+    pub client_name: Option<String>,
+    /// The `sub` of this client's client_credentials tokens (default: the
+    /// client_id).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// What this client may introspect: `"own"` (tokens issued to it),
+    /// `"audience"` (its own, and tokens whose `aud` names one of its
+    /// `audience` values; the default) or `"any"`.
+    #[serde(default)]
+    pub introspection: Option<String>,
+    /// The authorization-code flow may end on tokend's out-of-band page
+    /// (`redirect_uri=urn:ietf:wg:oauth:2.0:oob`), which shows the code to
+    /// copy instead of redirecting: for command-line tools.
+    #[serde(default)]
+    pub out_of_band: bool,
 }
+
+/// Which tokens a client may introspect (`introspection` in its block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntrospectionPolicy {
+    /// Only tokens issued to the client itself.
+    Own,
+    /// Its own tokens, and tokens whose `aud` includes one of the client's
+    /// `audience` values (a resource server): the default, because a token's
+    /// audience already sees the token.
+    #[default]
+    Audience,
+    /// Any token (tokend's behaviour before the setting existed).
+    Any,
+}
+
+impl IntrospectionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Own => "own",
+            Self::Audience => "audience",
+            Self::Any => "any",
+        }
+    }
+}
+
+/// The `redirect_uri` of the out-of-band flow (the code is shown on a page).
+pub const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
 
 fn de_opt_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     crate::de::de_f64(d).map(Some)
@@ -189,6 +233,12 @@ pub struct Client {
     /// Per-client rate limit overrides; `None` uses the `[rate_limit]` default.
     pub rate_limit_per_sec: Option<f64>,
     pub rate_limit_burst: Option<u32>,
+    /// Display name for login apps (empty when unset).
+    pub name: String,
+    /// `sub` of client_credentials tokens.
+    pub subject: String,
+    pub introspection: IntrospectionPolicy,
+    pub out_of_band: bool,
 }
 
 impl Client {
@@ -251,8 +301,41 @@ impl ClientConfig {
         if auth_method == AuthMethod::None && grant_types.contains(&GrantType::ClientCredentials) {
             errs.push("grant_types: a public client cannot use client_credentials".into());
         }
-        if grant_types.contains(&GrantType::AuthorizationCode) && self.redirect_uris.is_empty() {
-            errs.push("redirect_uris: required for the authorization_code grant".into());
+        if grant_types.contains(&GrantType::AuthorizationCode)
+            && self.redirect_uris.is_empty()
+            && !self.out_of_band
+        {
+            errs.push(
+                "redirect_uris: required for the authorization_code grant (or out_of_band = true)"
+                    .into(),
+            );
+        }
+        if self.out_of_band && !grant_types.contains(&GrantType::AuthorizationCode) {
+            errs.push("out_of_band: only for clients with the authorization_code grant".into());
+        }
+        let introspection = match self.introspection.as_deref() {
+            None | Some("audience") => IntrospectionPolicy::Audience,
+            Some("own") => IntrospectionPolicy::Own,
+            Some("any") => IntrospectionPolicy::Any,
+            Some(other) => {
+                errs.push(format!(
+                    "introspection: {other:?} is not one of own, audience, any"
+                ));
+                IntrospectionPolicy::Audience
+            }
+        };
+        if let Some(n) = &self.client_name
+            && (n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control))
+        {
+            errs.push("client_name: must be 1 to 100 characters without control characters".into());
+        }
+        if let Some(s) = &self.subject {
+            if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
+                errs.push("subject: must be 1 to 255 characters without control characters".into());
+            }
+            if !grant_types.contains(&GrantType::ClientCredentials) {
+                errs.push("subject: only for clients with the client_credentials grant".into());
+            }
         }
         for (i, s) in self.scopes.iter().enumerate() {
             if !scope::is_scope_token(s) {
@@ -303,6 +386,13 @@ impl ClientConfig {
             claims_in_response: self.claims_in_response,
             rate_limit_per_sec: self.rate_limit_per_sec,
             rate_limit_burst: self.rate_limit_burst,
+            name: self.client_name.clone().unwrap_or_default(),
+            subject: self
+                .subject
+                .clone()
+                .unwrap_or_else(|| self.client_id.clone()),
+            introspection,
+            out_of_band: self.out_of_band,
         })
     }
 }

@@ -94,7 +94,7 @@ impl Core {
         self.mint(Grant {
             client,
             grant_type: GrantType::ClientCredentials,
-            subject: client.id.clone(),
+            subject: client.subject.clone(),
             scope,
             audience,
             gid: None,
