@@ -47,6 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             subject,
             granted_scope: vec![], // empty: everything that was asked
             claims: None,
+            username: String::new(),
         })
         .await?
         .into_inner();

@@ -83,6 +83,7 @@ async fn pkce_flow_end_to_end() {
             subject: "user-42".into(),
             granted_scope: vec!["orders:read".into()],
             claims: Some(claims),
+            username: "Ada Lovelace".into(),
         })
         .await
         .unwrap()
@@ -113,6 +114,9 @@ async fn pkce_flow_end_to_end() {
     let i = app.introspect(&access).await;
     assert_eq!(i["active"], true);
     assert_eq!(i["sub"], "user-42");
+    // Issue 18 item 4: the login app's username is RFC 7662 `username`.
+    assert_eq!(i["username"], "Ada Lovelace");
+    assert_eq!(claims["username"], "Ada Lovelace");
 
     // Introspection of the refresh token, with and without the hint: active
     // to the client it was issued to, inactive to anyone else (issue 14,
@@ -1021,8 +1025,7 @@ async fn only_the_login_app_may_answer_login_challenges() {
     let accept_as = |user: &str| AcceptAuthorizationRequest {
         login_challenge: ch.clone(),
         subject: user.into(),
-        granted_scope: vec![],
-        claims: None,
+        ..Default::default()
     };
     let mut anonymous = AuthorizationServiceClient::new(app.grpc_channel().await);
     let err = anonymous

@@ -79,6 +79,7 @@ impl ConfigBuilder {
                 client_id = "resource-server"
                 secret_hashes = [(hash.as_str())]
                 grant_types = ["client_credentials"]
+                introspection = "any"
             },
         ] {
             b = b.client(client);

@@ -99,6 +99,7 @@ pub async fn accept(
             subject: subject.into(),
             granted_scope: scope.iter().map(|s| s.to_string()).collect(),
             claims: None,
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().redirect_to)
