@@ -20,6 +20,7 @@ mod introspection;
 mod keys;
 mod lifecycle;
 mod ops;
+mod partner_compat;
 mod process;
 mod redis_store;
 mod redis_tls;

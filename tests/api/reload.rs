@@ -34,6 +34,7 @@ fn clients_toml(secrets: &[&str]) -> String {
         toml::toml! {
             client_id = "resource-server"
             secret_hashes = [(introspector.as_str())]
+            introspection = "any"
         },
     ])
 }

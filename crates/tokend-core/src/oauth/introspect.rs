@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::client::Credentials;
+use super::client::{Client, Credentials, IntrospectionPolicy};
 use super::error::OAuthError;
 use super::refresh::{refresh_gid, revoked_gid_key};
 use super::{Core, lifecycle, now_unix};
@@ -81,7 +81,14 @@ impl ActiveToken {
             exp: r.exp,
             iat: None,
             nbf: None,
-            claims: serde_json::Map::new(),
+            claims: r
+                .username
+                .map(|u| {
+                    let mut m = serde_json::Map::new();
+                    m.insert(super::authorize::USERNAME_CLAIM.into(), u.into());
+                    m
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -117,6 +124,17 @@ impl ActiveToken {
             }
         }
         o
+    }
+}
+
+/// Whether `caller` may see `claims` under its `introspection` policy.
+fn may_introspect(caller: &Client, claims: &AccessClaims) -> bool {
+    match caller.introspection {
+        IntrospectionPolicy::Any => true,
+        IntrospectionPolicy::Own => claims.client_id == caller.id,
+        IntrospectionPolicy::Audience => {
+            claims.client_id == caller.id || claims.aud.iter().any(|a| caller.audience.contains(a))
+        }
     }
 }
 
@@ -168,6 +186,13 @@ impl Core {
                 return Ok(Introspection::Inactive);
             }
         };
+        if !may_introspect(&caller, &claims) {
+            // Answered exactly like a dead token: a different error would
+            // tell the caller that the token is valid (issue 18, item 3).
+            self.enforce_rate_limit(&caller).await?;
+            tracing::debug!(client_id = %caller.id, "token outside the caller's introspection policy");
+            return Ok(Introspection::Inactive);
+        }
         // The rate limit's store call and the revocation read go out
         // together: on Redis both ride the same multiplexed connection in
         // one write, so introspection costs one round trip with or without
@@ -335,6 +360,7 @@ mod tests {
             sub: "alice".into(),
             scope: vec![],
             exp: None,
+            username: None,
         })
         .to_json();
         let mut keys: Vec<&str> = refresh.keys().map(String::as_str).collect();

@@ -66,6 +66,8 @@ pub struct RefreshInfo {
     pub sub: String,
     pub scope: Vec<String>,
     pub exp: Option<i64>,
+    /// The login app's `username`, when it gave one.
+    pub username: Option<String>,
 }
 
 fn family_key(gid: &str) -> String {
@@ -325,11 +327,16 @@ impl Core {
         if !ct_eq(&f.current, &opaque::digest(token)) || f.exp.is_some_and(|e| e <= now_unix()) {
             return Ok(None);
         }
+        let username = match f.claims.get(super::authorize::USERNAME_CLAIM) {
+            Some(Value::String(u)) => Some(u.clone()),
+            _ => None,
+        };
         Ok(Some(RefreshInfo {
             client_id: f.client_id,
             sub: f.sub,
             scope: f.scope,
             exp: f.exp,
+            username,
         }))
     }
 
