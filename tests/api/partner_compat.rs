@@ -66,10 +66,18 @@ async fn introspection_policy_own_audience_any() {
         r.client_id = client.into();
         r
     };
-    let r = grpc.introspect(ask("orders-api")).await.unwrap().into_inner();
+    let r = grpc
+        .introspect(ask("orders-api"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(r.active);
     assert_eq!(r.client_id, "orders-service");
-    let r = grpc.introspect(ask("basic-only")).await.unwrap().into_inner();
+    let r = grpc
+        .introspect(ask("basic-only"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r, Default::default(), "inactive is the empty message");
     app.stop().await;
 }
