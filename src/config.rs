@@ -91,6 +91,10 @@ pub struct HttpSettings {
     /// Largest request body accepted on the OAuth endpoints.
     #[serde(deserialize_with = "de_num")]
     pub max_body_bytes: u64,
+    /// Serves the OAuth endpoints and the discovery documents under this
+    /// path as well (`"/apis/v2"` → `/apis/v2/oauth/token`), and discovery
+    /// advertises the prefixed URLs. Empty: none.
+    pub path_prefix: String,
 }
 
 impl Default for HttpSettings {
@@ -98,7 +102,33 @@ impl Default for HttpSettings {
         Self {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 64 * 1024,
+            path_prefix: String::new(),
         }
+    }
+}
+
+/// `http.path_prefix`: empty, or `/segment[/segment...]` of URL-safe path
+/// characters, without a trailing `/`, `.` or `..` segments.
+fn check_path_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let ok = prefix.len() <= 200
+        && prefix.starts_with('/')
+        && prefix[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "http.path_prefix: {prefix:?} must be empty or like \"/apis/v2\": starting with '/', no trailing '/', segments of letters, digits, '-', '.', '_', '~' (at most 200 characters)"
+        ))
     }
 }
 
@@ -546,6 +576,9 @@ impl Config {
             p.push(e);
         }
         let http_listen = listen_addr("http.listen", &self.http.listen, p);
+        if let Err(e) = check_path_prefix(&self.http.path_prefix) {
+            p.push(e);
+        }
         let grpc_listen = listen_addr("grpc.listen", &self.grpc.listen, p);
         let admin = match &self.admin.listen {
             Some(addr) => {
@@ -688,6 +721,7 @@ impl Config {
                 login_url: self.authorization.login_url.clone(),
                 challenge_ttl: secs(self.authorization.challenge_ttl_secs),
                 scopes_supported: self.discovery.scopes_supported.clone(),
+                path_prefix: self.http.path_prefix.clone(),
             },
             http_listen,
             max_body_bytes: size(self.http.max_body_bytes),
@@ -782,7 +816,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         http,
         HttpSettings {
             listen,
-            max_body_bytes
+            max_body_bytes,
+            path_prefix
         }
     );
     section!(
@@ -983,6 +1018,16 @@ mod tests {
             assert!(p.iter().any(|p| p.starts_with("issuer: ")), "{bad}: {p:?}");
         }
         assert!(problems(&[("TOKEND_ISSUER", "https://auth.example/tenant")]).is_empty());
+        for bad in ["apis", "/apis/", "/a//b", "/a/../b", "/a b", "/a?x", "//x"] {
+            let p = problems(&[("TOKEND_HTTP_PATH_PREFIX", bad)]);
+            assert!(
+                p.iter().any(|p| p.starts_with("http.path_prefix: ")),
+                "{bad}: {p:?}"
+            );
+        }
+        for good in ["", "/apis/v2", "/api", "/a.b/c-d_e~f"] {
+            assert!(problems(&[("TOKEND_HTTP_PATH_PREFIX", good)]).is_empty(), "{good}");
+        }
         let hash = tokend_core::oauth::client::SecretHash::sha256_of("s");
         let p = problems(&[("TOKEND_ADMIN_TOKEN_HASH", hash.as_str())]);
         assert!(

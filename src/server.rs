@@ -265,6 +265,13 @@ impl Server {
             request_limits,
             http::error_response,
         ));
+        // Before routing (so outside the router): the path prefix and a
+        // trailing slash are removed.
+        let app = axum::Router::new().fallback_service(
+            tower::ServiceBuilder::new()
+                .map_request(http::canonical_path(boot.oauth.path_prefix.as_str().into()))
+                .service(app),
+        );
         let http_conns = listen::accept(
             http_listener,
             opts.clone(),

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::access::RequestRecord;
 use super::routes;
 use crate::health::Readiness;
+use crate::oauth::oob::OobPage;
 use crate::oauth::params::Params;
 use crate::oauth::{
     Core, Credentials, Introspection, OAuthError, PresentedVia, TokenRequest, scope,
@@ -37,6 +38,7 @@ pub fn router(state: HttpState) -> Router {
     let probes = probes(state.readiness.clone());
     Router::new()
         .route(routes::AUTHORIZE, get(authorize))
+        .route(routes::OOB, get(out_of_band))
         .route(routes::TOKEN, post(token))
         .route(routes::INTROSPECT, post(introspect))
         .route(routes::REVOKE, post(revoke))
@@ -44,6 +46,40 @@ pub fn router(state: HttpState) -> Router {
         .route(routes::JWKS, get(jwks))
         .with_state(state)
         .merge(probes)
+}
+
+/// Request rewriting applied before routing: the `[http] path_prefix` (when
+/// the path starts with it) and one trailing `/` are removed, so
+/// `/apis/v2/oauth/token/` is routed, labelled and logged as `/oauth/token`.
+/// Partners integrate against fixed URLs, some with a trailing slash.
+pub fn canonical_path(prefix: Arc<str>) -> impl Fn(Request) -> Request + Clone {
+    move |mut req: Request| {
+        let path = req.uri().path();
+        let mut p = path;
+        if !prefix.is_empty()
+            && let Some(rest) = p.strip_prefix(&*prefix)
+            && rest.starts_with('/')
+        {
+            p = rest;
+        }
+        if p.len() > 1 {
+            p = p.strip_suffix('/').unwrap_or(p);
+        }
+        if p.len() != path.len() {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p.to_owned(),
+            };
+            let mut parts = req.uri().clone().into_parts();
+            if let Ok(pq) = pq.parse() {
+                parts.path_and_query = Some(pq);
+                if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                    *req.uri_mut() = uri;
+                }
+            }
+        }
+        req
+    }
 }
 
 /// `GET /healthz` (liveness: the process answers) and `GET /readyz`
@@ -315,6 +351,78 @@ async fn authorize(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
+}
+
+/// `GET /oauth/oob`: the out-of-band page (see `oauth::oob`). Plain HTML,
+/// no scripts, styles or other resources, and a policy that allows none.
+async fn out_of_band(
+    State(s): State<HttpState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    let page = s
+        .core
+        .out_of_band_page(query.as_deref().unwrap_or(""))
+        .await?;
+    let (status, body) = match page {
+        OobPage::Code {
+            code,
+            client_name,
+            expires_in,
+        } => (
+            StatusCode::OK,
+            format!(
+                "<h1>Your authorization code</h1>\n<p>Copy this code into {}. It works once, within {expires_in} seconds, and this page will not show it again.</p>\n<p><output><code>{}</code></output></p>",
+                html_escape(&client_name),
+                html_escape(&code)
+            ),
+        ),
+        OobPage::Refused { error } => (
+            StatusCode::OK,
+            format!(
+                "<h1>Authorization refused</h1>\n<p>The request was not approved (<code>{error}</code>). You can close this page.</p>"
+            ),
+        ),
+        OobPage::Gone => (
+            StatusCode::BAD_REQUEST,
+            "<h1>Nothing to show</h1>\n<p>This code was already shown, has expired, or never existed. Start again from your tool.</p>".to_owned(),
+        ),
+    };
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>tokend</title></head>\n<body>\n{body}\n</body>\n</html>\n"
+    );
+    let mut res = (status, html).into_response();
+    let h = res.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::PRAGMA, "no-cache"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    Ok(res)
+}
+
+/// Text for an HTML element's content or a quoted attribute.
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 async fn token(State(s): State<HttpState>, req: Request) -> Result<Response, HttpError> {

@@ -2,7 +2,9 @@
 //! from here and the access layer its bounded `endpoint` labels, so a route
 //! cannot be served without a label or labelled without being served.
 
-pub use tokend_core::oauth::endpoints::{AUTHORIZE, INTROSPECT, JWKS, METADATA, REVOKE, TOKEN};
+pub use tokend_core::oauth::endpoints::{
+    AUTHORIZE, INTROSPECT, JWKS, METADATA, OOB, REVOKE, TOKEN,
+};
 
 /// Liveness.
 pub const HEALTHZ: &str = "/healthz";
@@ -13,7 +15,7 @@ pub const METRICS: &str = "/metrics";
 
 /// Every path, OAuth endpoints first.
 pub const ALL: &[&str] = &[
-    TOKEN, INTROSPECT, REVOKE, AUTHORIZE, METADATA, JWKS, HEALTHZ, READYZ, METRICS,
+    TOKEN, INTROSPECT, REVOKE, AUTHORIZE, OOB, METADATA, JWKS, HEALTHZ, READYZ, METRICS,
 ];
 
 /// Paths polled by machines (probes, scrapers): logged at debug.

@@ -30,11 +30,11 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
-use super::client::{Client, GrantType};
+use super::client::{Client, GrantType, OOB_REDIRECT_URI};
 use super::error::OAuthError;
 use super::grant::{Grant, TokenRequest, TokenResponse};
 use super::params::{self, Params};
-use super::{Core, scope};
+use super::{Core, oob, scope};
 use tokend_token::jwt::RESERVED_CLAIMS;
 use tokend_token::opaque;
 
@@ -222,7 +222,7 @@ fn is_description(s: &str) -> bool {
 }
 
 /// Error codes the login app may pass to `RejectAuthorization` (RFC 6749 4.1.2.1).
-const REJECT_ERRORS: &[&str] = &[
+pub(crate) const REJECT_ERRORS: &[&str] = &[
     "access_denied",
     "invalid_request",
     "invalid_scope",
@@ -284,6 +284,7 @@ impl Core {
         };
         // Exact string comparison: no prefix, suffix, case or port games.
         let redirect_uri = match get("redirect_uri") {
+            Some(u) if client.out_of_band && oob::is_oob(u) => OOB_REDIRECT_URI.to_owned(),
             Some(u) => match client.redirect_uris.iter().find(|r| r.as_str() == u) {
                 Some(r) => r.clone(),
                 None => {
@@ -293,9 +294,25 @@ impl Core {
                 }
             },
             None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+            None if client.redirect_uris.is_empty() && client.out_of_band => {
+                OOB_REDIRECT_URI.to_owned()
+            }
             None => return Err(OAuthError::invalid_request("redirect_uri is required")),
         };
         let state = raw_state.as_deref().filter(|s| s.len() <= MAX_STATE_LEN);
+        if oob::is_oob(&redirect_uri) {
+            // No redirect URI to carry an error: it is shown to the user.
+            if raw_state
+                .as_deref()
+                .is_some_and(|s| s.len() > MAX_STATE_LEN)
+            {
+                return Err(OAuthError::invalid_request(format!(
+                    "state is too long (at most {MAX_STATE_LEN} bytes as sent)"
+                )));
+            }
+            let pending = self.check_authorize(client, &query, &redirect_uri, state)?;
+            return self.login_redirect(&pending);
+        }
         let refuse = |e: OAuthError| {
             tracing::debug!(client_id = %client.id, error = e.code(), "authorization request refused");
             error_redirect(
@@ -318,20 +335,23 @@ impl Core {
             Ok(p) => p,
             Err(e) => return Ok(refuse(e)),
         };
+        match self.login_redirect(&pending) {
+            Ok(to) => Ok(to),
+            Err(e) => Ok(refuse(e)),
+        }
+    }
+
+    /// The login app's URL carrying `pending` sealed as the challenge.
+    fn login_redirect(&self, pending: &Pending) -> Result<String, OAuthError> {
         let Some(login_url) = &self.settings.login_url else {
             // Config validation prevents this; answer like any server error.
-            return Ok(refuse(OAuthError::ServerError(
-                "no login app is configured".into(),
-            )));
+            return Err(OAuthError::ServerError("no login app is configured".into()));
         };
-        let challenge = match to_json(&pending).and_then(|plain| {
+        let challenge = to_json(pending).and_then(|plain| {
             self.keys()
                 .seal(&plain)
                 .ok_or_else(|| OAuthError::ServerError("could not seal the login challenge".into()))
-        }) {
-            Ok(c) => c,
-            Err(e) => return Ok(refuse(e)),
-        };
+        })?;
         Ok(with_query(login_url, &[("login_challenge", &challenge)]))
     }
 
@@ -542,6 +562,9 @@ impl Core {
                 Some(self.settings.code_ttl),
             )
             .await?;
+        if oob::is_oob(&p.redirect_uri) {
+            return self.oob_ticket(&code, &grant.client_id).await;
+        }
         // RFC 9207: the client can tell which server answered (mix-up).
         Ok(response_redirect(
             &p.redirect_uri,
@@ -583,6 +606,9 @@ impl Core {
         } else {
             description
         };
+        if oob::is_oob(&p.redirect_uri) {
+            return Ok(self.oob_refused(error));
+        }
         Ok(error_redirect(
             &p.redirect_uri,
             &self.settings.issuer,

@@ -4,6 +4,8 @@
 
 /// RFC 6749 3.1 authorization endpoint.
 pub const AUTHORIZE: &str = "/oauth/authorize";
+/// The out-of-band page showing a code to copy (issue 18; `oob` module).
+pub const OOB: &str = "/oauth/oob";
 /// RFC 6749 3.2 token endpoint.
 pub const TOKEN: &str = "/oauth/token";
 /// RFC 7662 introspection endpoint.

@@ -16,6 +16,7 @@ pub mod grant;
 pub mod introspect;
 pub mod lifecycle;
 pub mod limits;
+pub mod oob;
 pub mod params;
 pub mod refresh;
 pub mod scope;
@@ -49,6 +50,20 @@ pub struct Settings {
     pub challenge_ttl: Duration,
     /// `scopes_supported` in the metadata; empty leaves it out.
     pub scopes_supported: Vec<String>,
+    /// `[http] path_prefix`: the OAuth endpoints are served (and advertised)
+    /// under it. Empty, or `/a/b` without a trailing `/`.
+    pub path_prefix: String,
+}
+
+impl Settings {
+    /// The public URL of the HTTP endpoint `path` (one of [`endpoints`]).
+    pub fn endpoint_url(&self, path: &str) -> String {
+        format!(
+            "{}{}{path}",
+            self.issuer.trim_end_matches('/'),
+            self.path_prefix
+        )
+    }
 }
 
 /// The token service core, shared by both transports. Clients and keys sit
@@ -134,7 +149,7 @@ impl Core {
 
     /// RFC 8414 authorization server metadata.
     pub fn metadata(&self) -> serde_json::Value {
-        let iss = self.settings.issuer.trim_end_matches('/');
+        let url = |path| self.settings.endpoint_url(path);
         let auth_methods = ["client_secret_basic", "client_secret_post"];
         // Public clients (`none`) authenticate at the token and revocation
         // endpoints by client_id alone; introspection needs a secret.
@@ -142,11 +157,11 @@ impl Core {
         let grant_types: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
         let mut meta = serde_json::json!({
             "issuer": self.settings.issuer,
-            "authorization_endpoint": format!("{iss}{}", endpoints::AUTHORIZE),
-            "token_endpoint": format!("{iss}{}", endpoints::TOKEN),
-            "introspection_endpoint": format!("{iss}{}", endpoints::INTROSPECT),
-            "revocation_endpoint": format!("{iss}{}", endpoints::REVOKE),
-            "jwks_uri": format!("{iss}{}", endpoints::JWKS),
+            "authorization_endpoint": url(endpoints::AUTHORIZE),
+            "token_endpoint": url(endpoints::TOKEN),
+            "introspection_endpoint": url(endpoints::INTROSPECT),
+            "revocation_endpoint": url(endpoints::REVOKE),
+            "jwks_uri": url(endpoints::JWKS),
             "grant_types_supported": grant_types,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
