@@ -1026,7 +1026,10 @@ mod tests {
             );
         }
         for good in ["", "/apis/v2", "/api", "/a.b/c-d_e~f"] {
-            assert!(problems(&[("TOKEND_HTTP_PATH_PREFIX", good)]).is_empty(), "{good}");
+            assert!(
+                problems(&[("TOKEND_HTTP_PATH_PREFIX", good)]).is_empty(),
+                "{good}"
+            );
         }
         let hash = tokend_core::oauth::client::SecretHash::sha256_of("s");
         let p = problems(&[("TOKEND_ADMIN_TOKEN_HASH", hash.as_str())]);

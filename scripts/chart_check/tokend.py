@@ -20,7 +20,7 @@ from .report import expect
 # in the ConfigMap.
 TOKEND_KEYS = {
     "": {"issuer", "clients_file"},
-    "http": {"listen", "max_body_bytes"},
+    "http": {"listen", "max_body_bytes", "path_prefix"},
     "grpc": {"listen"},
     "store": {"url", "key_prefix", "timeout_ms", "tls_ca_file", "tls_cert_file", "tls_key_file", "allow_eviction"},
     "tokens": {"access_ttl_secs", "refresh_ttl_secs", "code_ttl_secs", "leeway_secs"},
