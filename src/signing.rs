@@ -46,6 +46,12 @@ pub fn key_from_file(alg: Algorithm, path: &Path) -> anyhow::Result<SigningKey> 
         .with_context(|| format!("{}: invalid {alg} key", path.display()))
 }
 
+/// Reads a previous key, of whatever supported algorithm its type says.
+pub fn previous_key_from_file(path: &Path) -> anyhow::Result<SigningKey> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    SigningKey::from_pem_any(&text).with_context(|| format!("{}: invalid key", path.display()))
+}
+
 impl SigningSettings {
     /// The key set the files name; `Ok(None)` without `key_file` (the server
     /// then makes an ephemeral key). Problems name the key at fault.
@@ -62,7 +68,7 @@ impl SigningSettings {
             .iter()
             .enumerate()
             .filter_map(|(i, k)| {
-                key_from_file(alg, k)
+                previous_key_from_file(k)
                     .map_err(|e| problems.push(format!("signing.previous_key_files[{i}]: {e:#}")))
                     .ok()
             })

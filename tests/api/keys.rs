@@ -83,3 +83,50 @@ async fn rotation_keeps_old_tokens_valid_through_previous_key_files() {
     assert_eq!(dropped.introspect(&old_token).await["active"], false);
     assert_eq!(dropped.introspect(&new_token).await["active"], true);
 }
+
+/// Issue 18 item 5: moving from RS256 to ES256, the RS256 key stays a
+/// previous key and its tokens keep verifying; the JWKS and discovery carry
+/// both algorithms.
+#[tokio::test]
+async fn previous_keys_may_be_of_another_algorithm() {
+    let dir = TempDir::new().unwrap();
+    let rsa = key_file(dir.path(), "rsa.pem", Algorithm::RS256);
+    let ec = key_file(dir.path(), "ec.pem", Algorithm::ES256);
+    let ed = key_file(dir.path(), "ed.pem", Algorithm::EdDSA);
+    let before = TestApp::start(&ConfigBuilder::memory().signing_key("RS256", &rsa)).await;
+    let rs_token = before.access_token("orders-service").await;
+    before.stop().await;
+
+    let after = TestApp::start(&ConfigBuilder::memory().signing_key("ES256", &ec).set(
+        "signing.previous_key_files",
+        vec![rsa.to_str().unwrap(), ed.to_str().unwrap()],
+    ))
+    .await;
+    let es_token = after.access_token("orders-service").await;
+    assert_eq!(jwt_parts(&es_token).0["alg"], "ES256");
+    let set = jwks(&after).await;
+    assert_eq!(set.keys.len(), 3);
+    verify_with(&set, &rs_token, jsonwebtoken::Algorithm::RS256);
+    verify_with(&set, &es_token, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(after.introspect(&rs_token).await["active"], true);
+    assert_eq!(after.introspect(&es_token).await["active"], true);
+    let meta = after
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert_eq!(
+        meta["access_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "EdDSA", "RS256"])
+    );
+    // The RS256 token cannot be replayed under the new key's algorithm: the
+    // key pins it (an ES256 header on the RSA kid is refused).
+    let (mut header, _) = jwt_parts(&rs_token);
+    header["alg"] = "ES256".into();
+    let b64 = |v: &serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let parts: Vec<&str> = rs_token.split('.').collect();
+    let forged = format!("{}.{}.{}", b64(&header), parts[1], parts[2]);
+    assert_eq!(after.introspect(&forged).await["active"], false);
+    after.stop().await;
+}

@@ -131,6 +131,28 @@ impl SigningKey {
         Self::from_pair(alg, pair, der)
     }
 
+    /// Parses a private key PEM of any supported algorithm, which the key
+    /// type decides (RSA: RS256, P-256: ES256, Ed25519: EdDSA): previous
+    /// keys may be of another algorithm than the active one, so a move from
+    /// RS256 to ES256 keeps the old tokens verifying through the overlap.
+    pub fn from_pem_any(pem_text: &[u8]) -> anyhow::Result<Self> {
+        let mut specific = None;
+        for alg in Algorithm::ALL {
+            match Self::from_pem(alg, pem_text) {
+                Ok(k) => return Ok(k),
+                // "not a PEM file" / "not an RSA private key": try the next;
+                // anything else (a short RSA key) is this key's own problem.
+                Err(e) if e.to_string().starts_with("not a") => {}
+                Err(e) => specific = Some(e),
+            }
+        }
+        Err(specific.unwrap_or_else(|| {
+            anyhow::anyhow!(
+                "not an RSA (PKCS#1 or PKCS#8), P-256 or Ed25519 (PKCS#8) private key PEM"
+            )
+        }))
+    }
+
     /// A fresh random key (ephemeral keys and `tokend keygen`).
     pub fn generate(alg: Algorithm) -> anyhow::Result<Self> {
         Self::from_pem(alg, generate_pem(alg)?.as_bytes())
@@ -371,6 +393,19 @@ mod tests {
         // Another deployment's key of the same algorithm: refused.
         let other = KeySet::new(SigningKey::generate(Algorithm::ES256).unwrap(), vec![]);
         assert_eq!(other.open(&sealed), None);
+    }
+
+    #[test]
+    fn any_algorithm_is_detected_from_the_key() {
+        for alg in Algorithm::ALL {
+            let pem_text = generate_pem(alg).unwrap();
+            let k = SigningKey::from_pem_any(pem_text.as_bytes()).unwrap();
+            assert_eq!(k.alg(), alg);
+        }
+        let err = SigningKey::from_pem_any(b"garbage")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("private key PEM"), "{err}");
     }
 
     #[test]
