@@ -42,6 +42,8 @@ fn claims(now: i64) -> AccessClaims {
         scope: "orders:read orders:write".into(),
         sid: None,
         legacy_iat_ms: None,
+        act: None,
+        chain: Vec::new(),
         extra: extra.as_object().cloned().unwrap_or_default(),
     }
 }

@@ -160,7 +160,7 @@ proptest! {
         let keys = KeySet::new(SigningKey::generate(Algorithm::ES256).unwrap(), vec![]);
         let claims = jwt::AccessClaims {
             iss: "https://tokend.test".into(), sub: "s".into(), aud: vec![], exp: 100, iat: 0, nbf: 0,
-            jti: "j".into(), client_id: "c".into(), scope: String::new(), sid: None, legacy_iat_ms: None,
+            jti: "j".into(), client_id: "c".into(), scope: String::new(), sid: None, legacy_iat_ms: None, act: None, chain: Vec::new(),
             extra: serde_json::Map::new(),
         };
         let token = jwt::mint(keys.active(), &claims).unwrap();
@@ -181,12 +181,14 @@ proptest! {
         grant_type in nasty(), client_id in nasty(), secret in proptest::option::of(nasty()),
         scope in proptest::collection::vec(nasty(), 0..4), audience in proptest::collection::vec(nasty(), 0..3),
         code in proptest::option::of(nasty()), refresh in proptest::option::of(nasty()),
+        subject in proptest::option::of(nasty()), subject_type in proptest::option::of(nasty()),
         via in prop_oneof![Just(PresentedVia::Basic), Just(PresentedVia::Body), Just(PresentedVia::Grpc)],
     ) {
         let core = core();
         let creds = Credentials { client_id, secret: secret.map(SecretString::from), secret_alt: None, via, peer: None };
         let req = TokenRequest {
             grant_type, scope, audience, code, redirect_uri: None, code_verifier: None, refresh_token: refresh,
+            subject_token: subject, subject_token_type: subject_type, ..Default::default()
         };
         match rt().block_on(core.token(&creds, req)) {
             Ok(t) => prop_assert!(t.access_token.split('.').count() == 3),

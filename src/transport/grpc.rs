@@ -138,11 +138,21 @@ impl pb::token_service_server::TokenService for TokenService {
                 .iter()
                 .flat_map(|s| crate::oauth::scope::split(s))
                 .collect(),
-            audience: r.audience.into_iter().filter(|a| !a.is_empty()).collect(),
+            audience: r
+                .audience
+                .into_iter()
+                .chain(r.resource)
+                .filter(|a| !a.is_empty())
+                .collect(),
             code: non_empty(r.code),
             redirect_uri: non_empty(r.redirect_uri),
             code_verifier: non_empty(r.code_verifier),
             refresh_token: non_empty(r.refresh_token),
+            subject_token: non_empty(r.subject_token),
+            subject_token_type: non_empty(r.subject_token_type),
+            actor_token: non_empty(r.actor_token),
+            actor_token_type: non_empty(r.actor_token_type),
+            requested_token_type: non_empty(r.requested_token_type),
         };
         let t = reply(&rec, self.core.token(&creds, req).await)?;
         Ok(Response::new(pb::IssueResponse {
@@ -152,6 +162,7 @@ impl pb::token_service_server::TokenService for TokenService {
             scope: t.scope,
             refresh_token: t.refresh_token.unwrap_or_default(),
             claims: (!t.extra.is_empty()).then(|| json_to_struct(t.extra)),
+            issued_token_type: t.issued_token_type.unwrap_or_default().to_owned(),
         }))
     }
 
@@ -177,9 +188,14 @@ impl pb::token_service_server::TokenService for TokenService {
                     Some(serde_json::Value::String(u)) => u.clone(),
                     _ => String::new(),
                 };
+                let act = match &t.act {
+                    Some(serde_json::Value::Object(m)) => Some(json_to_struct(m.clone())),
+                    _ => None,
+                };
                 pb::IntrospectResponse {
                     active: true,
                     username,
+                    act,
                     scope: t.scope,
                     client_id: t.client_id,
                     sub: t.sub,

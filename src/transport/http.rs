@@ -440,6 +440,11 @@ async fn token(State(s): State<HttpState>, req: Request) -> Result<Response, Htt
         redirect_uri: params.owned("redirect_uri"),
         code_verifier: params.owned("code_verifier"),
         refresh_token: params.owned("refresh_token"),
+        subject_token: params.owned("subject_token"),
+        subject_token_type: params.owned("subject_token_type"),
+        actor_token: params.owned("actor_token"),
+        actor_token_type: params.owned("actor_token_type"),
+        requested_token_type: params.owned("requested_token_type"),
     };
     let t = s.core.token(&creds, req).await?;
     // Partner claims first, so the standard fields always win.
@@ -452,6 +457,9 @@ async fn token(State(s): State<HttpState>, req: Request) -> Result<Response, Htt
     }
     if let Some(rt) = t.refresh_token {
         body.insert("refresh_token".into(), rt.into());
+    }
+    if let Some(it) = t.issued_token_type {
+        body.insert("issued_token_type".into(), it.into());
     }
     Ok(no_store(Value::Object(body)))
 }

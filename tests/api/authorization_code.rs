@@ -822,7 +822,12 @@ async fn discovery_lists_the_code_flow() {
     assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(
         m["grant_types_supported"],
-        json!(["client_credentials", "authorization_code", "refresh_token"])
+        json!([
+            "client_credentials",
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
     );
     assert!(
         m["token_endpoint_auth_methods_supported"]

@@ -29,3 +29,4 @@ mod soak;
 mod store_eviction;
 mod throttle;
 mod tls;
+mod token_exchange;

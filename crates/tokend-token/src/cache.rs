@@ -144,6 +144,8 @@ mod tests {
             scope: String::new(),
             sid: None,
             legacy_iat_ms: None,
+            act: None,
+            chain: Vec::new(),
             extra: serde_json::Map::new(),
         })
     }

@@ -711,6 +711,7 @@ impl Core {
             audience,
             gid: Some(gid.clone()),
             extra,
+            exchange: None,
         })?;
         resp.refresh_token = refresh_token;
         // Only now is there a family for a replay to revoke.

@@ -29,14 +29,20 @@ pub enum GrantType {
     ClientCredentials,
     AuthorizationCode,
     RefreshToken,
+    /// RFC 8693 token exchange.
+    TokenExchange,
 }
+
+/// RFC 8693's grant type URN.
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 impl GrantType {
     /// Every grant this build implements (discovery metadata lists them).
-    pub const ALL: [GrantType; 3] = [
+    pub const ALL: [GrantType; 4] = [
         Self::ClientCredentials,
         Self::AuthorizationCode,
         Self::RefreshToken,
+        Self::TokenExchange,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -44,6 +50,7 @@ impl GrantType {
             "client_credentials" => Some(Self::ClientCredentials),
             "authorization_code" => Some(Self::AuthorizationCode),
             "refresh_token" => Some(Self::RefreshToken),
+            TOKEN_EXCHANGE => Some(Self::TokenExchange),
             _ => None,
         }
     }
@@ -52,6 +59,7 @@ impl GrantType {
             Self::ClientCredentials => "client_credentials",
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
+            Self::TokenExchange => TOKEN_EXCHANGE,
         }
     }
 }
@@ -117,6 +125,19 @@ pub struct ClientConfig {
     /// copy instead of redirecting: for command-line tools.
     #[serde(default)]
     pub out_of_band: bool,
+    /// Token exchange (RFC 8693): the audiences this client may ask for.
+    /// Empty: no exchange rights, even with the grant type.
+    #[serde(default)]
+    pub token_exchange_audiences: Vec<String>,
+    /// Token exchange: the clients whose tokens this client may exchange
+    /// (the `client_id` of the subject token). Empty: any client's, as long
+    /// as the token is addressed to this client.
+    #[serde(default)]
+    pub token_exchange_clients: Vec<String>,
+    /// Token exchange: the subject token's extra claims (partner claims,
+    /// login-app claims) carried into the exchanged token. Default: none.
+    #[serde(default)]
+    pub token_exchange_claims: Vec<String>,
 }
 
 /// Which tokens a client may introspect (`introspection` in its block).
@@ -239,6 +260,9 @@ pub struct Client {
     pub subject: String,
     pub introspection: IntrospectionPolicy,
     pub out_of_band: bool,
+    pub token_exchange_audiences: Vec<String>,
+    pub token_exchange_clients: Vec<String>,
+    pub token_exchange_claims: Vec<String>,
 }
 
 impl Client {
@@ -291,7 +315,7 @@ impl ClientConfig {
                     grant_types.insert(g);
                 }
                 None => errs.push(format!(
-                    "grant_types: {g:?} is not one of client_credentials, authorization_code, refresh_token"
+                    "grant_types: {g:?} is not one of client_credentials, authorization_code, refresh_token, {TOKEN_EXCHANGE}"
                 )),
             }
         }
@@ -300,6 +324,31 @@ impl ClientConfig {
         }
         if auth_method == AuthMethod::None && grant_types.contains(&GrantType::ClientCredentials) {
             errs.push("grant_types: a public client cannot use client_credentials".into());
+        }
+        if auth_method == AuthMethod::None && grant_types.contains(&GrantType::TokenExchange) {
+            errs.push("grant_types: a public client cannot use token exchange".into());
+        }
+        let exchanges = grant_types.contains(&GrantType::TokenExchange);
+        for (key, list) in [
+            ("token_exchange_audiences", &self.token_exchange_audiences),
+            ("token_exchange_clients", &self.token_exchange_clients),
+            ("token_exchange_claims", &self.token_exchange_claims),
+        ] {
+            if !list.is_empty() && !exchanges {
+                errs.push(format!("{key}: only with the {TOKEN_EXCHANGE} grant"));
+            }
+            for (i, v) in list.iter().enumerate() {
+                if v.is_empty() || v.len() > 255 || v.chars().any(|c| c.is_control() || c == ' ') {
+                    errs.push(format!("{key}[{i}]: {v:?} is not valid"));
+                }
+            }
+        }
+        for c in &self.token_exchange_claims {
+            if RESERVED_CLAIMS.contains(&c.as_str()) {
+                errs.push(format!(
+                    "token_exchange_claims: {c:?} is a registered claim tokend sets itself"
+                ));
+            }
         }
         if grant_types.contains(&GrantType::AuthorizationCode)
             && self.redirect_uris.is_empty()
@@ -393,6 +442,9 @@ impl ClientConfig {
                 .unwrap_or_else(|| self.client_id.clone()),
             introspection,
             out_of_band: self.out_of_band,
+            token_exchange_audiences: self.token_exchange_audiences.clone(),
+            token_exchange_clients: self.token_exchange_clients.clone(),
+            token_exchange_claims: self.token_exchange_claims.clone(),
         })
     }
 }

@@ -18,6 +18,12 @@ pub struct TokenRequest {
     pub redirect_uri: Option<String>,
     pub code_verifier: Option<String>,
     pub refresh_token: Option<String>,
+    /// RFC 8693 token exchange parameters.
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub actor_token: Option<String>,
+    pub actor_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
 }
 
 /// A successful token response (RFC 6749 5.1).
@@ -30,6 +36,8 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     /// Claims the client echoes as top-level response fields.
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// RFC 8693 `issued_token_type` (token exchange only).
+    pub issued_token_type: Option<&'static str>,
     /// For logs and metrics.
     pub client_id: String,
     pub grant_type: GrantType,
@@ -44,6 +52,16 @@ pub(crate) struct Grant<'a> {
     pub audience: Vec<String>,
     pub gid: Option<String>,
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Token exchange: the actor, the ancestors, and the subject token's
+    /// remaining lifetime (the exchanged token never outlives it).
+    pub exchange: Option<Exchanged>,
+}
+
+/// What token exchange adds to a minted token.
+pub(crate) struct Exchanged {
+    pub act: serde_json::Value,
+    pub chain: Vec<tokend_token::jwt::ChainLink>,
+    pub max_ttl: u64,
 }
 
 impl Core {
@@ -76,6 +94,7 @@ impl Core {
             GrantType::ClientCredentials => self.client_credentials(&client, req),
             GrantType::AuthorizationCode => self.authorization_code(&client, req).await,
             GrantType::RefreshToken => self.refresh_token(&client, req).await,
+            GrantType::TokenExchange => self.token_exchange(&client, req).await,
         }
     }
 
@@ -84,9 +103,13 @@ impl Core {
         client: &Client,
         req: TokenRequest,
     ) -> Result<TokenResponse, OAuthError> {
-        if req.code.is_some() || req.refresh_token.is_some() || req.code_verifier.is_some() {
+        if req.code.is_some()
+            || req.refresh_token.is_some()
+            || req.code_verifier.is_some()
+            || req.subject_token.is_some()
+        {
             return Err(OAuthError::invalid_request(
-                "client_credentials takes no code, code_verifier or refresh_token",
+                "client_credentials takes no code, code_verifier, refresh_token or subject_token",
             ));
         }
         let scope = scope::grant(&client.scopes, &client.default_scopes, &req.scope)?;
@@ -99,15 +122,23 @@ impl Core {
             audience,
             gid: None,
             extra: client.claims.clone(),
+            exchange: None,
         })
     }
 
     /// Signs the access token for a decided grant.
     pub(crate) fn mint(&self, g: Grant<'_>) -> Result<TokenResponse, OAuthError> {
-        let ttl = g
+        let mut ttl = g
             .client
             .access_ttl_secs
             .unwrap_or(self.settings.access_ttl.as_secs());
+        let (act, chain) = match g.exchange {
+            Some(x) => {
+                ttl = ttl.min(x.max_ttl);
+                (Some(x.act), x.chain)
+            }
+            None => (None, Vec::new()),
+        };
         let now_ms = super::now_unix_ms();
         let now = now_ms.div_euclid(1000);
         let claims = AccessClaims {
@@ -122,6 +153,8 @@ impl Core {
             scope: g.scope.join(" "),
             sid: g.gid,
             legacy_iat_ms: None,
+            act,
+            chain,
             extra: g.extra,
         };
         let keys = self.keys();
@@ -147,6 +180,7 @@ impl Core {
             scope: g.scope,
             refresh_token: None,
             extra,
+            issued_token_type: None,
             client_id: g.client.id.clone(),
             grant_type: g.grant_type,
         })

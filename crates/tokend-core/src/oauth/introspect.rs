@@ -50,6 +50,8 @@ pub struct ActiveToken {
     pub nbf: Option<i64>,
     /// The client's configured (partner) claims and the login app's claims.
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// RFC 8693 `act` of an exchanged token.
+    pub act: Option<serde_json::Value>,
 }
 
 impl ActiveToken {
@@ -66,6 +68,7 @@ impl ActiveToken {
             iat: Some(c.iat),
             nbf: Some(c.nbf),
             claims: c.extra.clone(),
+            act: c.act.clone(),
         }
     }
 
@@ -89,6 +92,7 @@ impl ActiveToken {
                     m
                 })
                 .unwrap_or_default(),
+            act: None,
         }
     }
 
@@ -122,6 +126,9 @@ impl ActiveToken {
             if let Some(v) = v {
                 o.insert(k.into(), v.into());
             }
+        }
+        if let Some(act) = &self.act {
+            o.insert("act".into(), act.clone());
         }
         o
     }
@@ -211,7 +218,7 @@ impl Core {
 
     /// Verifies `token`, or finds it already verified in the bounded cache
     /// (expiry is re-checked on every hit; see `token::cache`).
-    fn verify_cached(&self, token: &str) -> Result<Arc<AccessClaims>, jwt::VerifyError> {
+    pub(crate) fn verify_cached(&self, token: &str) -> Result<Arc<AccessClaims>, jwt::VerifyError> {
         let (now, leeway) = (now_unix(), self.settings.leeway_secs);
         let key = TokenKey::of(token);
         if let Some(c) = self.verified.get(&key, now, leeway) {
@@ -231,30 +238,60 @@ impl Core {
 
     /// Whether a validly signed token has been revoked: its `jti` one by one,
     /// its grant family, or in bulk by its client (disabled, or a "not before"
-    /// mark) or its subject ("not before" mark). One store round trip, so
+    /// mark) or its subject ("not before" mark); for an exchanged token, the
+    /// same for every ancestor in its `chain`. One store round trip, so
     /// bulk revocation is immediate on every replica sharing the store.
-    async fn is_revoked(&self, claims: &AccessClaims) -> Result<bool, OAuthError> {
-        let mut keys = vec![
-            revoked_jti_key(&claims.jti),
-            lifecycle::client_disabled_key(&claims.client_id),
-            lifecycle::client_not_before_key(&claims.client_id),
-            lifecycle::subject_not_before_key(&claims.sub),
-        ];
-        if let Some(gid) = &claims.sid {
-            keys.push(revoked_gid_key(gid));
+    pub(crate) async fn is_revoked(&self, claims: &AccessClaims) -> Result<bool, OAuthError> {
+        // (jti, client_id, grant family, issued ms) of the token, then of
+        // each ancestor.
+        let issued = claims.issued_at_ms();
+        let mut links = vec![(&claims.jti, &claims.client_id, claims.sid.as_ref(), issued)];
+        for l in &claims.chain {
+            // An ancestor is older than its descendant: when its jti gives
+            // no time, the descendant's is a safe (later) bound.
+            links.push((
+                &l.jti,
+                &l.client_id,
+                l.sid.as_ref(),
+                l.issued_at_ms().unwrap_or(issued),
+            ));
+        }
+        let first_issued = links.iter().map(|l| l.3).min().unwrap_or(issued);
+        let mut keys = Vec::with_capacity(1 + links.len() * 4);
+        keys.push(lifecycle::subject_not_before_key(&claims.sub));
+        for (jti, client_id, sid, _) in &links {
+            keys.push(revoked_jti_key(jti));
+            keys.push(lifecycle::client_disabled_key(client_id));
+            keys.push(lifecycle::client_not_before_key(client_id));
+            if let Some(gid) = sid {
+                keys.push(revoked_gid_key(gid));
+            }
         }
         let found = self.store.get_many(&keys).await?;
-        let [jti, disabled, client_nbf, subject_nbf, family @ ..] = found.as_slice() else {
+        if found.len() != keys.len() {
             return Err(OAuthError::ServerError(
                 "store answered the wrong number of keys".into(),
             ));
-        };
-        if jti.is_some() || disabled.is_some() || family.iter().any(Option::is_some) {
+        }
+        if lifecycle::issued_before(found[0].as_deref(), first_issued) {
             return Ok(true);
         }
-        let issued = claims.issued_at_ms();
-        Ok(lifecycle::issued_before(client_nbf.as_deref(), issued)
-            || lifecycle::issued_before(subject_nbf.as_deref(), issued))
+        let mut at = 1;
+        for (_, _, sid, link_issued) in &links {
+            let n = if sid.is_some() { 4 } else { 3 };
+            let [jti, disabled, client_nbf, family @ ..] = &found[at..at + n] else {
+                unreachable!("three or four keys per link");
+            };
+            at += n;
+            if jti.is_some()
+                || disabled.is_some()
+                || family.iter().any(Option::is_some)
+                || lifecycle::issued_before(client_nbf.as_deref(), *link_issued)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Revokes `token` for the client it was issued to. Unknown, malformed and
@@ -330,6 +367,8 @@ mod tests {
             scope: "a b".into(),
             sid: Some("family".into()),
             legacy_iat_ms: Some(40_123),
+            act: None,
+            chain: Vec::new(),
             extra,
         };
         let json = ActiveToken::access(&claims).to_json();

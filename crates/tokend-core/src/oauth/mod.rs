@@ -12,6 +12,7 @@ pub mod authorize;
 pub mod client;
 pub mod endpoints;
 pub mod error;
+pub mod exchange;
 pub mod grant;
 pub mod introspect;
 pub mod lifecycle;

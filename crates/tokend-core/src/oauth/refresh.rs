@@ -275,6 +275,7 @@ impl Core {
             audience,
             gid: Some(gid),
             extra,
+            exchange: None,
         })?;
         resp.refresh_token = Some(new_token);
         Ok(resp)
