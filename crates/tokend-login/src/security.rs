@@ -119,17 +119,62 @@ pub fn session_cookie(value: &str, secure: bool) -> HeaderValue {
     .expect("a base64url value is a valid header")
 }
 
-/// The headers every response gets.
+/// The Content-Security-Policy of every page; `form-action` gets `extra`.
+fn csp(form_extra: &str) -> String {
+    format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'{form_extra}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
+/// The CSP of a page whose form may end in tokend's redirect to the client:
+/// browsers apply `form-action` to the redirects that follow a form
+/// submission too, so the origin of the client's registered redirect URI
+/// (from GetAuthorization) joins `'self'`. Nothing else does: the app never
+/// redirects anywhere else. A redirect URI that is not a plain origin source
+/// adds nothing (the redirect is then blocked, never widened).
+pub fn csp_for_redirect(redirect_uri: &str) -> HeaderValue {
+    let source = redirect_source(redirect_uri)
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
+    HeaderValue::from_str(&csp(&source)).expect("checked characters only")
+}
+
+/// `scheme://host[:port]` of an http(s) URI, or `scheme:` of a private-use
+/// one (`com.example.app:/cb`); `None` for anything that could bend the policy.
+fn redirect_source(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once(':')?;
+    let scheme_ok = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return None;
+    }
+    let Some(rest) = rest.strip_prefix("//") else {
+        return Some(format!("{}:", scheme.to_ascii_lowercase()));
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    let ok = !host_port.is_empty()
+        && host_port
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    ok.then(|| format!("{}://{}", scheme.to_ascii_lowercase(), host_port))
+}
+
+/// The headers every response gets (a page's own CSP, if it set one, stays).
 pub fn harden(headers: &mut HeaderMap) {
     let set = |h: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
         h.insert(k, HeaderValue::from_static(v));
     };
-    set(
-        headers,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-         frame-ancestors 'none'; base-uri 'none'",
-    );
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_str(&csp("")).expect("a valid header"),
+        );
+    }
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     set(headers, header::CACHE_CONTROL, "no-store");
     set(headers, header::REFERRER_POLICY, "no-referrer");
@@ -164,6 +209,21 @@ mod tests {
         assert!(!k.login_proof_ok("s", "c", "demo", old, &p));
         // Length prefixes: moving bytes between parts changes the MAC.
         assert_ne!(k.csrf("ab", "c"), k.csrf("a", "bc"));
+    }
+
+    #[test]
+    fn redirect_sources() {
+        let src = |u| redirect_source(u);
+        assert_eq!(src("https://App.example/cb?x=1").as_deref(), Some("https://App.example"));
+        assert_eq!(src("http://127.0.0.1:9999/callback").as_deref(), Some("http://127.0.0.1:9999"));
+        assert_eq!(src("http://[::1]:80/cb").as_deref(), Some("http://[::1]:80"));
+        assert_eq!(src("com.example.app:/cb").as_deref(), Some("com.example.app:"));
+        assert_eq!(src("https://a.example;script-src *"), None);
+        assert_eq!(src("https://a.example 'unsafe-inline'/"), None);
+        assert_eq!(src("https://"), None);
+        assert_eq!(src("nocolon"), None);
+        let v = csp_for_redirect("https://a.example;x");
+        assert!(v.to_str().unwrap().contains("form-action 'self';"));
     }
 
     #[test]

@@ -179,6 +179,20 @@ fn client_label(info: &crate::tokend::pb::GetAuthorizationResponse) -> &str {
     if info.client_name.is_empty() { &info.client_id } else { &info.client_name }
 }
 
+/// A page whose form may end in tokend's redirect to the client (see
+/// [`security::csp_for_redirect`]).
+fn client_page(
+    info: &crate::tokend::pb::GetAuthorizationResponse,
+    t: &impl Template,
+) -> Response {
+    let mut res = page(StatusCode::OK, t);
+    res.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        security::csp_for_redirect(&info.redirect_uri),
+    );
+    res
+}
+
 fn valid_challenge(c: &str) -> bool {
     !c.is_empty()
         && c.len() <= MAX_CHALLENGE
@@ -216,8 +230,8 @@ async fn login_page(
         None => (security::random_token(32), true),
     };
     let csrf = app.keys.csrf(&session, &challenge);
-    let mut res = page(
-        StatusCode::OK,
+    let mut res = client_page(
+        &info,
         &LoginPage {
             client: client_label(&info),
             challenge: &challenge,
@@ -280,8 +294,8 @@ async fn login_submit(
         Verdict::Ok(u) => u,
         Verdict::Wrong => {
             tracing::info!(client_id = %info.client_id, "login failed");
-            return page(
-                StatusCode::OK,
+            return client_page(
+                &info,
                 &LoginPage {
                     client: client_label(&info),
                     challenge: &challenge,
@@ -305,8 +319,8 @@ async fn login_submit(
     }
     let expires = security::now_secs() + security::LOGIN_TTL_SECS;
     let proof = app.keys.login_proof(&session, &challenge, &user.username, expires);
-    page(
-        StatusCode::OK,
+    client_page(
+        &info,
         &ConsentPage {
             client: client_label(&info),
             username: &user.username,

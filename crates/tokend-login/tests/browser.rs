@@ -28,13 +28,13 @@ async fn browser_login_consent_approve_deny_and_wrong_password() {
     browser.screenshot(&shots, "login-page.png").await;
     browser.type_into("#username", DEMO_USER).await;
     browser.type_into("#password", DEMO_PASSWORD).await;
-    browser.click("#sign-in").await;
+    browser.submit("#sign-in").await;
     browser.find("#allow").await;
     let consent = browser.text("main").await;
     assert!(consent.contains(common::CLIENT_NAME), "{consent}");
     assert!(consent.contains("orders:read") && consent.contains("profile"), "{consent}");
     browser.screenshot(&shots, "login-consent.png").await;
-    browser.click("#allow").await;
+    browser.submit("#allow").await;
     let landed = browser
         .wait_url(|u| u.starts_with(&stack.callback))
         .await;
@@ -61,8 +61,8 @@ async fn browser_login_consent_approve_deny_and_wrong_password() {
     browser.goto(&url).await;
     browser.type_into("#username", DEMO_USER).await;
     browser.type_into("#password", DEMO_PASSWORD).await;
-    browser.click("#sign-in").await;
-    browser.click("#deny").await;
+    browser.submit("#sign-in").await;
+    browser.submit("#deny").await;
     let landed = browser
         .wait_url(|u| u.starts_with(&stack.callback))
         .await;
@@ -75,7 +75,7 @@ async fn browser_login_consent_approve_deny_and_wrong_password() {
     browser.goto(&url).await;
     browser.type_into("#username", DEMO_USER).await;
     browser.type_into("#password", "not-the-password").await;
-    browser.click("#sign-in").await;
+    browser.submit("#sign-in").await;
     let error = browser.text("#login-error").await;
     assert!(error.contains("incorrect"), "{error}");
     let at = browser.url().await;
@@ -86,7 +86,7 @@ async fn browser_login_consent_approve_deny_and_wrong_password() {
     // The same message for a user that does not exist ("demox": the field kept "demo").
     browser.type_into("#username", "x").await;
     browser.type_into("#password", "whatever").await;
-    browser.click("#sign-in").await;
+    browser.submit("#sign-in").await;
     assert_eq!(browser.text("#login-error").await, error);
 
     // 4. The error page: a forged challenge.
@@ -107,11 +107,11 @@ async fn browser_demo_client_shows_tokens() {
     let shots = screenshot_dir();
     browser.goto(&format!("{}/", stack.demo)).await;
     browser.screenshot(&shots, "login-demo-client.png").await;
-    browser.click("#start").await;
+    browser.submit("#start").await;
     browser.type_into("#username", DEMO_USER).await;
     browser.type_into("#password", DEMO_PASSWORD).await;
-    browser.click("#sign-in").await;
-    browser.click("#allow").await;
+    browser.submit("#sign-in").await;
+    browser.submit("#allow").await;
     let claims = browser.text("#claims").await;
     assert!(
         claims.contains(&format!("\"sub\": \"{}\"", stack.demo_subject)),

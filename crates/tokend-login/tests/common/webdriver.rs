@@ -236,6 +236,30 @@ impl Browser {
         .await;
     }
 
+    /// Clicks a submit button or link and waits (up to 10 s) until the
+    /// browser has left the page (its `html` element went stale).
+    pub async fn submit(&self, css: &str) {
+        let old = self.find("html").await;
+        self.click(css).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r: Value = self
+                .http
+                .get(format!("{}/element/{old}/name", self.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if r["value"]["error"] == "stale element reference" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "clicking {css} left no page: {r}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits (up to 10 s) until the current URL satisfies `f`; returns it.
     pub async fn wait_url(&self, f: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
