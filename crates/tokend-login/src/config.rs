@@ -88,8 +88,8 @@ struct UsersFile {
 impl Settings {
     /// Reads the config file; relative paths in it are relative to its folder.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let file: File =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -138,7 +138,10 @@ pub fn check_users(users: &[User]) -> anyhow::Result<()> {
             bail!("a username must have 1 to 255 characters");
         }
         if u.subject.is_empty() || u.subject.chars().count() > 255 {
-            bail!("user {:?}: subject must have 1 to 255 characters", u.username);
+            bail!(
+                "user {:?}: subject must have 1 to 255 characters",
+                u.username
+            );
         }
         if !u.password_hash.starts_with("$argon2id$")
             || argon2::password_hash::phc::PasswordHash::new(&u.password_hash).is_err()

@@ -103,7 +103,10 @@ async fn index(State(demo): State<Arc<Demo>>) -> Response {
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256")
         .finish();
-    let url = format!("{}/oauth/authorize?{query}", s.tokend_url.trim_end_matches('/'));
+    let url = format!(
+        "{}/oauth/authorize?{query}",
+        s.tokend_url.trim_end_matches('/')
+    );
     let mut res = page(
         StatusCode::OK,
         &Index {
@@ -159,7 +162,11 @@ async fn callback(
     query: Result<Query<Callback>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(cb)) = query else {
-        return error_page(StatusCode::BAD_REQUEST, "Bad request", "The callback could not be read.");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The callback could not be read.",
+        );
     };
     let cookie_state = security::cookie(&headers, STATE_COOKIE);
     let state_ok = match (&cb.state, &cookie_state) {
@@ -175,7 +182,10 @@ async fn callback(
         })
         .flatten();
     let Some(verifier) = verifier else {
-        return result_error(StatusCode::BAD_REQUEST, "The state does not match a sign-in this browser started.");
+        return result_error(
+            StatusCode::BAD_REQUEST,
+            "The state does not match a sign-in this browser started.",
+        );
     };
     if let Some(error) = cb.error {
         return result_error(StatusCode::OK, &format!("tokend answered error={error}"));
@@ -186,7 +196,10 @@ async fn callback(
     let s = &demo.settings;
     let sent = demo
         .http
-        .post(format!("{}/oauth/token", s.tokend_url.trim_end_matches('/')))
+        .post(format!(
+            "{}/oauth/token",
+            s.tokend_url.trim_end_matches('/')
+        ))
         .form(&[
             ("grant_type", "authorization_code"),
             ("client_id", s.client_id.as_str()),
@@ -198,7 +211,12 @@ async fn callback(
         .await;
     let res = match sent {
         Ok(r) => r,
-        Err(_) => return result_error(StatusCode::BAD_GATEWAY, "tokend's token endpoint could not be reached."),
+        Err(_) => {
+            return result_error(
+                StatusCode::BAD_GATEWAY,
+                "tokend's token endpoint could not be reached.",
+            );
+        }
     };
     if !res.status().is_success() {
         let status = res.status();
@@ -210,10 +228,14 @@ async fn callback(
     }
     let tokens: TokenResponse = match res.json().await {
         Ok(t) => t,
-        Err(_) => return result_error(StatusCode::BAD_GATEWAY, "The token response could not be read."),
+        Err(_) => {
+            return result_error(
+                StatusCode::BAD_GATEWAY,
+                "The token response could not be read.",
+            );
+        }
     };
-    let claims = jwt_claims(&tokens.access_token)
-        .unwrap_or_else(|| "(not a JWT)".into());
+    let claims = jwt_claims(&tokens.access_token).unwrap_or_else(|| "(not a JWT)".into());
     page(
         StatusCode::OK,
         &Result_ {
@@ -235,4 +257,3 @@ fn jwt_claims(jwt: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     serde_json::to_string_pretty(&v).ok()
 }
-

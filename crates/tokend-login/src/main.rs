@@ -9,7 +9,11 @@ use tokend_login::config::Settings;
 use tokend_login::demo_client::DemoSettings;
 
 #[derive(Parser)]
-#[command(name = "tokend-login", version, about = "Reference login app for tokend (and a demo client)")]
+#[command(
+    name = "tokend-login",
+    version,
+    about = "Reference login app for tokend (and a demo client)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,8 +53,7 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     match Cli::parse().command {

@@ -59,8 +59,17 @@ impl Keys {
 
     /// Proof, carried by the consent form, that this session logged in as
     /// `username` for this challenge, valid until `expires` (Unix seconds).
-    pub fn login_proof(&self, session: &str, challenge: &str, username: &str, expires: u64) -> String {
-        self.mac("login", &[session, challenge, username, &expires.to_string()])
+    pub fn login_proof(
+        &self,
+        session: &str,
+        challenge: &str,
+        username: &str,
+        expires: u64,
+    ) -> String {
+        self.mac(
+            "login",
+            &[session, challenge, username, &expires.to_string()],
+        )
     }
 
     pub fn login_proof_ok(
@@ -73,7 +82,10 @@ impl Keys {
     ) -> bool {
         let fresh = now_secs() <= expires;
         // Always compare, so the answer time does not tell which check failed.
-        let mac_ok = eq(&self.login_proof(session, challenge, username, expires), proof);
+        let mac_ok = eq(
+            &self.login_proof(session, challenge, username, expires),
+            proof,
+        );
         fresh & mac_ok
     }
 }
@@ -214,10 +226,22 @@ mod tests {
     #[test]
     fn redirect_sources() {
         let src = |u| redirect_source(u);
-        assert_eq!(src("https://App.example/cb?x=1").as_deref(), Some("https://App.example"));
-        assert_eq!(src("http://127.0.0.1:9999/callback").as_deref(), Some("http://127.0.0.1:9999"));
-        assert_eq!(src("http://[::1]:80/cb").as_deref(), Some("http://[::1]:80"));
-        assert_eq!(src("com.example.app:/cb").as_deref(), Some("com.example.app:"));
+        assert_eq!(
+            src("https://App.example/cb?x=1").as_deref(),
+            Some("https://App.example")
+        );
+        assert_eq!(
+            src("http://127.0.0.1:9999/callback").as_deref(),
+            Some("http://127.0.0.1:9999")
+        );
+        assert_eq!(
+            src("http://[::1]:80/cb").as_deref(),
+            Some("http://[::1]:80")
+        );
+        assert_eq!(
+            src("com.example.app:/cb").as_deref(),
+            Some("com.example.app:")
+        );
         assert_eq!(src("https://a.example;script-src *"), None);
         assert_eq!(src("https://a.example 'unsafe-inline'/"), None);
         assert_eq!(src("https://"), None);
@@ -237,7 +261,10 @@ mod tests {
             cookie(&h, SESSION_COOKIE).as_deref(),
             Some("abcdefghijklmnopqrstuv")
         );
-        h.insert(header::COOKIE, HeaderValue::from_static("tokend_login_session=x<y"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("tokend_login_session=x<y"),
+        );
         assert_eq!(cookie(&h, SESSION_COOKIE), None);
     }
 }

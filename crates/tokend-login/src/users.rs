@@ -55,7 +55,8 @@ impl Users {
         let hash = user
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
-        let Ok(Ok(slot)) = tokio::time::timeout(QUEUE_WAIT, self.slots.clone().acquire_owned()).await
+        let Ok(Ok(slot)) =
+            tokio::time::timeout(QUEUE_WAIT, self.slots.clone().acquire_owned()).await
         else {
             return Verdict::Busy;
         };

@@ -44,7 +44,10 @@ impl App {
         Ok(Arc::new(Self {
             keys: Keys::random(),
             tokend: Tokend::new(&settings.tokend_grpc_url, &settings.app_token)?,
-            users: Users::new(settings.users.clone(), settings.max_concurrent_verifications)?,
+            users: Users::new(
+                settings.users.clone(),
+                settings.max_concurrent_verifications,
+            )?,
             cookie_secure: settings.cookie_secure,
             remember_consent: settings.remember_consent,
             remembered: Mutex::new(HashSet::new()),
@@ -66,12 +69,19 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 /// Adds the security headers to every response (errors and 413s included),
-/// and gives bodiless error answers (the body limit's 413) the error page.
+/// and gives the body limit's plain-text 413 the error page.
 pub async fn hardened(res: Response) -> Response {
-    let mut res = if res.status() == StatusCode::PAYLOAD_TOO_LARGE
-        && !res.headers().contains_key(header::CONTENT_TYPE)
-    {
-        error_page(StatusCode::PAYLOAD_TOO_LARGE, "Request too large", "The request was too large.")
+    let is_html = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let mut res = if res.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_html {
+        error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            "The request was too large.",
+        )
     } else {
         res
     };
@@ -157,14 +167,26 @@ fn forbidden() -> Response {
 
 fn bad_form(r: FormRejection) -> Response {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        error_page(StatusCode::PAYLOAD_TOO_LARGE, "Request too large", "The request was too large.")
+        error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            "The request was too large.",
+        )
     } else {
-        error_page(StatusCode::BAD_REQUEST, "Bad request", "The form could not be read.")
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The form could not be read.",
+        )
     }
 }
 
 fn bad_request() -> Response {
-    error_page(StatusCode::BAD_REQUEST, "Bad request", "The request is missing a field or has one that is too long.")
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "Bad request",
+        "The request is missing a field or has one that is too long.",
+    )
 }
 
 fn redirect(to: &str) -> Response {
@@ -176,15 +198,16 @@ fn redirect(to: &str) -> Response {
 
 /// The client's display name: `client_name`, else `client_id`.
 fn client_label(info: &crate::tokend::pb::GetAuthorizationResponse) -> &str {
-    if info.client_name.is_empty() { &info.client_id } else { &info.client_name }
+    if info.client_name.is_empty() {
+        &info.client_id
+    } else {
+        &info.client_name
+    }
 }
 
 /// A page whose form may end in tokend's redirect to the client (see
 /// [`security::csp_for_redirect`]).
-fn client_page(
-    info: &crate::tokend::pb::GetAuthorizationResponse,
-    t: &impl Template,
-) -> Response {
+fn client_page(info: &crate::tokend::pb::GetAuthorizationResponse, t: &impl Template) -> Response {
     let mut res = page(StatusCode::OK, t);
     res.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
@@ -196,7 +219,8 @@ fn client_page(
 fn valid_challenge(c: &str) -> bool {
     !c.is_empty()
         && c.len() <= MAX_CHALLENGE
-        && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[derive(Deserialize)]
@@ -241,8 +265,10 @@ async fn login_page(
         },
     );
     if new {
-        res.headers_mut()
-            .insert(header::SET_COOKIE, security::session_cookie(&session, app.cookie_secure));
+        res.headers_mut().insert(
+            header::SET_COOKIE,
+            security::session_cookie(&session, app.cookie_secure),
+        );
     }
     res
 }
@@ -318,7 +344,9 @@ async fn login_submit(
         return accept(&app, &challenge, &user, info.requested_scope).await;
     }
     let expires = security::now_secs() + security::LOGIN_TTL_SECS;
-    let proof = app.keys.login_proof(&session, &challenge, &user.username, expires);
+    let proof = app
+        .keys
+        .login_proof(&session, &challenge, &user.username, expires);
     client_page(
         &info,
         &ConsentPage {
@@ -373,10 +401,13 @@ async fn consent_submit(
     let Some(session) = checked_session(&app, &headers, &form.login_challenge, &form.csrf) else {
         return forbidden();
     };
-    if !app
-        .keys
-        .login_proof_ok(&session, &form.login_challenge, &form.username, form.expires, &form.proof)
-    {
+    if !app.keys.login_proof_ok(
+        &session,
+        &form.login_challenge,
+        &form.username,
+        form.expires,
+        &form.proof,
+    ) {
         return forbidden();
     }
     let Some(user) = app.users.get(&form.username).cloned() else {
@@ -408,7 +439,13 @@ async fn consent_submit(
 async fn accept(app: &App, challenge: &str, user: &User, scope: Vec<String>) -> Response {
     match app
         .tokend
-        .accept(challenge, &user.subject, &user.username, scope, user_claims(user))
+        .accept(
+            challenge,
+            &user.subject,
+            &user.username,
+            scope,
+            user_claims(user),
+        )
         .await
     {
         Ok(to) => {
@@ -422,14 +459,20 @@ async fn accept(app: &App, challenge: &str, user: &User, scope: Vec<String>) -> 
 /// The user's optional `name` and `email`, as access token claims.
 fn user_claims(user: &User) -> Option<prost_types::Struct> {
     use prost_types::value::Kind;
-    let fields: std::collections::BTreeMap<String, prost_types::Value> = [("name", &user.name), ("email", &user.email)]
-        .into_iter()
-        .filter_map(|(k, v)| {
-            v.as_ref().map(|v| {
-                (k.to_owned(), prost_types::Value { kind: Some(Kind::StringValue(v.clone())) })
+    let fields: std::collections::BTreeMap<String, prost_types::Value> =
+        [("name", &user.name), ("email", &user.email)]
+            .into_iter()
+            .filter_map(|(k, v)| {
+                v.as_ref().map(|v| {
+                    (
+                        k.to_owned(),
+                        prost_types::Value {
+                            kind: Some(Kind::StringValue(v.clone())),
+                        },
+                    )
+                })
             })
-        })
-        .collect();
+            .collect();
     (!fields.is_empty()).then_some(prost_types::Struct { fields })
 }
 

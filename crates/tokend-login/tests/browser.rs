@@ -32,12 +32,13 @@ async fn browser_login_consent_approve_deny_and_wrong_password() {
     browser.find("#allow").await;
     let consent = browser.text("main").await;
     assert!(consent.contains(common::CLIENT_NAME), "{consent}");
-    assert!(consent.contains("orders:read") && consent.contains("profile"), "{consent}");
+    assert!(
+        consent.contains("orders:read") && consent.contains("profile"),
+        "{consent}"
+    );
     browser.screenshot(&shots, "login-consent.png").await;
     browser.submit("#allow").await;
-    let landed = browser
-        .wait_url(|u| u.starts_with(&stack.callback))
-        .await;
+    let landed = browser.wait_url(|u| u.starts_with(&stack.callback)).await;
     assert_eq!(query_param(&landed, "state").as_deref(), Some(state));
     assert!(query_param(&landed, "error").is_none(), "{landed}");
     let code = query_param(&landed, "code").expect("a code");
@@ -63,10 +64,11 @@ async fn browser_login_consent_approve_deny_and_wrong_password() {
     browser.type_into("#password", DEMO_PASSWORD).await;
     browser.submit("#sign-in").await;
     browser.submit("#deny").await;
-    let landed = browser
-        .wait_url(|u| u.starts_with(&stack.callback))
-        .await;
-    assert_eq!(query_param(&landed, "error").as_deref(), Some("access_denied"));
+    let landed = browser.wait_url(|u| u.starts_with(&stack.callback)).await;
+    assert_eq!(
+        query_param(&landed, "error").as_deref(),
+        Some("access_denied")
+    );
     assert_eq!(query_param(&landed, "state").as_deref(), Some(state));
     assert!(query_param(&landed, "code").is_none());
 
@@ -91,7 +93,10 @@ async fn browser_login_consent_approve_deny_and_wrong_password() {
 
     // 4. The error page: a forged challenge.
     browser
-        .goto(&format!("{}/login?login_challenge=forged-challenge", stack.login))
+        .goto(&format!(
+            "{}/login?login_challenge=forged-challenge",
+            stack.login
+        ))
         .await;
     let msg = browser.text("#error-message").await;
     assert!(msg.contains("unknown"), "{msg}");

@@ -23,7 +23,10 @@ fn field(html: &str, name: &str) -> String {
 /// The `name=value` of the session cookie a response sets.
 fn session_cookie(r: &Response) -> String {
     let c = r.headers()["set-cookie"].to_str().unwrap();
-    assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.contains("Path=/"), "{c}");
+    assert!(
+        c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.contains("Path=/"),
+        "{c}"
+    );
     c.split(';').next().unwrap().to_owned()
 }
 
@@ -32,7 +35,10 @@ async fn login_page(stack: &Stack) -> (String, String, String) {
     let ch = stack.login_challenge().await;
     let r = stack
         .http
-        .get(with_query(&format!("{}/login", stack.login), &[("login_challenge", &ch)]))
+        .get(with_query(
+            &format!("{}/login", stack.login),
+            &[("login_challenge", &ch)],
+        ))
         .send()
         .await
         .unwrap();
@@ -102,7 +108,10 @@ async fn assert_error_page(r: Response, status: StatusCode) -> String {
     assert_hardened(&r);
     assert!(r.headers().get("location").is_none());
     assert!(
-        r.headers()["content-type"].to_str().unwrap().starts_with("text/html"),
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
         "{:?}",
         r.headers()
     );
@@ -120,7 +129,10 @@ async fn forged_login_challenge_shows_the_error_page() {
     for forged in [flipped.as_str(), "forged", "<script>alert(1)</script>", ""] {
         let r = stack
             .http
-            .get(with_query(&format!("{}/login", stack.login), &[("login_challenge", forged)]))
+            .get(with_query(
+                &format!("{}/login", stack.login),
+                &[("login_challenge", forged)],
+            ))
             .send()
             .await
             .unwrap();
@@ -129,7 +141,12 @@ async fn forged_login_challenge_shows_the_error_page() {
         assert!(!html.contains("name=\"password\""));
     }
     // And no challenge at all.
-    let r = stack.http.get(format!("{}/login", stack.login)).send().await.unwrap();
+    let r = stack
+        .http
+        .get(format!("{}/login", stack.login))
+        .send()
+        .await
+        .unwrap();
     assert_error_page(r, StatusCode::BAD_REQUEST).await;
 }
 
@@ -147,7 +164,8 @@ async fn login_post_without_the_sessions_csrf_token_is_refused() {
         v.extend(creds.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         v
     };
-    let cases: Vec<(Option<&str>, Vec<(String, String)>)> = vec![
+    type Fields = Vec<(String, String)>;
+    let cases: Vec<(Option<&str>, Fields)> = vec![
         // No token; an empty one; no cookie; another session's cookie and
         // token; another challenge's token.
         (Some(&cookie), with("", "")),
@@ -175,14 +193,22 @@ async fn consent_without_a_prior_login_is_refused() {
     let far = (tokend_login::security::now_secs() + 300).to_string();
     let forged = [
         // No proof; a made-up one; an empty one.
-        vec![("decision", "allow"), ("username", DEMO_USER), ("expires", far.as_str())],
+        vec![
+            ("decision", "allow"),
+            ("username", DEMO_USER),
+            ("expires", far.as_str()),
+        ],
         vec![
             ("decision", "allow"),
             ("username", DEMO_USER),
             ("expires", far.as_str()),
             ("proof", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
         ],
-        vec![("decision", "allow"), ("username", DEMO_USER), ("proof", "")],
+        vec![
+            ("decision", "allow"),
+            ("username", DEMO_USER),
+            ("proof", ""),
+        ],
     ];
     for extra in forged {
         let mut form = vec![("login_challenge", ch.as_str()), ("csrf", csrf.as_str())];
@@ -197,10 +223,34 @@ async fn consent_without_a_prior_login_is_refused() {
     let (_, cookie2, _) = login_page(&stack).await;
     let later = (expires.parse::<u64>().unwrap() + 1).to_string();
     let tampered: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        (&cookie, vec![("username", "someone-else"), ("expires", &expires), ("csrf", &csrf)]),
-        (&cookie, vec![("username", DEMO_USER), ("expires", &later), ("csrf", &csrf)]),
-        (&cookie2, vec![("username", DEMO_USER), ("expires", &expires), ("csrf", &csrf)]),
-        (&cookie, vec![("username", DEMO_USER), ("expires", &expires)]),
+        (
+            &cookie,
+            vec![
+                ("username", "someone-else"),
+                ("expires", &expires),
+                ("csrf", &csrf),
+            ],
+        ),
+        (
+            &cookie,
+            vec![
+                ("username", DEMO_USER),
+                ("expires", &later),
+                ("csrf", &csrf),
+            ],
+        ),
+        (
+            &cookie2,
+            vec![
+                ("username", DEMO_USER),
+                ("expires", &expires),
+                ("csrf", &csrf),
+            ],
+        ),
+        (
+            &cookie,
+            vec![("username", DEMO_USER), ("expires", &expires)],
+        ),
     ];
     for (c, extra) in tampered {
         let mut form = vec![
@@ -252,12 +302,22 @@ async fn consent_without_a_prior_login_is_refused() {
 #[tokio::test]
 async fn no_parameter_redirects_anywhere_but_tokends_answer() {
     let stack = Stack::start().await;
-    let evil = [("redirect_uri", EVIL), ("next", EVIL), ("return_to", EVIL), ("redirect_to", EVIL)];
+    let evil = [
+        ("redirect_uri", EVIL),
+        ("next", EVIL),
+        ("return_to", EVIL),
+        ("redirect_to", EVIL),
+    ];
     // GET /login with redirect parameters: the login page, no redirect.
     let ch = stack.login_challenge().await;
     let mut q = vec![("login_challenge", ch.as_str())];
     q.extend(evil);
-    let r = stack.http.get(with_query(&format!("{}/login", stack.login), &q)).send().await.unwrap();
+    let r = stack
+        .http
+        .get(with_query(&format!("{}/login", stack.login), &q))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("location").is_none());
     let cookie = session_cookie(&r);
@@ -266,7 +326,12 @@ async fn no_parameter_redirects_anywhere_but_tokends_answer() {
     let csrf = field(&html, "csrf");
     // Every page without a challenge, with only redirect parameters: no redirect.
     for path in ["/login", "/consent", "/", "/logout"] {
-        let r = stack.http.get(with_query(&format!("{}{path}", stack.login), &evil)).send().await.unwrap();
+        let r = stack
+            .http
+            .get(with_query(&format!("{}{path}", stack.login), &evil))
+            .send()
+            .await
+            .unwrap();
         assert!(r.headers().get("location").is_none(), "{path}");
         assert!(r.status().is_client_error(), "{path}: {}", r.status());
     }
@@ -299,7 +364,10 @@ async fn no_parameter_redirects_anywhere_but_tokends_answer() {
         if decision == "deny" {
             assert_eq!(r.status(), StatusCode::SEE_OTHER);
             let to = r.headers()["location"].to_str().unwrap();
-            assert!(to.starts_with(&format!("{}?error=access_denied", stack.callback)), "{to}");
+            assert!(
+                to.starts_with(&format!("{}?error=access_denied", stack.callback)),
+                "{to}"
+            );
         } else {
             // Already answered by the deny: the error page, no redirect.
             assert_error_page(r, StatusCode::BAD_REQUEST).await;
@@ -317,7 +385,11 @@ async fn oversized_bodies_get_413() {
             &stack,
             path,
             Some(&cookie),
-            &[("login_challenge", ch.as_str()), ("csrf", csrf.as_str()), ("username", &big)],
+            &[
+                ("login_challenge", ch.as_str()),
+                ("csrf", csrf.as_str()),
+                ("username", &big),
+            ],
         )
         .await;
         assert_error_page(r, StatusCode::PAYLOAD_TOO_LARGE).await;
@@ -328,7 +400,12 @@ async fn oversized_bodies_get_413() {
         &stack,
         "/login",
         Some(&cookie),
-        &[("login_challenge", ch.as_str()), ("csrf", csrf.as_str()), ("username", &long), ("password", "p")],
+        &[
+            ("login_challenge", ch.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", &long),
+            ("password", "p"),
+        ],
     )
     .await;
     assert_error_page(r, StatusCode::BAD_REQUEST).await;
@@ -340,23 +417,51 @@ async fn security_headers_are_on_every_page() {
     let (ch, cookie, csrf) = login_page(&stack).await;
     let get = |path: String| stack.http.get(path).send();
     // The login page, the stylesheet, 400, 404.
-    let r = get(format!("{}/login?login_challenge={ch}", stack.login)).await.unwrap();
+    let r = get(format!("{}/login?login_challenge={ch}", stack.login))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_hardened(&r);
-    let r = get(format!("{}/static/style.css", stack.login)).await.unwrap();
+    let r = get(format!("{}/static/style.css", stack.login))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
     assert_hardened(&r);
-    assert_error_page(get(format!("{}/login", stack.login)).await.unwrap(), StatusCode::BAD_REQUEST).await;
-    assert_error_page(get(format!("{}/nope", stack.login)).await.unwrap(), StatusCode::NOT_FOUND).await;
+    assert_error_page(
+        get(format!("{}/login", stack.login)).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_error_page(
+        get(format!("{}/nope", stack.login)).await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     // 403, the consent page, the wrong-password page, the 303.
-    let r = post(&stack, "/consent", Some(&cookie), &[("login_challenge", &ch)]).await;
+    let r = post(
+        &stack,
+        "/consent",
+        Some(&cookie),
+        &[("login_challenge", &ch)],
+    )
+    .await;
     assert_error_page(r, StatusCode::FORBIDDEN).await;
     let wrong = post(
         &stack,
         "/login",
         Some(&cookie),
-        &[("login_challenge", &ch), ("csrf", &csrf), ("username", DEMO_USER), ("password", "wrong")],
+        &[
+            ("login_challenge", &ch),
+            ("csrf", &csrf),
+            ("username", DEMO_USER),
+            ("password", "wrong"),
+        ],
     )
     .await;
     assert_eq!(wrong.status(), 200);
@@ -377,7 +482,9 @@ async fn security_headers_are_on_every_page() {
     let r = get(format!("{}/", stack.demo)).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_hardened(&r);
-    let r = get(format!("{}/callback?code=x&state=y", stack.demo)).await.unwrap();
+    let r = get(format!("{}/callback?code=x&state=y", stack.demo))
+        .await
+        .unwrap();
     assert_error_page(r, StatusCode::BAD_REQUEST).await;
 }
 
@@ -397,15 +504,25 @@ async fn unreachable_or_refusing_tokend_is_a_502_page() {
             listen: addr,
             tokend_grpc_url: url,
             app_token: token.into(),
-            users: tokend_login::config::load_users(&common::repo_root().join("examples/users.toml")).unwrap(),
+            users: tokend_login::config::load_users(
+                &common::repo_root().join("examples/users.toml"),
+            )
+            .unwrap(),
             cookie_secure: true,
             remember_consent: false,
             max_concurrent_verifications: 1,
         };
-        tokio::spawn(tokend_login::serve_login(listener, settings, std::future::pending()));
+        tokio::spawn(tokend_login::serve_login(
+            listener,
+            settings,
+            std::future::pending(),
+        ));
         let r = stack
             .http
-            .get(with_query(&format!("http://{addr}/login"), &[("login_challenge", &ch)]))
+            .get(with_query(
+                &format!("http://{addr}/login"),
+                &[("login_challenge", &ch)],
+            ))
             .send()
             .await
             .unwrap();

@@ -255,7 +255,10 @@ impl Browser {
             if r["value"]["error"] == "stale element reference" {
                 return;
             }
-            assert!(Instant::now() < deadline, "clicking {css} left no page: {r}");
+            assert!(
+                Instant::now() < deadline,
+                "clicking {css} left no page: {r}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
