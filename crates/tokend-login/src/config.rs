@@ -19,6 +19,8 @@ struct File {
     listen: SocketAddr,
     /// tokend's gRPC listener, e.g. `http://127.0.0.1:50051`.
     tokend_grpc_url: String,
+    /// For an `https://` URL: the PEM CA certificate(s) tokend's certificate chains to.
+    tokend_ca_file: Option<PathBuf>,
     /// A file holding the bearer secret (first line). Unset: `TOKEND_LOGIN_APP_TOKEN`.
     app_token_file: Option<PathBuf>,
     users_file: PathBuf,
@@ -45,6 +47,8 @@ fn default_slots() -> usize {
 pub struct Settings {
     pub listen: SocketAddr,
     pub tokend_grpc_url: String,
+    /// PEM CA certificates to trust for an `https://` tokend_grpc_url.
+    pub tokend_ca_pem: Option<String>,
     /// The login app's bearer secret for tokend (never logged).
     pub app_token: String,
     pub users: Vec<User>,
@@ -88,6 +92,11 @@ struct UsersFile {
 impl Settings {
     /// Reads the config file; relative paths in it are relative to its folder.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Self::load_with_env_token(path, std::env::var(TOKEN_ENV).ok())
+    }
+
+    /// [`Settings::load`] with the value of `TOKEND_LOGIN_APP_TOKEN` given.
+    pub fn load_with_env_token(path: &Path, env_token: Option<String>) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let file: File =
@@ -100,7 +109,7 @@ impl Settings {
                     .with_context(|| format!("reading app_token_file {}", p.display()))?;
                 t.lines().next().unwrap_or("").trim().to_owned()
             }
-            None => std::env::var(TOKEN_ENV).with_context(|| {
+            None => env_token.with_context(|| {
                 format!("no app_token_file in the config and {TOKEN_ENV} is not set")
             })?,
         };
@@ -108,9 +117,23 @@ impl Settings {
             bail!("the login app's bearer secret is empty");
         }
         let users = load_users(&dir.join(&file.users_file))?;
+        let tokend_ca_pem = match &file.tokend_ca_file {
+            Some(p) => {
+                let p = dir.join(p);
+                Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading tokend_ca_file {}", p.display()))?,
+                )
+            }
+            None => None,
+        };
+        if file.tokend_grpc_url.starts_with("https://") && tokend_ca_pem.is_none() {
+            bail!("an https:// tokend_grpc_url needs tokend_ca_file (the CA to trust for tokend)");
+        }
         Ok(Self {
             listen: file.listen,
             tokend_grpc_url: file.tokend_grpc_url,
+            tokend_ca_pem,
             app_token,
             users,
             cookie_secure: file.cookie_secure,
@@ -134,8 +157,12 @@ pub fn load_users(path: &Path) -> anyhow::Result<Vec<User>> {
 pub fn check_users(users: &[User]) -> anyhow::Result<()> {
     let mut seen = HashMap::new();
     for u in users {
-        if u.username.is_empty() || u.username.chars().count() > 255 {
-            bail!("a username must have 1 to 255 characters");
+        // tokend's rules for AcceptAuthorization.username.
+        if u.username.is_empty()
+            || u.username.chars().count() > 255
+            || u.username.chars().any(char::is_control)
+        {
+            bail!("a username must have 1 to 255 characters and no control characters");
         }
         if u.subject.is_empty() || u.subject.chars().count() > 255 {
             bail!(

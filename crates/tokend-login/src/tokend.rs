@@ -48,11 +48,18 @@ pub struct Tokend {
 impl Tokend {
     /// A lazily connecting client (the login app starts even while tokend is
     /// down; each call then fails with [`Failure::Upstream`]).
-    pub fn new(url: &str, secret: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(url.to_owned())?
+    /// `ca_pem`: the CA certificates to trust for an `https://` URL.
+    pub fn new(url: &str, ca_pem: Option<&str>, secret: &str) -> anyhow::Result<Self> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())?
             .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
+            .timeout(Duration::from_secs(10));
+        if let Some(pem) = ca_pem {
+            endpoint = endpoint.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            )?;
+        }
+        let channel = endpoint.connect_lazy();
         let bearer: MetadataValue<_> = format!("Bearer {secret}")
             .parse()
             .map_err(|_| anyhow::anyhow!("the login app secret is not a valid header value"))?;

@@ -43,7 +43,11 @@ impl App {
     pub fn new(settings: &Settings) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             keys: Keys::random(),
-            tokend: Tokend::new(&settings.tokend_grpc_url, &settings.app_token)?,
+            tokend: Tokend::new(
+                &settings.tokend_grpc_url,
+                settings.tokend_ca_pem.as_deref(),
+                &settings.app_token,
+            )?,
             users: Users::new(
                 settings.users.clone(),
                 settings.max_concurrent_verifications,

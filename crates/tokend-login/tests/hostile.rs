@@ -503,6 +503,7 @@ async fn unreachable_or_refusing_tokend_is_a_502_page() {
         let settings = tokend_login::config::Settings {
             listen: addr,
             tokend_grpc_url: url,
+            tokend_ca_pem: None,
             app_token: token.into(),
             users: tokend_login::config::load_users(
                 &common::repo_root().join("examples/users.toml"),

@@ -138,6 +138,7 @@ impl Stack {
         let settings = Settings {
             listen: login_a,
             tokend_grpc_url: tokend_grpc.clone(),
+            tokend_ca_pem: None,
             app_token: APP_TOKEN.into(),
             users,
             cookie_secure: false,
