@@ -2,7 +2,10 @@
 # Checks the workspace's layering (docs/architecture.md) from cargo's own view of the
 # dependency graph, so a new dependency that breaks a layer fails CI:
 #   - tokend-core (the OAuth rules and the store) depends on no transport or CLI crate;
-#   - tokend-token (keys, JWTs) depends on none of ours and does no network I/O.
+#   - tokend-token (keys, JWTs) depends on none of ours and does no network I/O;
+#   - tokend-login (the reference login app) depends on no tokend crate: it knows tokend only
+#     through the public gRPC contract (its own build.rs compiles the proto) and HTTP.
+#     Its tests may start a tokend in-process (a dev-dependency; -e normal leaves those out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +22,8 @@ forbid() {
 }
 forbid tokend-core tonic tonic-health tonic-reflection axum hyper hyper-util tower tower-http clap tokend
 forbid tokend-token tokend tokend-core tokio redis tonic axum hyper clap
+forbid tokend-login tokend tokend-core tokend-token tokend-bench
 if [[ $fail == 0 ]]; then
-  echo "check-layers: ok (tokend-core: no transport or CLI crate; tokend-token: none of ours, no I/O runtime)"
+  echo "check-layers: ok (tokend-core: no transport or CLI crate; tokend-token: none of ours, no I/O runtime; tokend-login: no tokend crate)"
 fi
 exit $fail

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check tokend has: formatting, clippy, unit and integration tests
-# (real redis-server processes, real sockets), benchmarks in quick mode, and
+# (real redis-server processes, real sockets, headless Chromium for the login
+# app), benchmarks in quick mode, and
 # the Helm chart validation. Installs what the tests need when it is missing
-# (redis-server from Debian's packages; the chart check makes its own venv).
+# (redis-server, chromium and chromium-driver from Debian's packages; the chart check makes its own venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "== installing redis-server (Debian package)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+# The login app's browser tests drive headless Chromium through chromedriver
+# (crates/tokend-login/tests/browser.rs); they fail, not skip, without them.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "== installing chromium and chromium-driver (Debian packages)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 # Debian's package starts a system redis on 6379 under systemd when it can;
 # tests never use it (each starts its own on a free port).
