@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check tokend has: formatting, clippy, unit and integration tests
 # (real redis-server processes, real sockets, headless Chromium for the login
-# app), benchmarks in quick mode, and
-# the Helm chart validation. Installs what the tests need when it is missing
-# (redis-server, chromium and chromium-driver from Debian's packages; the chart check makes its own venv).
+# app), benchmarks in quick mode, the token exchange interop test (requests and
+# PyJWT against a running tokend), and the Helm chart validation. Installs what
+# the tests need when it is missing (redis-server, chromium and chromium-driver
+# from Debian's packages; the interop test and the chart check make their own venvs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,11 @@ echo "== layering: the crate boundaries hold (docs/architecture.md)"
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked --all-targets
+
+# requests + PyJWT in target/interop-venv (python3-venv installed when missing).
+echo "== interop: token exchange from a generic HTTP client, verified by PyJWT"
+cargo build --locked --bin tokend
+TOKEND_BIN="$PWD/target/debug/tokend" bash scripts/interop.sh
 
 if [ -f scripts/chart-check.sh ]; then
   echo "== Helm chart checks"

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Interop test of RFC 8693 token exchange with clients tokend did not write:
+# scripts/interop_token_exchange.py requests tokens with plain `requests`
+# (form POST, HTTP Basic) and verifies them with PyJWT against the JWKS that
+# discovery names: client_credentials, exchange, a second hop with a nested
+# `act`, refusals, introspection and revocation of the chain.
+#
+#   ./scripts/interop.sh                      # RS256, ES256 and EdDSA, one tokend each
+#   INTEROP_ALGS=ES256 ./scripts/interop.sh   # one algorithm
+#   TOKEND_BIN=target/release/tokend ./scripts/interop.sh
+#
+# Builds target/debug/tokend when it is missing (pass TOKEND_BIN otherwise),
+# keeps its Python tools in target/interop-venv (created once, reused;
+# installs Debian's python3-venv when `python3 -m venv` cannot work), and
+# starts each tokend on free loopback ports with a generated key, secrets and
+# config in a temporary folder; tokend is stopped and the folder removed on
+# exit, whatever happens. Exit 0 only if every check passed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/target/interop-venv"
+REQS=(
+  "requests==2.34.2"
+  "PyJWT[crypto]==2.15.1"
+  "cryptography==50.0.2"
+)
+STAMP="$VENV/.interop-reqs"
+ALGS=${INTEROP_ALGS:-RS256 ES256 EdDSA}
+TOKEND_BIN=${TOKEND_BIN:-$ROOT/target/debug/tokend}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian's python3 has venv but not ensurepip until python3-venv is installed.
+if [[ ! -x "$VENV/bin/python" ]]; then
+  echo "interop: creating $VENV"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    rm -rf "$VENV"
+    echo "interop: installing python3-venv (Debian package)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$VENV"
+  fi
+fi
+if [[ ! -f "$STAMP" ]] || [[ "$(cat "$STAMP")" != "${REQS[*]}" ]]; then
+  echo "interop: installing ${REQS[*]}"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${REQS[@]}"
+  echo "${REQS[*]}" > "$STAMP"
+fi
+PY="$VENV/bin/python"
+
+if [[ ! -x "$TOKEND_BIN" ]]; then
+  echo "interop: building tokend"
+  cargo build --locked -p tokend --bin tokend
+  TOKEND_BIN="$ROOT/target/debug/tokend"
+fi
+
+WORK=$(mktemp -d)
+TOKEND_PID=""
+stop_tokend() {
+  if [[ -n "$TOKEND_PID" ]]; then
+    kill -TERM "$TOKEND_PID" 2>/dev/null || true
+    wait "$TOKEND_PID" 2>/dev/null || true
+    TOKEND_PID=""
+  fi
+}
+cleanup() {
+  stop_tokend
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+new_secret() {
+  "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))'
+}
+hash_secret() {
+  printf %s "$1" | "$TOKEND_BIN" hash-secret
+}
+
+# Secrets of the clients, for the config (hashed) and the Python side.
+CLIENTS=(portal gateway orders resource-server)
+declare -A HASH
+for c in "${CLIENTS[@]}"; do
+  s=$(new_secret)
+  export "INTEROP_SECRET_$(echo "$c" | tr 'a-z-' 'A-Z_')=$s"
+  HASH[$c]=$(hash_secret "$s")
+done
+
+# Writes the config for algorithm $1, HTTP port $2, gRPC port $3.
+write_config() {
+  cat > "$WORK/tokend.toml" <<EOF
+issuer = "http://127.0.0.1:$2"
+
+[http]
+listen = "127.0.0.1:$2"
+
+[grpc]
+listen = "127.0.0.1:$3"
+
+[store]
+url = "memory://"
+
+[signing]
+algorithm = "$1"
+key_file = "$WORK/signing.pem"
+
+[log]
+level = "warn"
+
+[server]
+shutdown_grace_secs = 2
+
+# The subject: a client_credentials token addressed to the gateway.
+[[clients]]
+client_id = "portal"
+secret_hashes = ["${HASH[portal]}"]
+grant_types = ["client_credentials"]
+scopes = ["orders:read", "orders:write", "billing:read"]
+audience = ["gateway"]
+claims = { organisation_id = 74, roles = ["ADMIN"] }
+
+# Receives tokens addressed to "gateway", exchanges them for orders-api.
+[[clients]]
+client_id = "gateway"
+secret_hashes = ["${HASH[gateway]}"]
+grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
+scopes = ["orders:read", "orders:write", "billing:read"]
+audience = ["gateway"]
+token_exchange_audiences = ["orders-api"]
+token_exchange_claims = ["organisation_id"]
+
+# Receives tokens addressed to "orders-api", exchanges them for billing-api.
+[[clients]]
+client_id = "orders"
+secret_hashes = ["${HASH[orders]}"]
+grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
+scopes = ["orders:read", "billing:read"]
+audience = ["orders-api"]
+token_exchange_audiences = ["billing-api"]
+
+[[clients]]
+client_id = "resource-server"
+secret_hashes = ["${HASH[resource-server]}"]
+grant_types = ["client_credentials"]
+introspection = "any"
+EOF
+}
+
+# Starts tokend for algorithm $1 on free ports; sets TOKEND_PID and
+# INTEROP_BASE_URL. A port taken between choosing and binding it makes
+# tokend exit at start-up: then it tries other ports.
+start_tokend() {
+  local alg=$1 attempt http grpc
+  rm -f "$WORK/signing.pem"
+  "$TOKEND_BIN" keygen --alg "$alg" --out "$WORK/signing.pem" >/dev/null || return 1
+  for attempt in 1 2 3; do
+    http=$(free_port)
+    grpc=$(free_port)
+    write_config "$alg" "$http" "$grpc"
+    "$TOKEND_BIN" check-config --config "$WORK/tokend.toml" >/dev/null || return 1
+    env -u RUST_LOG "$TOKEND_BIN" serve --config "$WORK/tokend.toml" >"$WORK/tokend.log" 2>&1 &
+    TOKEND_PID=$!
+    export INTEROP_BASE_URL="http://127.0.0.1:$http"
+    for _ in $(seq 200); do
+      if ! kill -0 "$TOKEND_PID" 2>/dev/null; then
+        break
+      fi
+      if "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+          "$INTEROP_BASE_URL/readyz" 2>/dev/null; then
+        echo "interop: tokend ($alg) ready on $INTEROP_BASE_URL (pid $TOKEND_PID)"
+        return 0
+      fi
+      sleep 0.1
+    done
+    echo "interop: tokend did not become ready (attempt $attempt); its log:" >&2
+    sed 's/^/  [tokend] /' "$WORK/tokend.log" >&2
+    stop_tokend
+  done
+  return 1
+}
+
+failed=()
+for alg in $ALGS; do
+  echo "== interop: token exchange, $alg"
+  if ! start_tokend "$alg"; then
+    failed+=("$alg")
+    continue
+  fi
+  if ! INTEROP_ALG="$alg" PYTHONDONTWRITEBYTECODE=1 "$PY" scripts/interop_token_exchange.py; then
+    failed+=("$alg")
+    echo "interop: tokend's log:"
+    sed 's/^/  [tokend] /' "$WORK/tokend.log"
+  fi
+  stop_tokend
+done
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "interop: FAILED for ${failed[*]}"
+  exit 1
+fi
+echo "interop: all checks passed ($ALGS)"
