@@ -1,6 +1,6 @@
 //! The login app's pages: login, consent, errors.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use askama::Template;
@@ -35,8 +35,10 @@ pub struct App {
     users: Users,
     cookie_secure: bool,
     remember_consent: bool,
-    /// (subject, client_id) pairs the user allowed with "remember".
-    remembered: Mutex<HashSet<(String, String)>>,
+    /// What each user allowed each client with "remember": (subject,
+    /// client_id) to the scopes consented to ("" for a request naming none,
+    /// that is the client's default access).
+    remembered: Mutex<HashMap<(String, String), BTreeSet<String>>>,
 }
 
 impl App {
@@ -54,7 +56,7 @@ impl App {
             )?,
             cookie_secure: settings.cookie_secure,
             remember_consent: settings.remember_consent,
-            remembered: Mutex::new(HashSet::new()),
+            remembered: Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -344,7 +346,9 @@ async fn login_submit(
         }
     };
     tracing::info!(subject = %user.subject, client_id = %info.client_id, "login succeeded");
-    if app.remember_consent && app.is_remembered(&user.subject, &info.client_id) {
+    if app.remember_consent
+        && app.is_remembered(&user.subject, &info.client_id, &info.requested_scope)
+    {
         return accept(&app, &challenge, &user, info.requested_scope).await;
     }
     let expires = security::now_secs() + security::LOGIN_TTL_SECS;
@@ -424,7 +428,7 @@ async fn consent_submit(
                 Err(f) => return failure_page(f),
             };
             if app.remember_consent && form.remember.as_deref() == Some("yes") {
-                app.remember(&user.subject, &info.client_id);
+                app.remember(&user.subject, &info.client_id, &info.requested_scope);
             }
             accept(&app, &form.login_challenge, &user, info.requested_scope).await
         }
@@ -481,18 +485,30 @@ fn user_claims(user: &User) -> Option<prost_types::Struct> {
 }
 
 impl App {
-    fn is_remembered(&self, subject: &str, client_id: &str) -> bool {
-        self.remembered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&(subject.to_owned(), client_id.to_owned()))
+    /// Whether the user already allowed this client everything it asks for
+    /// now: a request for a scope never consented to shows the page again.
+    fn is_remembered(&self, subject: &str, client_id: &str, requested: &[String]) -> bool {
+        let map = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(subject.to_owned(), client_id.to_owned()))
+            .is_some_and(|allowed| consented(requested).all(|s| allowed.contains(s)))
     }
 
-    fn remember(&self, subject: &str, client_id: &str) {
-        let mut set = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
-        if set.len() >= MAX_REMEMBERED {
-            set.clear();
+    /// Adds what was allowed now to what the user allowed the client before.
+    /// Bounded: tokend only passes scopes registered for the client.
+    fn remember(&self, subject: &str, client_id: &str, requested: &[String]) {
+        let mut map = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_REMEMBERED {
+            map.clear();
         }
-        set.insert((subject.to_owned(), client_id.to_owned()));
+        map.entry((subject.to_owned(), client_id.to_owned()))
+            .or_default()
+            .extend(consented(requested).map(str::to_owned));
     }
+}
+
+/// The scopes a consent covers; "" stands for a request naming none (the
+/// client's default access).
+fn consented(requested: &[String]) -> impl Iterator<Item = &str> {
+    let none = requested.is_empty().then_some("");
+    requested.iter().map(String::as_str).chain(none)
 }

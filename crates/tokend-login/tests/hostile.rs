@@ -32,7 +32,12 @@ fn session_cookie(r: &Response) -> String {
 
 /// A login page for a fresh challenge: (challenge, session cookie, csrf).
 async fn login_page(stack: &Stack) -> (String, String, String) {
-    let ch = stack.login_challenge().await;
+    login_page_for(stack, "orders:read profile").await
+}
+
+/// [`login_page`] for a request asking for `scope`.
+async fn login_page_for(stack: &Stack, scope: &str) -> (String, String, String) {
+    let ch = stack.login_challenge_for(scope).await;
     let r = stack
         .http
         .get(with_query(
@@ -532,12 +537,13 @@ async fn unreachable_or_refusing_tokend_is_a_502_page() {
 }
 
 /// With `remember_consent`, an Allow with "remember" ticked skips the consent
-/// page at the user's next login for that client; one without does not.
+/// page at the user's next login for that client, for the scopes allowed
+/// then only; one without "remember" records nothing.
 #[tokio::test]
 async fn remembered_consent_skips_the_consent_page() {
     let stack = Stack::start_with(true).await;
     for remember in [None, Some("yes")] {
-        let (ch, cookie, csrf) = login_page(&stack).await;
+        let (ch, cookie, csrf) = login_page_for(&stack, "orders:read").await;
         let html = log_in(&stack, &ch, &cookie, &csrf).await;
         assert!(html.contains("name=\"remember\""));
         let (expires, proof) = (field(&html, "expires"), field(&html, "proof"));
@@ -555,38 +561,35 @@ async fn remembered_consent_skips_the_consent_page() {
         let r = post(&stack, "/consent", Some(&cookie), &form).await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
     }
+    let login = async |scope: &str, password: &str| {
+        let (ch, cookie, csrf) = login_page_for(&stack, scope).await;
+        post(
+            &stack,
+            "/login",
+            Some(&cookie),
+            &[
+                ("login_challenge", ch.as_str()),
+                ("csrf", csrf.as_str()),
+                ("username", DEMO_USER),
+                ("password", password),
+            ],
+        )
+        .await
+    };
     // Remembered: the login answers with tokend's redirect at once.
-    let (ch, cookie, csrf) = login_page(&stack).await;
-    let r = post(
-        &stack,
-        "/login",
-        Some(&cookie),
-        &[
-            ("login_challenge", ch.as_str()),
-            ("csrf", csrf.as_str()),
-            ("username", DEMO_USER),
-            ("password", DEMO_PASSWORD),
-        ],
-    )
-    .await;
+    let r = login("orders:read", DEMO_PASSWORD).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_hardened(&r);
     let to = r.headers()["location"].to_str().unwrap();
     assert!(to.starts_with(&format!("{}?code=", stack.callback)), "{to}");
+    // A scope never allowed before asks again, listing it.
+    let r = login("orders:read profile", DEMO_PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<code>profile</code>"), "{html}");
+    assert!(html.contains("name=\"decision\""), "{html}");
     // A wrong password is still a wrong password.
-    let (ch, cookie, csrf) = login_page(&stack).await;
-    let r = post(
-        &stack,
-        "/login",
-        Some(&cookie),
-        &[
-            ("login_challenge", ch.as_str()),
-            ("csrf", csrf.as_str()),
-            ("username", DEMO_USER),
-            ("password", "wrong"),
-        ],
-    )
-    .await;
+    let r = login("orders:read", "wrong").await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("incorrect"));
 }

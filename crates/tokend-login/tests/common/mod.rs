@@ -220,6 +220,11 @@ impl Stack {
     /// The authorize URL of the test client, with PKCE (S256) and `state`;
     /// returns it with the verifier.
     pub fn authorize_url(&self, state: &str) -> (String, String) {
+        self.authorize_url_for(state, "orders:read profile")
+    }
+
+    /// [`Self::authorize_url`] asking for `scope`.
+    pub fn authorize_url_for(&self, state: &str, scope: &str) -> (String, String) {
         use base64::Engine;
         use sha2::Digest;
         let verifier = tokend_login::security::random_token(32);
@@ -229,7 +234,7 @@ impl Stack {
             .append_pair("response_type", "code")
             .append_pair("client_id", CLIENT_ID)
             .append_pair("redirect_uri", &self.callback)
-            .append_pair("scope", "orders:read profile")
+            .append_pair("scope", scope)
             .append_pair("state", state)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256")
@@ -239,7 +244,12 @@ impl Stack {
 
     /// A fresh login challenge, as tokend's redirect to the login app gives it.
     pub async fn login_challenge(&self) -> String {
-        let (url, _) = self.authorize_url("st");
+        self.login_challenge_for("orders:read profile").await
+    }
+
+    /// A fresh login challenge for a request asking for `scope`.
+    pub async fn login_challenge_for(&self, scope: &str) -> String {
+        let (url, _) = self.authorize_url_for("st", scope);
         let r = self.http.get(url).send().await.unwrap();
         assert_eq!(r.status(), 302);
         let loc = r.headers()["location"].to_str().unwrap().to_owned();
