@@ -493,6 +493,7 @@ const TOP_LEVEL: &[&str] = &["issuer", "clients_file"];
 const RESERVED_ENV: &[&str] = &[
     "TOKEND_CONFIG",
     "TOKEND_STORE_PASSWORD",
+    "TOKEND_STORE_SENTINEL_PASSWORD",
     "TOKEND_ADMIN_ADDR",
     "TOKEND_ADMIN_TOKEN",
 ];
@@ -515,10 +516,13 @@ impl Config {
             None => (toml::Table::new(), "built-in defaults".to_string()),
         };
         let env: Vec<(String, String)> = env.into_iter().collect();
-        let store_password = env
-            .iter()
-            .find(|(k, v)| k == "TOKEND_STORE_PASSWORD" && !v.is_empty())
-            .map(|(_, v)| StorePassword(secrecy::SecretString::from(v.clone())));
+        let secret_env = |name: &str| {
+            env.iter()
+                .find(|(k, v)| k == name && !v.is_empty())
+                .map(|(_, v)| StorePassword(secrecy::SecretString::from(v.clone())))
+        };
+        let store_password = secret_env("TOKEND_STORE_PASSWORD");
+        let sentinel_password = secret_env("TOKEND_STORE_SENTINEL_PASSWORD");
         apply_env(&mut table, env)?;
         let mut cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
@@ -527,6 +531,7 @@ impl Config {
                 anyhow::anyhow!("{origin}: {path}: {}", inner.message())
             })?;
         cfg.store.password = store_password;
+        cfg.store.sentinel_password = sentinel_password;
         if let Some(extra) = cfg.clients_file.clone() {
             let extra = resolve(path, &extra);
             cfg.clients.extend(load_clients_file(&extra)?);
@@ -841,6 +846,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             tls_cert_file,
             tls_key_file,
             password,
+            sentinel_username,
+            sentinel_password,
             allow_eviction,
         }
     );

@@ -179,6 +179,16 @@ mod tests {
         ("TOKEND_STORE_TIMEOUT_MS", "99", "store.timeout_ms"),
         ("TOKEND_STORE_PASSWORD", "hunter2", "store.password"),
         (
+            "TOKEND_STORE_SENTINEL_USERNAME",
+            "sentinel-user",
+            "store.sentinel_username",
+        ),
+        (
+            "TOKEND_STORE_SENTINEL_PASSWORD",
+            "hunter3",
+            "store.sentinel_password",
+        ),
+        (
             "TOKEND_STORE_ALLOW_EVICTION",
             "true",
             "store.allow_eviction",

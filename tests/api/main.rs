@@ -25,6 +25,7 @@ mod process;
 mod redis_store;
 mod redis_tls;
 mod reload;
+mod sentinel;
 mod soak;
 mod store_eviction;
 mod throttle;

@@ -24,7 +24,7 @@ pub use api::Api;
 pub use app::TestApp;
 pub use config::ConfigBuilder;
 pub use process::TokendProcess;
-pub use redis::{RedisCluster, RedisServer};
+pub use redis::{RedisCluster, RedisSentinelGroup, RedisServer};
 pub use wait::eventually;
 
 /// Secret of every test client: its `sha256:` hash is in the configs.

@@ -387,3 +387,140 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// Bound on a Sentinel group agreeing on its topology (each Sentinel sees
+/// the replica and the two other Sentinels; hello messages every 2 s).
+const SENTINELS_AGREE: Duration = Duration::from_secs(30);
+
+/// The primary's name the Sentinels monitor.
+pub const SENTINEL_MASTER: &str = "tokendprimary";
+
+/// A Sentinel-managed Redis: a primary, one replica and three Sentinels
+/// (quorum 2, primary down after 500 ms), all child processes on loopback,
+/// killed on drop.
+pub struct RedisSentinelGroup {
+    pub primary: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel_ports: Vec<u16>,
+    sentinels: Vec<(Child, TempDir)>,
+}
+
+impl RedisSentinelGroup {
+    pub async fn start() -> Self {
+        let primary = RedisServer::start().await;
+        let p = primary.port.to_string();
+        let replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &p]).await;
+        let mut sentinels = Vec::new();
+        let mut sentinel_ports = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let dir = TempDir::with_prefix("tokend-sentinel-").unwrap();
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {p} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} 500\n\
+                     sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
+                     sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                    dir = dir.path().display()
+                ),
+            )
+            .unwrap();
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start redis-server --sentinel ({e}): apt-get install -y redis-server")
+                });
+            sentinels.push((child, dir));
+            sentinel_ports.push(port);
+        }
+        let group = Self {
+            primary,
+            replica,
+            sentinel_ports,
+            sentinels,
+        };
+        for port in &group.sentinel_ports {
+            let port = *port;
+            let agreed = eventually(SENTINELS_AGREE, || async move {
+                let out = redis_cli(
+                    None,
+                    [
+                        "-p",
+                        &port.to_string(),
+                        "sentinel",
+                        "master",
+                        SENTINEL_MASTER,
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                )
+                .await;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let field = |name: &str| {
+                    let mut lines = text.lines();
+                    while let Some(l) = lines.next() {
+                        if l == name {
+                            return lines.next().map(str::to_owned);
+                        }
+                    }
+                    None
+                };
+                field("num-slaves").as_deref() == Some("1")
+                    && field("num-other-sentinels").as_deref() == Some("2")
+            })
+            .await;
+            assert!(
+                agreed,
+                "Sentinel on port {port} never saw the replica and its peers"
+            );
+        }
+        group
+    }
+
+    /// `redis+sentinel://` URL naming the three Sentinels and the primary.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinel_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/{SENTINEL_MASTER}", hosts.join(","))
+    }
+
+    /// The primary's port as the Sentinels report it now.
+    pub async fn primary_port(&self) -> Option<u16> {
+        let out = redis_cli(
+            None,
+            [
+                "-p",
+                &self.sentinel_ports[0].to_string(),
+                "sentinel",
+                "get-master-addr-by-name",
+                SENTINEL_MASTER,
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .await;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+    }
+}
+
+impl Drop for RedisSentinelGroup {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -134,6 +134,13 @@ pub struct StoreSettings {
     /// from a Secret); overrides a password in `url`.
     #[serde(skip)]
     pub password: Option<StorePassword>,
+    /// The Sentinels' own ACL user, for `redis+sentinel://` (Sentinels
+    /// authenticate separately from the Redis nodes; none by default).
+    #[serde(default)]
+    pub sentinel_username: Option<String>,
+    /// The Sentinels' password: from `TOKEND_STORE_SENTINEL_PASSWORD` only.
+    #[serde(skip)]
+    pub sentinel_password: Option<StorePassword>,
     /// Become ready even though Redis may evict keys (`maxmemory-policy`
     /// other than `noeviction`): an evicted revocation makes a revoked token
     /// active again. Off by default: such a store keeps tokend not ready.
@@ -174,6 +181,8 @@ impl Default for StoreSettings {
             tls_cert_file: None,
             tls_key_file: None,
             password: None,
+            sentinel_username: None,
+            sentinel_password: None,
             allow_eviction: false,
         }
     }
@@ -223,6 +232,14 @@ impl StoreSettings {
         {
             problems.push(format!("store.url: {e}"));
         }
+        let sentinel_url = self.url.contains("+sentinel://");
+        if !sentinel_url && (self.sentinel_username.is_some() || self.sentinel_password.is_some()) {
+            problems.push(
+                "store.sentinel_username/TOKEND_STORE_SENTINEL_PASSWORD: only for a \
+                 redis+sentinel:// or rediss+sentinel:// store.url"
+                    .into(),
+            );
+        }
         let tls = self::redis::tls_certificates(self).unwrap_or_else(|e| {
             problems.extend(e);
             None
@@ -246,12 +263,16 @@ pub async fn connect(config: &StoreConfig) -> anyhow::Result<SharedStore> {
     if is_memory(&s.url) {
         return Ok(Arc::new(MemoryStore::new()));
     }
-    let store = RedisStore::with_tls(
+    let store = RedisStore::open(
         &s.url,
         s.password.as_ref().map(|p| &p.0),
         &s.key_prefix,
         config.timeout(),
         config.tls.clone(),
+        self::redis::SentinelAuth {
+            username: s.sentinel_username.clone(),
+            password: s.sentinel_password.as_ref().map(|p| p.0.clone()),
+        },
     )
     .map_err(|e| anyhow::anyhow!("store.url: {e:#}"))?;
     Ok(Arc::new(store))

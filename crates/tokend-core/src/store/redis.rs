@@ -1,7 +1,17 @@
 //! The Redis backend: the [`Store`] trait on one Redis (`redis://`,
-//! `rediss://`) or a Redis Cluster (`redis+cluster://`, `rediss+cluster://`),
+//! `rediss://`), a Redis Cluster (`redis+cluster://`, `rediss+cluster://`) or
+//! a Sentinel-managed Redis (`redis+sentinel://`, `rediss+sentinel://`),
 //! shared by every replica so revocations, codes and rate counters are one
 //! truth across them.
+//!
+//! Sentinel: the primary's address comes from the first Sentinel that knows
+//! it (the redis crate's Sentinel client, which also checks that the node
+//! answers `ROLE` as a primary). The connection to it is kept and reused; a
+//! connection error, a timeout or a `READONLY` answer (the old primary,
+//! demoted to a replica by a failover) drops it, and the next call asks the
+//! Sentinels again. A `READONLY` answer means the command was not applied, so
+//! that one call is retried once on the new primary; anything else fails
+//! (fail-closed, as with a Redis that is down) and the next call reconnects.
 //!
 //! Connections are the redis crate's self-healing handles (the
 //! `ConnectionManager`, or the cluster connection), created lazily: tokend starts
@@ -31,11 +41,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    ClientTlsConfig, Cmd, FromRedisValue, IntoConnectionInfo, Script, TlsCertificates, Value,
+    AsyncConnectionConfig, ClientTlsConfig, Cmd, ConnectionAddr, ErrorKind, FromRedisValue,
+    IntoConnectionInfo, RedisResult, Script, ServerErrorKind, TlsCertificates, TlsMode, Value,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -75,6 +92,127 @@ return n
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelConn>),
+}
+
+/// The current primary of a Sentinel-managed Redis, found through the
+/// Sentinels on first use and again after anything suggests it changed.
+struct SentinelConn {
+    /// Asks the Sentinels; one lookup at a time.
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// The connection to the primary and its generation, while it is trusted.
+    current: std::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    generation: AtomicU64,
+    config: AsyncConnectionConfig,
+}
+
+impl SentinelConn {
+    /// The trusted connection, or a new one to the primary the Sentinels name.
+    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        if let Some(c) = self.trusted() {
+            return Ok(c);
+        }
+        let mut client = self.client.lock().await;
+        // Another call may have reconnected while this one waited.
+        if let Some(c) = self.trusted() {
+            return Ok(c);
+        }
+        let conn = client
+            .get_async_connection_with_config(&self.config)
+            .await?;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, conn.clone()));
+        tracing::info!(
+            generation,
+            "connected to the Redis primary named by Sentinel"
+        );
+        Ok((generation, conn))
+    }
+
+    fn trusted(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops using connection `generation` (a newer one stays).
+    fn distrust(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+            tracing::warn!(
+                generation,
+                "dropped the connection to the Redis primary; asking Sentinel again"
+            );
+        }
+    }
+
+    /// Runs `call` on the primary. A `READONLY` answer (a demoted primary:
+    /// the command was not applied) is retried once on the primary the
+    /// Sentinels name now.
+    async fn run<T, F, Fut>(&self, call: F) -> RedisResult<T>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (generation, conn) = self.connection().await?;
+            // Dropped before the answer (the store timeout fired): the
+            // primary may be gone, so the connection is not trusted again.
+            let mut guard = Distrust {
+                conn: self,
+                generation,
+                armed: true,
+            };
+            let result = call(conn).await;
+            match &result {
+                Err(e) if is_read_only(e) && attempt == 1 => continue,
+                Err(e) if is_connection_error(e) => {}
+                _ => guard.armed = false,
+            }
+            return result;
+        }
+    }
+}
+
+/// Distrusts a connection when dropped armed (see [`SentinelConn::run`]).
+struct Distrust<'a> {
+    conn: &'a SentinelConn,
+    generation: u64,
+    armed: bool,
+}
+
+impl Drop for Distrust<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.distrust(self.generation);
+        }
+    }
+}
+
+/// Errors after which a connection to a Sentinel-named primary is not used
+/// again: it broke, timed out, or the node is no longer the primary.
+fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        || is_read_only(e)
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::MasterDown)
+                | ErrorKind::MasterNameNotFoundBySentinel
+        )
+}
+
+/// `READONLY`: the node is a replica now; nothing was written. Scripts
+/// report it inside their own error, hence the text check too.
+fn is_read_only(e: &redis::RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) || e.to_string().contains("READONLY")
 }
 
 /// [`Store`] on Redis or Redis Cluster.
@@ -94,6 +232,70 @@ enum Target {
         username: Option<String>,
         password: Option<String>,
     },
+    Sentinel {
+        /// Sentinel addresses (default port 26379).
+        sentinels: Vec<(String, u16)>,
+        /// The monitored primary's name.
+        master: String,
+        db: i64,
+        /// Credentials for the Redis nodes (the URL's, or the password override).
+        username: Option<String>,
+        password: Option<String>,
+        tls: bool,
+    },
+}
+
+/// Credentials for the Sentinels themselves (`[store] sentinel_username`,
+/// `TOKEND_STORE_SENTINEL_PASSWORD`): Sentinels have their own ACLs, and none
+/// by default.
+#[derive(Clone, Default)]
+pub struct SentinelAuth {
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+}
+
+/// Percent-decodes a URL's user or password.
+fn decode_userinfo(s: &str) -> Result<String, String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| "user/password is not valid percent-encoded UTF-8".to_string())
+}
+
+/// Splits `[user[:pass]@]rest` into the decoded user and password and `rest`.
+fn split_userinfo(rest: &str) -> Result<(Option<String>, Option<String>, &str), String> {
+    let Some((auth, hosts)) = rest.rsplit_once('@') else {
+        return Ok((None, None, rest));
+    };
+    let (u, p) = auth.split_once(':').unwrap_or((auth, ""));
+    let username = (!u.is_empty()).then(|| decode_userinfo(u)).transpose()?;
+    let password = (!p.is_empty()).then(|| decode_userinfo(p)).transpose()?;
+    Ok((username, password, hosts))
+}
+
+/// `host[:port],...` into (host, port) pairs, `default_port` where none is given.
+fn host_ports(hosts: &str, default_port: u16) -> Result<Vec<(String, u16)>, String> {
+    let mut out = Vec::new();
+    for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let (host, port) = match h.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') && !host.is_empty() => {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| "a host's port is not a number".to_string())?;
+                (host, port)
+            }
+            _ => (h, default_port),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err("empty host".into());
+        }
+        out.push((host.to_owned(), port));
+    }
+    if out.is_empty() {
+        return Err("needs at least one host:port".into());
+    }
+    Ok(out)
 }
 
 /// Parses a store URL. Errors never repeat the URL (it may hold a password).
@@ -120,47 +322,21 @@ fn parse_target(url: &str, password: Option<&SecretString>) -> Result<Target, St
         }
         "redis+cluster" | "rediss+cluster" => {
             let node_scheme = scheme.trim_end_matches("+cluster");
-            let (auth, hosts) = match rest.rsplit_once('@') {
-                Some((a, h)) => (Some(a), h),
-                None => (None, rest),
-            };
+            let (username, url_password, hosts) = split_userinfo(rest)?;
             let hosts = hosts.trim_end_matches('/');
             if hosts.contains('/') || hosts.contains('?') {
                 return Err(
                     "a cluster URL takes no database or options (cluster has db 0 only)".into(),
                 );
             }
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8()
-                    .map(|c| c.into_owned())
-                    .map_err(|_| "user/password is not valid percent-encoded UTF-8".to_string())
-            };
-            let (mut username, mut url_password) = (None, None);
-            if let Some(auth) = auth {
-                let (u, p) = auth.split_once(':').unwrap_or((auth, ""));
-                if !u.is_empty() {
-                    username = Some(decode(u)?);
-                }
-                if !p.is_empty() {
-                    url_password = Some(decode(p)?);
-                }
-            }
-            let mut nodes = Vec::new();
-            for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-                let with_port = if h
-                    .rsplit_once(':')
-                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-                {
-                    h.to_string()
-                } else {
-                    format!("{h}:6379")
-                };
-                nodes.push(format!("{node_scheme}://{with_port}"));
-            }
-            if nodes.is_empty() {
-                return Err("a cluster URL needs at least one host:port".into());
-            }
+            let nodes = host_ports(hosts, 6379)
+                .map_err(|e| format!("a cluster URL {e}"))?
+                .into_iter()
+                .map(|(h, p)| {
+                    let h = if h.contains(':') { format!("[{h}]") } else { h };
+                    format!("{node_scheme}://{h}:{p}")
+                })
+                .collect();
             Ok(Target::Cluster {
                 nodes,
                 username,
@@ -169,9 +345,48 @@ fn parse_target(url: &str, password: Option<&SecretString>) -> Result<Target, St
                     .or(url_password),
             })
         }
+        "redis+sentinel" | "rediss+sentinel" => {
+            let (username, url_password, rest) = split_userinfo(rest)?;
+            let (hosts, path) = rest.split_once('/').ok_or_else(|| {
+                "a Sentinel URL names the primary: redis+sentinel://HOST:PORT,.../MASTER_NAME"
+                    .to_string()
+            })?;
+            let (master, query) = path.split_once('?').unwrap_or((path, ""));
+            let master = master.trim_end_matches('/');
+            if master.is_empty() || master.contains('/') {
+                return Err(
+                    "a Sentinel URL names the primary: redis+sentinel://HOST:PORT,.../MASTER_NAME"
+                        .into(),
+                );
+            }
+            let mut db = 0;
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("db", n)) => {
+                        db = n
+                            .parse::<i64>()
+                            .ok()
+                            .filter(|n| *n >= 0)
+                            .ok_or_else(|| "db must be a non-negative number".to_string())?;
+                    }
+                    _ => return Err("a Sentinel URL takes only the db=N option".into()),
+                }
+            }
+            let sentinels = host_ports(hosts, 26379).map_err(|e| format!("a Sentinel URL {e}"))?;
+            Ok(Target::Sentinel {
+                sentinels,
+                master: decode_userinfo(master)?,
+                db,
+                username,
+                password: password
+                    .map(|p| p.expose_secret().to_owned())
+                    .or(url_password),
+                tls: scheme == "rediss+sentinel",
+            })
+        }
         other => Err(format!(
             "unsupported scheme {other:?}: expected memory://, redis://, rediss://, \
-             redis+cluster:// or rediss+cluster://"
+             redis+cluster://, rediss+cluster://, redis+sentinel:// or rediss+sentinel://"
         )),
     }
 }
@@ -185,7 +400,7 @@ pub fn validate_url(url: &str, password: Option<&SecretString>) -> Result<(), St
 fn is_tls_url(url: &str) -> bool {
     matches!(
         url.split_once("://"),
-        Some(("rediss" | "rediss+cluster", _))
+        Some(("rediss" | "rediss+cluster" | "rediss+sentinel", _))
     )
 }
 
@@ -209,7 +424,7 @@ pub fn tls_certificates(s: &StoreSettings) -> Result<Option<TlsCertificates>, Ve
     let mut problems = Vec::new();
     if !is_tls_url(&s.url) {
         problems.push(format!(
-            "{}: only for a rediss:// or rediss+cluster:// store.url",
+            "{}: only for a rediss://, rediss+cluster:// or rediss+sentinel:// store.url",
             set.join(", ")
         ));
     }
@@ -334,6 +549,26 @@ impl RedisStore {
         timeout: Duration,
         tls: Option<TlsCertificates>,
     ) -> anyhow::Result<Self> {
+        Self::open(
+            url,
+            password,
+            key_prefix,
+            timeout,
+            tls,
+            SentinelAuth::default(),
+        )
+    }
+
+    /// [`RedisStore::with_tls`] with the Sentinels' own credentials (for a
+    /// `redis+sentinel://` URL; ignored otherwise).
+    pub fn open(
+        url: &str,
+        password: Option<&SecretString>,
+        key_prefix: &str,
+        timeout: Duration,
+        tls: Option<TlsCertificates>,
+        sentinel_auth: SentinelAuth,
+    ) -> anyhow::Result<Self> {
         if tls.is_some() && !is_tls_url(url) {
             anyhow::bail!("TLS certificates need a rediss:// or rediss+cluster:// URL");
         }
@@ -378,6 +613,60 @@ impl RedisStore {
                     .set_response_timeout(timeout);
                 Conn::Cluster(client.get_pending_async_connection_with_config(config))
             }
+            Target::Sentinel {
+                sentinels,
+                master,
+                db,
+                username,
+                password,
+                tls: use_tls,
+            } => {
+                let addrs = sentinels.into_iter().map(|(host, port)| {
+                    if use_tls {
+                        ConnectionAddr::TcpTls {
+                            host,
+                            port,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    } else {
+                        ConnectionAddr::Tcp(host, port)
+                    }
+                });
+                let mut b = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)?
+                    .set_client_to_redis_db(db);
+                if let Some(u) = username {
+                    b = b.set_client_to_redis_username(u);
+                }
+                if let Some(p) = password {
+                    b = b.set_client_to_redis_password(p);
+                }
+                if let Some(u) = sentinel_auth.username {
+                    b = b.set_client_to_sentinel_username(u);
+                }
+                if let Some(p) = sentinel_auth.password {
+                    b = b.set_client_to_sentinel_password(p.expose_secret());
+                }
+                if use_tls {
+                    b = b
+                        .set_client_to_redis_tls_mode(TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+                    if let Some(certs) = tls {
+                        b = b
+                            .set_client_to_redis_certificates(certs.clone())
+                            .set_client_to_sentinel_certificates(certs);
+                    }
+                }
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout));
+                Conn::Sentinel(Arc::new(SentinelConn {
+                    client: tokio::sync::Mutex::new(b.build()?),
+                    current: std::sync::Mutex::new(None),
+                    generation: AtomicU64::new(0),
+                    config,
+                }))
+            }
         };
         Ok(Self {
             conn,
@@ -398,6 +687,10 @@ impl RedisStore {
             match self.conn.clone() {
                 Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
                 Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
+                Conn::Sentinel(s) => {
+                    s.run(|mut c| async move { cmd.query_async::<T>(&mut c).await })
+                        .await
+                }
             }
         };
         self.bounded(op, fut).await
@@ -417,6 +710,11 @@ impl RedisStore {
             match self.conn.clone() {
                 Conn::Single(mut c) => invoke(script, &key, a, b, &mut c).await,
                 Conn::Cluster(mut c) => invoke(script, &key, a, b, &mut c).await,
+                Conn::Sentinel(s) => {
+                    let key = &key;
+                    s.run(|mut c| async move { invoke(script, key, a, b, &mut c).await })
+                        .await
+                }
             }
         };
         self.bounded(op, fut).await
@@ -473,6 +771,7 @@ impl Store for RedisStore {
         match self.conn {
             Conn::Single(_) => "redis",
             Conn::Cluster(_) => "redis-cluster",
+            Conn::Sentinel(_) => "redis-sentinel",
         }
     }
 
@@ -639,7 +938,45 @@ mod tests {
         };
         assert_eq!(password.as_deref(), Some("from-env"));
 
+        let Ok(Target::Sentinel {
+            sentinels,
+            master,
+            db,
+            username,
+            password,
+            tls,
+        }) = parse_target(
+            "rediss+sentinel://app:s%40cret@s1:26380,s2,[::1]:5000/my%20primary?db=3",
+            None,
+        )
+        else {
+            panic!("parses");
+        };
+        assert_eq!(
+            sentinels,
+            [
+                ("s1".to_string(), 26380),
+                ("s2".to_string(), 26379),
+                ("::1".to_string(), 5000)
+            ]
+        );
+        assert_eq!((master.as_str(), db, tls), ("my primary", 3, true));
+        assert_eq!(username.as_deref(), Some("app"));
+        assert_eq!(password.as_deref(), Some("s@cret"));
+        let Ok(Target::Sentinel { password, tls, .. }) =
+            parse_target("redis+sentinel://:x@s1/primary", Some(&pw))
+        else {
+            panic!("parses");
+        };
+        assert_eq!((password.as_deref(), tls), (Some("from-env"), false));
+
         for bad in [
+            "redis+sentinel://:hunter2@s1:26379",
+            "redis+sentinel://:hunter2@s1:26379/",
+            "redis+sentinel://:hunter2@s1:26379/m?db=x",
+            "redis+sentinel://:hunter2@s1:26379/m?timeout=1",
+            "redis+sentinel://:hunter2@s1:port/m",
+            "redis+sentinel://:hunter2@/m",
             "http://:hunter2@h:1",
             "redis+cluster://:hunter2@a:1/3",
             "redis+cluster://:hunter2@",
