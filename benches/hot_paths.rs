@@ -5,7 +5,9 @@
 //! argon2id), HTTP parameter parsing (form and JSON), and the whole OAuth core
 //! without a transport (`Core::token` for client_credentials and
 //! `Core::introspect` of a cached token, memory store, secret-guessing defence
-//! on): what tokend adds to the signature before any wire protocol.
+//! on): what tokend adds to the signature before any wire protocol; and RFC
+//! 8693 token exchange through the core against its floor, one verification
+//! plus one signature (`exchange/{alg}`).
 //!
 //! `cargo bench --bench hot_paths` measures; `cargo test --all-targets` runs
 //! each benchmark once in criterion's test mode, so they keep compiling in CI.
@@ -266,6 +268,160 @@ fn core_benches(c: &mut Criterion) {
     }
 }
 
+/// RFC 8693 token exchange against its floor. An exchange verifies the
+/// subject token and signs a new one, so the floor is one verification plus
+/// one signature: `floor_raw` with aws-lc-rs alone, `floor_jwt` with
+/// tokend-token's `jwt::verify` and `jwt::mint` (header and claims parsing,
+/// JSON, base64). `exchange` is `Core::token` with the token-exchange grant,
+/// the code path of both transports (client authentication, policy, scope,
+/// revocation check of the subject's chain in the memory store, `act` and
+/// `chain` claims, signature), each call with a subject token it has not
+/// verified before; `exchange_cached_subject` exchanges the same subject
+/// token every time, whose verification the verified-token cache answers.
+fn exchange_benches(c: &mut Criterion) {
+    use criterion::BatchSize;
+    use std::sync::Arc;
+    use tokend::oauth::exchange::ACCESS_TOKEN_TYPE;
+    use tokend::oauth::{Core, TokenRequest};
+    const TE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let hash = SecretHash::sha256_of(secret);
+    // portal's tokens are addressed to orders-api; orders-service receives
+    // them and exchanges them for billing-api.
+    let toml = format!(
+        "issuer = \"{ISSUER}\"\n\
+         [[clients]]\nclient_id = \"portal\"\nsecret_hashes = [\"{hash}\"]\n\
+         grant_types = [\"client_credentials\"]\nscopes = [\"orders:read\", \"orders:write\"]\n\
+         default_scopes = [\"orders:read\", \"orders:write\"]\naudience = [\"orders-api\"]\n\
+         claims = {{ organisation_id = 74, roles = [\"ADMIN\"] }}\n\
+         [[clients]]\nclient_id = \"orders-service\"\nsecret_hashes = [\"{hash}\"]\n\
+         grant_types = [\"client_credentials\", \"{TE}\"]\n\
+         scopes = [\"orders:read\", \"orders:write\"]\naudience = [\"orders-api\"]\n\
+         token_exchange_audiences = [\"billing-api\"]\n\
+         token_exchange_claims = [\"organisation_id\"]\n"
+    );
+    let dir = std::env::temp_dir().join(format!("tokend-bench-exchange-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokend.toml");
+    std::fs::write(&path, toml).unwrap();
+    let cfg = tokend::config::Config::load(Some(&path), Vec::new()).unwrap();
+    let parsed = cfg.clone().parse().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let creds = |id: &str| Credentials {
+        client_id: id.into(),
+        secret: Some(SecretString::from(secret.to_owned())),
+        secret_alt: None,
+        via: PresentedVia::Grpc,
+        peer: Some("127.0.0.1".parse().unwrap()),
+    };
+    let (portal, orders) = (creds("portal"), creds("orders-service"));
+    let issue = || TokenRequest {
+        grant_type: "client_credentials".into(),
+        ..Default::default()
+    };
+    let exchange = |subject: String| TokenRequest {
+        grant_type: TE.into(),
+        subject_token: Some(subject),
+        subject_token_type: Some(ACCESS_TOKEN_TYPE.into()),
+        audience: vec!["billing-api".into()],
+        scope: vec!["orders:read".into()],
+        ..Default::default()
+    };
+    for alg in Algorithm::ALL {
+        let pem_text = generate_pem(alg).unwrap();
+        let keys = || {
+            KeySet::new(
+                SigningKey::from_pem(alg, pem_text.as_bytes()).unwrap(),
+                vec![],
+            )
+        };
+        let core = Core::new(
+            parsed.boot.oauth.clone(),
+            parsed.live.limits.clone(),
+            Registry::new(&cfg.clients).unwrap(),
+            keys(),
+            Arc::new(tokend::store::MemoryStore::new()),
+        );
+        let subject_token = || {
+            rt.block_on(core.token(&portal, issue()))
+                .unwrap()
+                .access_token
+        };
+        // First contact marks both callers as established (as in production).
+        let subject = subject_token();
+        let exchanged = rt
+            .block_on(core.token(&orders, exchange(subject.clone())))
+            .unwrap()
+            .access_token;
+
+        // The floor, for exactly these two tokens: verify the subject token,
+        // sign the exchanged token's claims.
+        let floor_keys = keys();
+        let out_claims = jwt::verify(&floor_keys, &exchanged, ISSUER, now(), 30).unwrap();
+        assert_eq!(
+            out_claims.act,
+            Some(serde_json::json!({"sub": "orders-service"}))
+        );
+        let (sub_input, sub_sig_b64) = subject.rsplit_once('.').unwrap();
+        let sub_sig = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            sub_sig_b64,
+        )
+        .unwrap();
+        let out_input = exchanged.rsplit_once('.').unwrap().0;
+        let (raw_sign, public) = raw_signer(alg, &pem_text);
+        let parsed_key = ParsedPublicKey::new(verification_alg(alg), &public).unwrap();
+
+        let mut g = c.benchmark_group(format!("exchange/{alg}"));
+        g.bench_function("floor_raw", |b| {
+            b.iter(|| {
+                parsed_key
+                    .verify_sig(black_box(sub_input.as_bytes()), black_box(&sub_sig))
+                    .unwrap();
+                raw_sign(black_box(out_input.as_bytes()))
+            })
+        });
+        g.bench_function("floor_jwt", |b| {
+            b.iter(|| {
+                jwt::verify(&floor_keys, black_box(&subject), ISSUER, now(), 30).unwrap();
+                jwt::mint(floor_keys.active(), black_box(&out_claims)).unwrap()
+            })
+        });
+        // The same with a fresh subject token per call, as `exchange` gets.
+        g.bench_function("floor_jwt_fresh", |b| {
+            b.iter_batched(
+                subject_token,
+                |t| {
+                    jwt::verify(&floor_keys, &t, ISSUER, now(), 30).unwrap();
+                    jwt::mint(floor_keys.active(), black_box(&out_claims)).unwrap()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        // A fresh subject token per call (issued in the untimed setup).
+        g.bench_function("exchange", |b| {
+            b.iter_batched(
+                subject_token,
+                |t| black_box(rt.block_on(core.token(&orders, exchange(t))).unwrap()),
+                BatchSize::SmallInput,
+            )
+        });
+        g.bench_function("exchange_cached_subject", |b| {
+            b.iter(|| {
+                black_box(
+                    rt.block_on(core.token(&orders, exchange(subject.clone())))
+                        .unwrap(),
+                )
+            })
+        });
+        g.finish();
+    }
+}
+
 fn config() -> Criterion {
     // Short runs: a full `cargo bench` stays around a minute on 2 cores.
     Criterion::default()
@@ -277,6 +433,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = jwt_benches, auth_benches, params_benches, core_benches
+    targets = jwt_benches, auth_benches, params_benches, core_benches, exchange_benches
 }
 criterion_main!(benches);

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Runs the standard benchmark matrix of issue 7: 3 algorithms (RS256, ES256,
-# EdDSA) x gRPC/HTTP x memory/Redis store, each cell driven by the release
-# `tokend-bench` against a release `tokend` child process over loopback.
-# Writes docs/bench/results.md (table + target checks) and docs/bench/chart.png.
+# EdDSA) x gRPC/HTTP x memory/Redis store x workloads (issue, introspection,
+# RFC 8693 token exchange, the transport floor), each cell driven by the
+# release `tokend-bench` against a release `tokend` child process over
+# loopback. tokend-bench starts that tokend with a generated key and a config
+# holding the clients the workloads need (bench-client, which also exchanges
+# tokens for billing-api, and bench-portal, whose client_credentials tokens
+# are the subject tokens). Writes docs/bench/results.md (table + target
+# checks + token exchange against its verify+sign floor) and docs/bench/chart.png.
 #
 #   ./scripts/bench-matrix.sh                      # full matrix, ~3 s per workload
 #   BENCH_STORES=memory ./scripts/bench-matrix.sh  # memory rows only
 #   BENCH_DURATION=5 BENCH_CONCURRENCY=32 ./scripts/bench-matrix.sh
+#   BENCH_TARGETS=grpc-exchange,http-exchange ./scripts/bench-matrix.sh  # some workloads only
 #
 # Starts its own redis-server on a free loopback port (installs Debian's
 # package when missing) and a matplotlib venv under target/ for the chart.
@@ -18,6 +24,8 @@ DURATION=${BENCH_DURATION:-3}
 CONCURRENCY=${BENCH_CONCURRENCY:-16}
 STORES=${BENCH_STORES:-memory redis}
 ALGS=${BENCH_ALGS:-RS256 ES256 EdDSA}
+# Empty: tokend-bench's default workloads (all of them).
+TARGETS=${BENCH_TARGETS:-}
 RAW=target/bench/results.jsonl
 OUT=docs/bench
 
@@ -66,7 +74,8 @@ for store in $STORES; do
     echo
     echo "==== $alg, $store"
     if ! target/release/tokend-bench --alg "$alg" --store "$url" \
-        --duration "$DURATION" --concurrency "$CONCURRENCY" --json "$RAW"; then
+        --duration "$DURATION" --concurrency "$CONCURRENCY" --json "$RAW" \
+        ${TARGETS:+--targets "$TARGETS"}; then
       failed+=("$alg/$store")
     fi
   done

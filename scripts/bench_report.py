@@ -57,10 +57,15 @@ def main():
         "is the stable figure; **req/s and latency are wall-clock and only indicative**: the load "
         "generator shares the cores with the server (and, here, with other builds).",
         "The floor is the raw aws-lc-rs signature (issue) or verification (introspection) with the "
-        "same key, measured in CPU time by the same tokend-bench run; *ratio* = server CPU per request / floor.",
+        "same key, or both (token exchange: verify the subject token, sign the new one), measured in CPU "
+        "time by the same tokend-bench run; *ratio* = server CPU per request / floor.",
         "`introspect` asks about each issued token once (a signature verification each time); "
         "`introspect-hot` asks about the same token again and again (verified-token cache; "
         "revocation is still checked in the store on every call). "
+        "`exchange` exchanges (RFC 8693) a different subject token each time (subject tokens issued up "
+        "front by client_credentials: one verification and one signature per exchange); `exchange-hot` "
+        "exchanges the same subject token again and again (its verification answered by the cache, so "
+        "its floor is the signature alone). "
         "`grpc-health` / `http-healthz` are the **transport floor**: the cheapest request the server "
         "answers (gRPC health Check, `GET /healthz`: no authentication, store or crypto), i.e. what "
         "HTTP/2 or HTTP/1.1, the kernel's loopback TCP and the async runtime cost per request.",
@@ -118,6 +123,37 @@ def main():
     lines += ["", "## Targets (memory store, ratios from one run)", "", "| target | measured | limit | |", "|---|---:|---:|---|"]
     lines += [f"| {n} | {v} | {l} | {s} |" for n, v, l, s in checks]
 
+    # Token exchange against its floor and against a plain issue on the same
+    # transport: what the exchange adds to a client_credentials token.
+    ex_lines = []
+    for alg in ALGS:
+        for store in stores:
+            for t in ("grpc", "http"):
+                e = by.get((alg, store, f"{t}-exchange"))
+                h = by.get((alg, store, f"{t}-exchange-hot"))
+                i = by.get((alg, store, f"{t}-issue"))
+                if not (e or h):
+                    continue
+                ex_lines.append(
+                    f"| {alg} | {store} | {t} | {fmt(e and e['server_cpu_us_per_req'])} | "
+                    f"{fmt(e and e['floor_us'])} | {fmt(e and e['ratio'], 2)}x | "
+                    f"{fmt(h and h['server_cpu_us_per_req'])} | {fmt(h and h['ratio'], 2)}x | "
+                    f"{fmt(i and i['server_cpu_us_per_req'])} | "
+                    f"{fmt(e and i and e['server_cpu_us_per_req'] - i['server_cpu_us_per_req'])} |"
+                )
+    if ex_lines:
+        lines += ["", "## Token exchange", "",
+                  "Server CPU per exchanged token. *exchange*: a different subject token each time, against "
+                  "the floor of one raw verification plus one raw signature; *again*: the same subject token "
+                  "each time (its verification cached), against one raw signature; *issue*: a "
+                  "client_credentials token on the same transport in the same run, and what an exchange "
+                  "costs beyond it (the subject token's verification, the exchange policy, the revocation "
+                  "check of the subject's chain, a larger token).", "",
+                  "| alg | store | transport | exchange us | floor verify+sign us | ratio | again us | "
+                  "again / sign | issue us | exchange - issue us |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ex_lines
+
     # The transport floor against the introspection targets: a request that
     # does nothing already costs this much, whatever tokend does inside it.
     floor_lines = []
@@ -146,9 +182,11 @@ def main():
     if "redis" in stores and os.path.exists(stats):
         issued = sum(r["requests"] for r in rows if r["store"] == "redis" and r["op"] == "issue")
         intro = sum(r["requests"] for r in rows if r["store"] == "redis" and r["op"].startswith("introspect"))
+        exch = sum(r["requests"] for r in rows if r["store"] == "redis" and r["op"].startswith("exchange"))
         lines += ["", "## Redis commands during the Redis rows", "",
-                  f"Measured requests: {issued:,} issue, {intro:,} introspection (plus a few warm-up "
-                  "requests per connection and the tokens issued up front). Redis `INFO commandstats`:", "",
+                  f"Measured requests: {issued:,} issue, {intro:,} introspection, {exch:,} token exchange "
+                  "(plus a few warm-up requests per connection and the tokens issued up front). "
+                  "Redis `INFO commandstats`:", "",
                   "| command | calls |", "|---|---:|"]
         with open(stats) as f:
             for line in f:
@@ -177,11 +215,15 @@ def chart(rows, stores, path):
         ("http-introspect", "HTTP introspect"),
         ("grpc-introspect-hot", "gRPC introspect (cached)"),
         ("http-introspect-hot", "HTTP introspect (cached)"),
+        ("grpc-exchange", "gRPC token exchange"),
+        ("http-exchange", "HTTP token exchange"),
+        ("grpc-exchange-hot", "gRPC token exchange (cached subject)"),
+        ("http-exchange-hot", "HTTP token exchange (cached subject)"),
         ("grpc-health", "gRPC health probe (transport floor)"),
         ("http-healthz", "HTTP /healthz (transport floor)"),
     ]
     by = {(r["alg"], r["store"], r["target"]): r for r in rows}
-    fig, axes = plt.subplots(len(stores), 2, figsize=(15, 4.8 * len(stores)), squeeze=False)
+    fig, axes = plt.subplots(len(stores), 2, figsize=(18, 4.8 * len(stores)), squeeze=False)
     width = 0.8 / len(workloads)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for si, store in enumerate(stores):
@@ -202,7 +244,9 @@ def chart(rows, stores, path):
             verify = next((r["floor_us"] for r in rows if r["alg"] == alg and r["store"] == store and r["floor_op"] == "verify" and r["floor_us"]), None)
             if r is None:
                 continue
-            for val, style, name in ((sign, "-", "raw sign"), (verify, ":", "raw verify")):
+            both = sign + verify if sign and verify else None
+            for val, style, name in ((sign, "-", "raw sign"), (verify, ":", "raw verify"),
+                                     (both, "--", "raw verify + sign")):
                 if val:
                     ax_c.hlines(val, ai - 0.45, ai + 0.45, colors="black", linestyles=style,
                                 label=name if ai == 0 else None)

@@ -3,7 +3,9 @@
 //! It starts a release `tokend` as a child process (generated key file per
 //! algorithm via `tokend keygen`, generated config, `memory://` or a given
 //! `redis://` URL), or attaches to a running one, then drives it over loopback
-//! with gRPC `Issue`, HTTP `POST /oauth/token`, and gRPC/HTTP introspection.
+//! with gRPC `Issue`, HTTP `POST /oauth/token`, gRPC/HTTP introspection, and
+//! RFC 8693 token exchange over both (subject tokens obtained up front by
+//! client_credentials).
 //!
 //! For each workload it prints requests/s and latency percentiles (wall clock:
 //! noisy on a shared machine), every response status (a run of 401s must never
@@ -52,15 +54,19 @@ struct Args {
     command: Option<Sub>,
     /// Workloads to run, in order. `*-introspect` introspects each issued
     /// token once (verification every time); `*-introspect-hot` introspects
-    /// one token again and again (the verified-token cache). `grpc-health`
-    /// and `http-healthz` are the transport floor: the cheapest request the
-    /// server answers (gRPC health Check, GET /healthz), with no
-    /// authentication, store or crypto.
+    /// one token again and again (the verified-token cache). `*-exchange`
+    /// exchanges (RFC 8693) a different subject token each time (a stock is
+    /// issued up front by client_credentials: one verification and one
+    /// signature per exchange); `*-exchange-hot` exchanges one subject token
+    /// again and again (its verification from the cache: one signature).
+    /// `grpc-health` and `http-healthz` are the transport floor: the
+    /// cheapest request the server answers (gRPC health Check, GET
+    /// /healthz), with no authentication, store or crypto.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "grpc-issue,http-issue,grpc-introspect,http-introspect,grpc-introspect-hot,http-introspect-hot,grpc-health,http-healthz"
+        default_value = "grpc-issue,http-issue,grpc-introspect,http-introspect,grpc-introspect-hot,http-introspect-hot,grpc-exchange,http-exchange,grpc-exchange-hot,http-exchange-hot,grpc-health,http-healthz"
     )]
     targets: Vec<Target>,
     /// Concurrent requests in flight (one connection each).
@@ -97,6 +103,23 @@ struct Args {
     /// Client secret (attach mode).
     #[arg(long, env = "TOKEND_BENCH_CLIENT_SECRET", hide_env_values = true)]
     client_secret: Option<String>,
+    /// Exchange workloads, attach mode: the client whose client_credentials
+    /// tokens are the subject tokens. They must be addressed to one of
+    /// --client-id's `audience` values, and --client-id needs the
+    /// token-exchange grant and --exchange-audience among its
+    /// `token_exchange_audiences`. Without it, attach mode skips them.
+    #[arg(long)]
+    subject_client_id: Option<String>,
+    /// The subject client's secret (attach mode; default: --client-secret).
+    #[arg(
+        long,
+        env = "TOKEND_BENCH_SUBJECT_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    subject_client_secret: Option<String>,
+    /// The audience exchanged tokens are asked for.
+    #[arg(long, default_value = "billing-api")]
+    exchange_audience: String,
     /// The server's signing key (PEM), for the raw signature floor (attach mode).
     #[arg(long)]
     key_file: Option<PathBuf>,
@@ -122,17 +145,35 @@ enum Target {
     HttpIntrospect,
     GrpcIntrospectHot,
     HttpIntrospectHot,
+    GrpcExchange,
+    HttpExchange,
+    GrpcExchangeHot,
+    HttpExchangeHot,
     GrpcHealth,
     HttpHealthz,
+    /// Not a workload: issues the stock of subject tokens for `*-exchange`.
+    #[value(skip)]
+    GrpcIssueSubject,
+    #[value(skip)]
+    HttpIssueSubject,
 }
 
 /// What one request does.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Op {
+    /// client_credentials by the bench client.
     Issue,
+    /// client_credentials by the subject client (a subject token).
+    IssueSubject,
     Introspect,
+    /// RFC 8693 token exchange of a subject token by the bench client.
+    Exchange,
     Probe,
 }
+
+/// RFC 8693 identifiers.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 impl Target {
     fn name(self) -> &'static str {
@@ -143,28 +184,60 @@ impl Target {
             Self::HttpIntrospect => "http-introspect",
             Self::GrpcIntrospectHot => "grpc-introspect-hot",
             Self::HttpIntrospectHot => "http-introspect-hot",
+            Self::GrpcExchange => "grpc-exchange",
+            Self::HttpExchange => "http-exchange",
+            Self::GrpcExchangeHot => "grpc-exchange-hot",
+            Self::HttpExchangeHot => "http-exchange-hot",
             Self::GrpcHealth => "grpc-health",
             Self::HttpHealthz => "http-healthz",
+            Self::GrpcIssueSubject => "grpc-issue-subject",
+            Self::HttpIssueSubject => "http-issue-subject",
         }
     }
     fn grpc(self) -> bool {
         matches!(
             self,
-            Self::GrpcIssue | Self::GrpcIntrospect | Self::GrpcIntrospectHot | Self::GrpcHealth
+            Self::GrpcIssue
+                | Self::GrpcIntrospect
+                | Self::GrpcIntrospectHot
+                | Self::GrpcExchange
+                | Self::GrpcExchangeHot
+                | Self::GrpcHealth
+                | Self::GrpcIssueSubject
         )
     }
     fn op(self) -> Op {
         match self {
             Self::GrpcIssue | Self::HttpIssue => Op::Issue,
+            Self::GrpcIssueSubject | Self::HttpIssueSubject => Op::IssueSubject,
             Self::GrpcHealth | Self::HttpHealthz => Op::Probe,
-            _ => Op::Introspect,
+            Self::GrpcExchange
+            | Self::HttpExchange
+            | Self::GrpcExchangeHot
+            | Self::HttpExchangeHot => Op::Exchange,
+            Self::GrpcIntrospect
+            | Self::HttpIntrospect
+            | Self::GrpcIntrospectHot
+            | Self::HttpIntrospectHot => Op::Introspect,
         }
     }
-    fn issue(self) -> bool {
-        self.op() == Op::Issue
-    }
+    /// Takes a different token from a pool for each request.
     fn cold(self) -> bool {
-        matches!(self, Self::GrpcIntrospect | Self::HttpIntrospect)
+        matches!(
+            self,
+            Self::GrpcIntrospect | Self::HttpIntrospect | Self::GrpcExchange | Self::HttpExchange
+        )
+    }
+    /// The `op` label of the JSON lines.
+    fn op_label(self) -> &'static str {
+        match (self.op(), self.cold()) {
+            (Op::Issue | Op::IssueSubject, _) => "issue",
+            (Op::Introspect, true) => "introspect",
+            (Op::Introspect, false) => "introspect-hot",
+            (Op::Exchange, true) => "exchange",
+            (Op::Exchange, false) => "exchange-hot",
+            (Op::Probe, _) => "probe",
+        }
     }
 }
 
@@ -180,6 +253,9 @@ struct Server {
     http: String,
     client_id: String,
     secret: String,
+    /// The client whose tokens the exchange workloads exchange.
+    subject_client_id: Option<String>,
+    subject_secret: String,
     key_file: Option<PathBuf>,
     child: Option<Child>,
     dir: Option<PathBuf>,
@@ -237,12 +313,26 @@ shutdown_grace_secs = 2
 [[clients]]
 client_id = "bench-client"
 secret_hashes = ["{hash}"]
-grant_types = ["client_credentials"]
+grant_types = ["client_credentials", "{TOKEN_EXCHANGE}"]
 scopes = ["orders:read", "orders:write"]
 default_scopes = ["orders:read"]
 audience = ["orders-api"]
 claims = {{ organisation_id = 74, roles = ["ADMIN"] }}
+token_exchange_audiences = ["{exchange_audience}"]
+token_exchange_claims = ["organisation_id"]
+
+# The subject tokens of the exchange workloads: addressed to orders-api,
+# which bench-client receives and exchanges for {exchange_audience}.
+[[clients]]
+client_id = "bench-portal"
+secret_hashes = ["{hash}"]
+grant_types = ["client_credentials"]
+scopes = ["orders:read", "orders:write"]
+default_scopes = ["orders:read", "orders:write"]
+audience = ["orders-api"]
+claims = {{ organisation_id = 74, roles = ["ADMIN"] }}
 "#,
+            exchange_audience = args.exchange_audience,
             store = args.store,
             alg = args.alg.as_str(),
             key = key_file.display(),
@@ -293,6 +383,8 @@ claims = {{ organisation_id = 74, roles = ["ADMIN"] }}
             grpc: String::new(),
             http: String::new(),
             client_id: "bench-client".into(),
+            subject_client_id: Some("bench-portal".into()),
+            subject_secret: secret.clone(),
             secret,
             key_file: Some(key_file),
             child: Some(child),
@@ -322,6 +414,11 @@ claims = {{ organisation_id = 74, roles = ["ADMIN"] }}
             grpc: args.grpc.clone().unwrap_or_default(),
             http: args.http.clone().unwrap_or_default(),
             client_id: args.client_id.clone(),
+            subject_client_id: args.subject_client_id.clone(),
+            subject_secret: args
+                .subject_client_secret
+                .clone()
+                .unwrap_or_else(|| secret.clone()),
             secret,
             key_file: args.key_file.clone(),
             child: None,
@@ -509,6 +606,11 @@ struct Ctx {
     client_id: String,
     secret: String,
     basic: String,
+    /// The subject client (exchange workloads).
+    subject_client_id: String,
+    subject_secret: String,
+    subject_basic: String,
+    exchange_audience: String,
 }
 
 async fn connect(ctx: &Ctx, grpc: bool) -> anyhow::Result<Conn> {
@@ -551,8 +653,18 @@ impl Outcome {
     }
 }
 
+/// A successful token response; only issued tokens are kept (the subject
+/// tokens and the tokens to introspect), not exchanged ones.
+fn issued(op: Op, status: &str, token: String) -> Outcome {
+    Outcome {
+        status: status.into(),
+        ok: true,
+        token: matches!(op, Op::Issue | Op::IssueSubject).then_some(token),
+    }
+}
+
 async fn one_request(conn: &mut Conn, ctx: &Ctx, op: Op, token: &str) -> Outcome {
-    let issue = op == Op::Issue;
+    let issue = matches!(op, Op::Issue | Op::IssueSubject | Op::Exchange);
     match conn {
         Conn::Grpc(c) if op == Op::Probe => match c.1.check(HealthCheckRequest::default()).await {
             Ok(r) if r.get_ref().status == 1 => Outcome {
@@ -593,20 +705,39 @@ async fn one_request(conn: &mut Conn, ctx: &Ctx, op: Op, token: &str) -> Outcome
         Conn::Grpc(c) => {
             let c = &mut c.0;
             if issue {
-                let r = c
-                    .issue(IssueRequest {
+                let req = match op {
+                    Op::IssueSubject => IssueRequest {
+                        grant_type: "client_credentials".into(),
+                        client_id: ctx.subject_client_id.clone(),
+                        client_secret: ctx.subject_secret.clone(),
+                        ..Default::default()
+                    },
+                    Op::Exchange => IssueRequest {
+                        grant_type: TOKEN_EXCHANGE.into(),
+                        client_id: ctx.client_id.clone(),
+                        client_secret: ctx.secret.clone(),
+                        subject_token: token.to_owned(),
+                        subject_token_type: ACCESS_TOKEN_TYPE.into(),
+                        audience: vec![ctx.exchange_audience.clone()],
+                        ..Default::default()
+                    },
+                    _ => IssueRequest {
                         grant_type: "client_credentials".into(),
                         client_id: ctx.client_id.clone(),
                         client_secret: ctx.secret.clone(),
                         ..Default::default()
-                    })
-                    .await;
-                match r {
-                    Ok(r) if !r.get_ref().access_token.is_empty() => Outcome {
-                        status: "grpc OK".into(),
-                        ok: true,
-                        token: Some(r.into_inner().access_token),
                     },
+                };
+                match c.issue(req).await {
+                    Ok(r)
+                        if op == Op::Exchange
+                            && r.get_ref().issued_token_type != ACCESS_TOKEN_TYPE =>
+                    {
+                        Outcome::fail("grpc OK without issued_token_type")
+                    }
+                    Ok(r) if !r.get_ref().access_token.is_empty() => {
+                        issued(op, "grpc OK", r.into_inner().access_token)
+                    }
                     Ok(_) => Outcome::fail("grpc OK without a token"),
                     Err(s) => Outcome::fail(format!("grpc {:?}", s.code())),
                 }
@@ -631,7 +762,15 @@ async fn one_request(conn: &mut Conn, ctx: &Ctx, op: Op, token: &str) -> Outcome
             }
         }
         Conn::Http(send) => {
-            let (path, body) = if issue {
+            let (path, body) = if op == Op::Exchange {
+                let body = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", TOKEN_EXCHANGE)
+                    .append_pair("subject_token", token)
+                    .append_pair("subject_token_type", ACCESS_TOKEN_TYPE)
+                    .append_pair("audience", &ctx.exchange_audience)
+                    .finish();
+                ("/oauth/token", body)
+            } else if issue {
                 ("/oauth/token", "grant_type=client_credentials".to_owned())
             } else {
                 (
@@ -642,7 +781,14 @@ async fn one_request(conn: &mut Conn, ctx: &Ctx, op: Op, token: &str) -> Outcome
             };
             let req = http::Request::post(path)
                 .header(http::header::HOST, ctx.server_http.as_str())
-                .header(http::header::AUTHORIZATION, ctx.basic.as_str())
+                .header(
+                    http::header::AUTHORIZATION,
+                    if op == Op::IssueSubject {
+                        ctx.subject_basic.as_str()
+                    } else {
+                        ctx.basic.as_str()
+                    },
+                )
                 .header(
                     http::header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded",
@@ -668,12 +814,11 @@ async fn one_request(conn: &mut Conn, ctx: &Ctx, op: Op, token: &str) -> Outcome
                 Err(_) => return Outcome::fail("http 200 not JSON"),
             };
             if issue {
+                if op == Op::Exchange && v["issued_token_type"] != ACCESS_TOKEN_TYPE {
+                    return Outcome::fail("http 200 without issued_token_type");
+                }
                 match v["access_token"].as_str() {
-                    Some(t) => Outcome {
-                        status: "http 200".into(),
-                        ok: true,
-                        token: Some(t.to_owned()),
-                    },
+                    Some(t) => issued(op, "http 200", t.to_owned()),
                     None => Outcome::fail("http 200 without a token"),
                 }
             } else if v["active"] == true {
@@ -913,14 +1058,14 @@ fn run(args: Args) -> anyhow::Result<bool> {
         server_http: server.http.clone(),
         client_id: server.client_id.clone(),
         secret: server.secret.clone(),
-        basic: format!(
-            "Basic {}",
-            STANDARD.encode(format!(
-                "{}:{}",
-                form_encode(&server.client_id),
-                form_encode(&server.secret)
-            ))
+        basic: basic_auth(&server.client_id, &server.secret),
+        subject_client_id: server.subject_client_id.clone().unwrap_or_default(),
+        subject_secret: server.subject_secret.clone(),
+        subject_basic: basic_auth(
+            server.subject_client_id.as_deref().unwrap_or_default(),
+            &server.subject_secret,
         ),
+        exchange_audience: args.exchange_audience.clone(),
     });
     let store = if args.attach_pid.is_some() {
         "attached"
@@ -944,6 +1089,31 @@ fn run(args: Args) -> anyhow::Result<bool> {
             None => bail!("the first token request failed: {}", out.status),
         }
     })?;
+    // Exchange workloads: a subject token obtained up front by
+    // client_credentials (exchanged again and again by `*-exchange-hot`).
+    let mut targets = args.targets.clone();
+    let wants_exchange = targets.iter().any(|t| t.op() == Op::Exchange);
+    if wants_exchange && server.subject_client_id.is_none() {
+        println!("exchange workloads: skipped (attach mode needs --subject-client-id; see --help)");
+        targets.retain(|t| t.op() != Op::Exchange);
+    }
+    let subject_sample = if wants_exchange && server.subject_client_id.is_some() {
+        Some(rt.block_on(async {
+            let mut c = connect(&ctx, prefer_grpc).await?;
+            let subject = match one_request(&mut c, &ctx, Op::IssueSubject, "").await {
+                Outcome { token: Some(t), .. } => t,
+                out => bail!("the subject client's token request failed: {}", out.status),
+            };
+            // One exchange, so a policy refusal stops the run here.
+            let out = one_request(&mut c, &ctx, Op::Exchange, &subject).await;
+            if !out.ok {
+                bail!("the first token exchange failed: {}", out.status);
+            }
+            anyhow::Ok(subject)
+        })?)
+    } else {
+        None
+    };
     let floor = match &server.key_file {
         Some(k) => {
             let pem_text = std::fs::read(k).with_context(|| format!("{}", k.display()))?;
@@ -964,12 +1134,22 @@ fn run(args: Args) -> anyhow::Result<bool> {
         }
     };
 
+    // Tokens for cold introspection (the bench client's), and subject
+    // tokens for cold exchange (the subject client's).
     let pool = Arc::new(Mutex::new(Vec::<String>::new()));
+    let subject_pool = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut all_ok = true;
     let mut json_lines = Vec::new();
-    let cold_total = args.targets.iter().filter(|t| t.cold()).count();
-    let mut cold_seen = 0;
-    for &target in &args.targets {
+    let cold_intro_total = targets
+        .iter()
+        .filter(|t| t.cold() && t.op() == Op::Introspect)
+        .count();
+    let cold_exchange_total = targets
+        .iter()
+        .filter(|t| t.cold() && t.op() == Op::Exchange)
+        .count();
+    let (mut cold_intro_seen, mut cold_exchange_seen) = (0, 0);
+    for &target in &targets {
         let needs = if target.grpc() {
             &server.grpc
         } else {
@@ -979,7 +1159,40 @@ fn run(args: Args) -> anyhow::Result<bool> {
             bail!("{}: no address for this transport", target.name());
         }
         let mut take = 0;
-        if target.cold() {
+        if target.cold() && target.op() == Op::Exchange {
+            if subject_pool.lock().is_empty() {
+                // A stock of subject tokens for every cold exchange
+                // workload: as many as the subject client gets issued in
+                // the same time (an exchange costs more than an issue).
+                let stock = Args {
+                    duration: (args.duration * cold_exchange_total as f64).min(600.0),
+                    requests: args.requests.map(|n| n * cold_exchange_total as u64),
+                    ..args.clone()
+                };
+                println!(
+                    "(issuing subject tokens for {:.0} s to exchange)",
+                    stock.duration
+                );
+                let t = if prefer_grpc {
+                    Target::GrpcIssueSubject
+                } else {
+                    Target::HttpIssueSubject
+                };
+                let r = rt.block_on(run_target(
+                    t,
+                    &stock,
+                    ctx.clone(),
+                    subject_pool.clone(),
+                    0,
+                    None,
+                ))?;
+                if r.errors > 0 {
+                    bail!("issuing subject tokens: {} errors", r.errors);
+                }
+            }
+            take = subject_pool.lock().len() / (cold_exchange_total - cold_exchange_seen).max(1);
+            cold_exchange_seen += 1;
+        } else if target.cold() {
             if pool.lock().is_empty() {
                 // Nothing issued yet: issue a stock of tokens to introspect.
                 let n = args.requests.unwrap_or(2_000);
@@ -996,23 +1209,33 @@ fn run(args: Args) -> anyhow::Result<bool> {
                 };
                 rt.block_on(run_target(t, &stock, ctx.clone(), pool.clone(), 0, None))?;
             }
-            take = pool.lock().len() / (cold_total - cold_seen).max(1);
-            cold_seen += 1;
+            take = pool.lock().len() / (cold_intro_total - cold_intro_seen).max(1);
+            cold_intro_seen += 1;
         }
+        let (target_pool, hot) = if target.op() == Op::Exchange {
+            (subject_pool.clone(), subject_sample.clone())
+        } else {
+            (pool.clone(), Some(sample.clone()))
+        };
         let r = rt.block_on(run_target(
             target,
             &args,
             ctx.clone(),
-            pool.clone(),
+            target_pool,
             take,
-            Some(sample.clone()),
+            hot,
         ))?;
-        let (floor_op, floor_us) = match (floor, target.issue()) {
-            _ if target.op() == Op::Probe => ("none", None),
-            (Some(f), true) => ("sign", Some(f.sign_us)),
-            (Some(f), false) => ("verify", Some(f.verify_us)),
-            (None, true) => ("sign", None),
-            (None, false) => ("verify", None),
+        // The least a request can cost: an issue signs; an introspection
+        // verifies; an exchange verifies the subject token and signs, unless
+        // the subject token's verification is cached (`*-exchange-hot`).
+        let (floor_op, floor_us) = match target.op() {
+            Op::Probe => ("none", None),
+            Op::Issue | Op::IssueSubject => ("sign", floor.map(|f| f.sign_us)),
+            Op::Introspect => ("verify", floor.map(|f| f.verify_us)),
+            Op::Exchange if target.cold() => {
+                ("verify+sign", floor.map(|f| f.verify_us + f.sign_us))
+            }
+            Op::Exchange => ("sign", floor.map(|f| f.sign_us)),
         };
         let ratio = floor_us.map(|f| r.cpu_us_per_req / f);
         let rps = r.requests as f64 / r.seconds;
@@ -1055,12 +1278,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         json_lines.push(serde_json::json!({
             "target": target.name(),
             "transport": if target.grpc() { "grpc" } else { "http" },
-            "op": match target {
-                Target::GrpcIssue | Target::HttpIssue => "issue",
-                Target::GrpcIntrospect | Target::HttpIntrospect => "introspect",
-                Target::GrpcHealth | Target::HttpHealthz => "probe",
-                _ => "introspect-hot",
-            },
+            "op": target.op_label(),
             "alg": alg.as_str(),
             "store": store,
             "concurrency": args.concurrency,
@@ -1093,6 +1311,18 @@ fn run(args: Args) -> anyhow::Result<bool> {
     drop(rt);
     drop(server);
     Ok(all_ok)
+}
+
+/// An HTTP Basic `Authorization` value (RFC 6749 2.3.1).
+fn basic_auth(client_id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!(
+            "{}:{}",
+            form_encode(client_id),
+            form_encode(secret)
+        ))
+    )
 }
 
 /// RFC 6749 2.3.1: Basic credentials are form-urlencoded first.
