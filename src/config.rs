@@ -848,6 +848,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             password,
             sentinel_username,
             sentinel_password,
+            replica_acks,
+            replica_ack_timeout_ms,
             allow_eviction,
         }
     );

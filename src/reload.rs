@@ -188,6 +188,12 @@ mod tests {
             "hunter3",
             "store.sentinel_password",
         ),
+        ("TOKEND_STORE_REPLICA_ACKS", "1", "store.replica_acks"),
+        (
+            "TOKEND_STORE_REPLICA_ACK_TIMEOUT_MS",
+            "50",
+            "store.replica_ack_timeout_ms",
+        ),
         (
             "TOKEND_STORE_ALLOW_EVICTION",
             "true",

@@ -1,15 +1,19 @@
 //! tokend on a Sentinel-managed Redis (issue 19): two replicas find the
 //! primary through three Sentinels, and when the primary dies they follow the
-//! failover to the promoted replica without a restart. Throughout, a revoked
-//! token never answers `active: true` (fail-closed: 503 while no primary
-//! answers), and readiness recovers.
+//! failover to the promoted replica without a restart. With
+//! `replica_acks = 1` a revocation answered 200 is on the replica before the
+//! answer, so killing the primary right after it loses nothing. Throughout,
+//! a revoked token never answers `active: true` (fail-closed: 503 while no
+//! primary answers), and readiness recovers. And without a Redis replica to
+//! acknowledge, a revocation is a 503, never a 200 that a failover could undo.
 
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::common::config::key_file;
-use crate::common::{ConfigBuilder, RedisSentinelGroup, TestApp, eventually};
+use crate::common::http::{error_of, metrics_text, sample};
+use crate::common::{ConfigBuilder, RedisSentinelGroup, RedisServer, TestApp, eventually};
 
 /// Failover here: 500 ms to declare the primary down, then the election and
 /// promotion (a few seconds); tokend then needs one failed call to look again.
@@ -22,7 +26,9 @@ async fn replicas_follow_a_sentinel_failover_and_never_resurrect_a_revoked_token
     let key = key_file(dir.path(), "signing.pem", tokend::token::Algorithm::RS256);
     let config = ConfigBuilder::on_store(&group.url())
         .signing_key("RS256", &key)
-        .set("store.timeout_ms", 300);
+        .set("store.timeout_ms", 300)
+        .set("store.replica_acks", 1)
+        .set("store.replica_ack_timeout_ms", 500);
     let a = TestApp::start(&config).await;
     let b = TestApp::start(&config).await;
     assert!(a.is_ready().await && b.is_ready().await);
@@ -32,24 +38,7 @@ async fn replicas_follow_a_sentinel_failover_and_never_resurrect_a_revoked_token
     assert_eq!(a.revoke("orders-service", &revoked).await.status(), 200);
     assert_eq!(b.introspect(&revoked).await["active"], false);
     assert_eq!(b.introspect(&live).await["active"], true);
-    // The replica has the revocation before the primary dies (tokend's own
-    // replica acknowledgement is a separate setting).
-    let primary = group.primary.connection().await;
-    let acked = eventually(Duration::from_secs(5), || {
-        let mut conn = primary.clone();
-        async move {
-            let n: Result<i64, _> = redis::cmd("WAIT")
-                .arg(1)
-                .arg(100)
-                .query_async(&mut conn)
-                .await;
-            n.is_ok_and(|n| n == 1)
-        }
-    })
-    .await;
-    assert!(acked, "the replica did not acknowledge the revocation");
-    drop(primary);
-
+    // No waiting of the test's own: the 200 above means the replica has it.
     group.primary.kill();
     let killed = Instant::now();
     let unavailable = std::sync::atomic::AtomicUsize::new(0);
@@ -85,9 +74,21 @@ async fn replicas_follow_a_sentinel_failover_and_never_resurrect_a_revoked_token
     );
     assert_eq!(group.primary_port().await, Some(group.replica.port));
 
-    // The new primary takes writes from both replicas, and they agree.
+    // The new primary has no replica yet: a revocation cannot be made safe,
+    // so it is not reported done.
     let fresh = b.access_token("orders-service").await;
-    assert_eq!(b.revoke("orders-service", &fresh).await.status(), 200);
+    let r = b.revoke("orders-service", &fresh).await;
+    assert_eq!(error_of(r).await, (503, "temporarily_unavailable".into()));
+    // The old primary comes back; the Sentinels make it the new primary's
+    // replica, and revocations are acknowledged again.
+    group.primary.restart().await;
+    assert!(
+        eventually(FAILOVER, || async {
+            b.revoke("orders-service", &fresh).await.status() == 200
+        })
+        .await,
+        "revocations never succeeded again after the old primary rejoined as a replica"
+    );
     assert_eq!(a.introspect(&fresh).await["active"], false);
     assert_eq!(a.introspect(&revoked).await["active"], false);
     assert_eq!(b.introspect(&live).await["active"], true);
@@ -100,4 +101,30 @@ async fn replicas_follow_a_sentinel_failover_and_never_resurrect_a_revoked_token
     );
     a.stop().await;
     b.stop().await;
+}
+
+/// `replica_acks` on a Redis without replicas: every security-relevant write
+/// fails (503 `temporarily_unavailable`, counted in
+/// `tokend_store_replica_ack_failures_total`) instead of being reported done;
+/// issuance, which writes nothing, goes on.
+#[tokio::test]
+async fn unacknowledged_revocations_are_never_reported_done() {
+    let redis = RedisServer::start().await;
+    let config = ConfigBuilder::on_store(&redis.url())
+        .set("store.replica_acks", 1)
+        .set("store.replica_ack_timeout_ms", 50);
+    let app = TestApp::start(&config).await;
+    let token = app.access_token("orders-service").await;
+    let r = app.revoke("orders-service", &token).await;
+    assert_eq!(error_of(r).await, (503, "temporarily_unavailable".into()));
+    let m = metrics_text(app.url("/metrics")).await;
+    assert!(
+        sample(
+            &m,
+            "tokend_store_replica_ack_failures_total",
+            &["op=\"put\""]
+        ) >= Some(1.0),
+        "{m}"
+    );
+    app.stop().await;
 }

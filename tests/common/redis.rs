@@ -407,9 +407,32 @@ pub struct RedisSentinelGroup {
 
 impl RedisSentinelGroup {
     pub async fn start() -> Self {
-        let primary = RedisServer::start().await;
+        // No delay before the full sync (Redis waits 5 s by default for more
+        // replicas to share a diskless transfer).
+        let fast_sync = ["--repl-diskless-sync-delay", "0"];
+        let primary = RedisServer::start_with_args(&fast_sync).await;
         let p = primary.port.to_string();
-        let replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &p]).await;
+        let replica = RedisServer::start_with_args(&[
+            "--replicaof",
+            "127.0.0.1",
+            &p,
+            fast_sync[0],
+            fast_sync[1],
+        ])
+        .await;
+        let replica_port = replica.port;
+        let synced = eventually(SENTINELS_AGREE, || async move {
+            let out = redis_cli(
+                None,
+                ["-p", &replica_port.to_string(), "info", "replication"]
+                    .map(String::from)
+                    .to_vec(),
+            )
+            .await;
+            String::from_utf8_lossy(&out.stdout).contains("master_link_status:up")
+        })
+        .await;
+        assert!(synced, "the replica never finished its first sync");
         let mut sentinels = Vec::new();
         let mut sentinel_ports = Vec::new();
         for _ in 0..3 {

@@ -141,6 +141,17 @@ pub struct StoreSettings {
     /// The Sentinels' password: from `TOKEND_STORE_SENTINEL_PASSWORD` only.
     #[serde(skip)]
     pub sentinel_password: Option<StorePassword>,
+    /// Replicas that must acknowledge each security-relevant write (`WAIT`)
+    /// before it counts as done; 0 (the default) does not wait. See
+    /// [`redis::ReplicaAcks`].
+    #[serde(default, deserialize_with = "crate::de::de_num")]
+    pub replica_acks: u64,
+    /// How long a write waits for those acknowledgements.
+    #[serde(
+        default = "default_replica_ack_timeout",
+        deserialize_with = "crate::de::de_num"
+    )]
+    pub replica_ack_timeout_ms: u64,
     /// Become ready even though Redis may evict keys (`maxmemory-policy`
     /// other than `noeviction`): an evicted revocation makes a revoked token
     /// active again. Off by default: such a store keeps tokend not ready.
@@ -183,6 +194,8 @@ impl Default for StoreSettings {
             password: None,
             sentinel_username: None,
             sentinel_password: None,
+            replica_acks: 0,
+            replica_ack_timeout_ms: default_replica_ack_timeout(),
             allow_eviction: false,
         }
     }
@@ -196,6 +209,9 @@ fn default_key_prefix() -> String {
 }
 fn default_store_timeout() -> u64 {
     250
+}
+fn default_replica_ack_timeout() -> u64 {
+    100
 }
 
 /// `[store]` parsed and checked: the URL understood, the TLS files read. What
@@ -232,6 +248,15 @@ impl StoreSettings {
         {
             problems.push(format!("store.url: {e}"));
         }
+        if self.replica_acks > 0 && is_memory(&self.url) {
+            problems.push("store.replica_acks: only for a Redis store".into());
+        }
+        if self.replica_acks > 16 {
+            problems.push("store.replica_acks: at most 16".into());
+        }
+        if !(1..=10_000).contains(&self.replica_ack_timeout_ms) {
+            problems.push("store.replica_ack_timeout_ms: must be 1 to 10000".into());
+        }
         let sentinel_url = self.url.contains("+sentinel://");
         if !sentinel_url && (self.sentinel_username.is_some() || self.sentinel_password.is_some()) {
             problems.push(
@@ -263,7 +288,7 @@ pub async fn connect(config: &StoreConfig) -> anyhow::Result<SharedStore> {
     if is_memory(&s.url) {
         return Ok(Arc::new(MemoryStore::new()));
     }
-    let store = RedisStore::open(
+    let store = RedisStore::open_with_acks(
         &s.url,
         s.password.as_ref().map(|p| &p.0),
         &s.key_prefix,
@@ -273,6 +298,10 @@ pub async fn connect(config: &StoreConfig) -> anyhow::Result<SharedStore> {
             username: s.sentinel_username.clone(),
             password: s.sentinel_password.as_ref().map(|p| p.0.clone()),
         },
+        (s.replica_acks > 0).then(|| self::redis::ReplicaAcks {
+            replicas: u32::try_from(s.replica_acks).unwrap_or(u32::MAX),
+            timeout: Duration::from_millis(s.replica_ack_timeout_ms),
+        }),
     )
     .map_err(|e| anyhow::anyhow!("store.url: {e:#}"))?;
     Ok(Arc::new(store))

@@ -215,13 +215,27 @@ fn is_read_only(e: &redis::RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) || e.to_string().contains("READONLY")
 }
 
-/// [`Store`] on Redis or Redis Cluster.
+/// [`Store`] on Redis, Redis Cluster or a Sentinel-managed Redis.
 pub struct RedisStore {
     conn: Conn,
     prefix: String,
     timeout: Duration,
+    acks: Option<ReplicaAcks>,
     gcra: Script,
     incr: Script,
+}
+
+/// `[store] replica_acks`: writes whose loss would be a security failure
+/// (`put`, `put_new`, `take`, `delete`: revocations, cut-offs, code
+/// redemptions, refresh rotations) are followed by `WAIT replicas timeout` in
+/// the same pipeline, on the node that took the write; fewer acknowledgements
+/// than asked fail the call (the caller answers 503: a revocation is never
+/// reported done while a failover could still lose it). Rate counters are not
+/// waited for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplicaAcks {
+    pub replicas: u32,
+    pub timeout: Duration,
 }
 
 /// Where to connect, parsed from `[store] url` (and the password override).
@@ -569,6 +583,20 @@ impl RedisStore {
         tls: Option<TlsCertificates>,
         sentinel_auth: SentinelAuth,
     ) -> anyhow::Result<Self> {
+        Self::open_with_acks(url, password, key_prefix, timeout, tls, sentinel_auth, None)
+    }
+
+    /// [`RedisStore::open`] waiting for replica acknowledgements after the
+    /// writes that matter (see [`ReplicaAcks`]).
+    pub fn open_with_acks(
+        url: &str,
+        password: Option<&SecretString>,
+        key_prefix: &str,
+        timeout: Duration,
+        tls: Option<TlsCertificates>,
+        sentinel_auth: SentinelAuth,
+        acks: Option<ReplicaAcks>,
+    ) -> anyhow::Result<Self> {
         if tls.is_some() && !is_tls_url(url) {
             anyhow::bail!("TLS certificates need a rediss:// or rediss+cluster:// URL");
         }
@@ -672,6 +700,7 @@ impl RedisStore {
             conn,
             prefix: key_prefix.to_owned(),
             timeout,
+            acks,
             gcra: Script::new(GCRA),
             incr: Script::new(INCR),
         })
@@ -694,6 +723,45 @@ impl RedisStore {
             }
         };
         self.bounded(op, fut).await
+    }
+
+    /// Runs a write that must survive a failover: with `replica_acks`, in one
+    /// pipeline with `WAIT`, failing when too few replicas acknowledged it.
+    async fn write<T: FromRedisValue>(&self, op: &'static str, cmd: Cmd) -> StoreResult<T> {
+        let Some(acks) = self.acks else {
+            return self.query(op, &cmd).await;
+        };
+        let wait_ms = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd)
+            .cmd("WAIT")
+            .arg(acks.replicas)
+            .arg(wait_ms);
+        let pipe = &pipe;
+        let fut = async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => pipe.query_async::<(T, i64)>(&mut c).await,
+                Conn::Cluster(mut c) => pipe.query_async::<(T, i64)>(&mut c).await,
+                Conn::Sentinel(s) => {
+                    s.run(|mut c| async move { pipe.query_async::<(T, i64)>(&mut c).await })
+                        .await
+                }
+            }
+        };
+        let (value, acked) = self
+            .bounded_for(op, self.timeout + acks.timeout, fut)
+            .await?;
+        if acked < i64::from(acks.replicas) {
+            metrics::counter!("tokend_store_replica_ack_failures_total", "op" => op).increment(1);
+            return Err(StoreError::new(
+                op,
+                format!(
+                    "{acked} of {} replicas acknowledged the write within {wait_ms} ms",
+                    acks.replicas
+                ),
+            ));
+        }
+        Ok(value)
     }
 
     /// Runs one of our scripts on `key`, bounded by the timeout.
@@ -725,14 +793,23 @@ impl RedisStore {
         op: &'static str,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> StoreResult<T> {
-        match tokio::time::timeout(self.timeout, fut).await {
+        self.bounded_for(op, self.timeout, fut).await
+    }
+
+    async fn bounded_for<T>(
+        &self,
+        op: &'static str,
+        limit: Duration,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> StoreResult<T> {
+        match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
             // Redis error texts name the failure (connection refused, NOSCRIPT,
             // ...), never our values.
             Ok(Err(e)) => Err(StoreError::new(op, e)),
             Err(_) => Err(StoreError::new(
                 op,
-                format!("timed out after {} ms", self.timeout.as_millis()),
+                format!("timed out after {} ms", limit.as_millis()),
             )),
         }
     }
@@ -776,14 +853,14 @@ impl Store for RedisStore {
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<()> {
-        self.query::<()>("put", &set_cmd(self.key(key), value, ttl))
+        self.write::<()>("put", set_cmd(self.key(key), value, ttl))
             .await
     }
 
     async fn put_new(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<bool> {
         let mut cmd = set_cmd(self.key(key), value, ttl);
         cmd.arg("NX");
-        let reply: Value = self.query("put_new", &cmd).await?;
+        let reply: Value = self.write("put_new", cmd).await?;
         Ok(!matches!(reply, Value::Nil))
     }
 
@@ -811,13 +888,15 @@ impl Store for RedisStore {
     }
 
     async fn take(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.query("take", redis::cmd("GETDEL").arg(self.key(key)))
-            .await
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(self.key(key));
+        self.write("take", cmd).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.query::<()>("delete", redis::cmd("DEL").arg(self.key(key)))
-            .await
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(key));
+        self.write::<()>("delete", cmd).await
     }
 
     async fn rate_limit(&self, key: &str, per_sec: f64, burst: u32) -> StoreResult<RateDecision> {
