@@ -26,6 +26,10 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "HTTPRoute"}
 # Rendered and validated only (steps 1-2): store URLs the runtime step cannot serve locally.
 RENDER_ONLY = [
     ("inline: Redis Cluster store", {"config": {"store": {"url": "redis+cluster://redis-0.redis:6379,redis-1.redis:6379,redis-2.redis:6379"}}}),
+    ("inline: Sentinel store with its own password and replica acknowledgements",
+     {"config": {"store": {"url": "redis+sentinel://redis.data.svc.cluster.local:26379/mymaster?db=1",
+                           "sentinel_username": "tokend", "replica_acks": 1, "replica_ack_timeout_ms": 200}},
+      "redis": {"existingSecret": "redis", "sentinel": {"existingSecret": "redis-sentinel"}}}),
     ("inline: managed Redis over TLS", {"config": {"store": {"url": "rediss://cache.example.internal:6380/0"}},
                                         "redis": {"existingSecret": "managed-redis"}}),
     # The runtime step covers mTLS with the admin listener (ci/mtls-values.yaml): probes on the admin port.
