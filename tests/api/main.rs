@@ -9,6 +9,7 @@ mod common;
 mod authorization_code;
 mod cli;
 mod client_credentials;
+mod failover;
 mod faults;
 mod grpc;
 mod hardening;

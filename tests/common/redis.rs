@@ -276,11 +276,13 @@ async fn answers(port: u16, tls: bool) -> bool {
 }
 
 /// A 3-node Redis Cluster (3 primaries, no replicas) of child processes on
-/// free loopback ports, each in a fresh directory; killed on drop.
+/// free loopback ports, each in a fresh directory; killed on drop. Or, from
+/// [`RedisCluster::start_with_replicas`], 3 primaries each with a replica.
 pub struct RedisCluster {
     pub ports: Vec<u16>,
-    /// Held to be killed on drop.
-    _nodes: Vec<RedisServer>,
+    /// The nodes, to be killed and restarted by failover tests (all killed
+    /// on drop).
+    pub nodes: Vec<RedisServer>,
     tls: Option<RedisTls>,
 }
 
@@ -300,22 +302,46 @@ impl RedisCluster {
         .await
     }
 
+    /// Six nodes: 3 primaries, each with one replica; a primary unreachable
+    /// for 1 s is failed over (`cluster-node-timeout 1000`), and a full sync
+    /// starts at once.
+    pub async fn start_with_replicas() -> Self {
+        Self::create(
+            None,
+            1,
+            &[
+                "--cluster-node-timeout",
+                "1000",
+                "--repl-diskless-sync-delay",
+                "0",
+            ],
+        )
+        .await
+    }
+
     async fn start_with(tls: Option<RedisTls>) -> Self {
+        Self::create(tls, 0, &[]).await
+    }
+
+    async fn create(tls: Option<RedisTls>, replicas: usize, extra: &[&str]) -> Self {
         let node = Node {
             tls: tls.clone(),
             cluster: true,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             ..Node::default()
         };
         // A port handed out twice makes the second node exit at start: it is
         // then retried on another port.
         let mut nodes = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             nodes.push(RedisServer::start_node(None, node.clone()).await);
         }
         let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
         let mut create = vec!["--cluster".to_string(), "create".to_string()];
         create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
-        create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        create.extend(
+            ["--cluster-replicas", &replicas.to_string(), "--cluster-yes"].map(String::from),
+        );
         let out = redis_cli(tls.as_ref(), create).await;
         assert!(
             out.status.success(),
@@ -336,11 +362,40 @@ impl RedisCluster {
             .await;
             assert!(ok, "cluster node {p} never reached cluster_state:ok");
         }
-        Self {
-            ports,
-            _nodes: nodes,
-            tls,
+        if replicas > 0 {
+            for p in &ports {
+                let synced = eventually(CLUSTER_OK, || async move {
+                    let out = redis_cli(
+                        None,
+                        ["-p", &p.to_string(), "info", "replication"]
+                            .map(String::from)
+                            .to_vec(),
+                    )
+                    .await;
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    text.contains("role:master") && text.contains("state=online")
+                        || text.contains("master_link_status:up")
+                })
+                .await;
+                assert!(synced, "cluster node {p} never finished replicating");
+            }
         }
+        Self { ports, nodes, tls }
+    }
+
+    /// The index in `nodes` of a node that is a primary now.
+    pub async fn a_primary(&self) -> usize {
+        for (i, p) in self.ports.iter().enumerate() {
+            let out = redis_cli(
+                self.tls.as_ref(),
+                ["-p", &p.to_string(), "role"].map(String::from).to_vec(),
+            )
+            .await;
+            if String::from_utf8_lossy(&out.stdout).starts_with("master") {
+                return i;
+            }
+        }
+        panic!("no cluster node is a primary");
     }
 
     /// `redis+cluster://` (or `rediss+cluster://`) URL naming every node.

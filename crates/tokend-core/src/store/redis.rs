@@ -218,6 +218,8 @@ fn is_read_only(e: &redis::RedisError) -> bool {
 /// [`Store`] on Redis, Redis Cluster or a Sentinel-managed Redis.
 pub struct RedisStore {
     conn: Conn,
+    /// The connection of acknowledged writes (with `replica_acks`).
+    writer: Option<Conn>,
     prefix: String,
     timeout: Duration,
     acks: Option<ReplicaAcks>,
@@ -228,7 +230,9 @@ pub struct RedisStore {
 /// `[store] replica_acks`: writes whose loss would be a security failure
 /// (`put`, `put_new`, `take`, `delete`: revocations, cut-offs, code
 /// redemptions, refresh rotations) are followed by `WAIT replicas timeout` in
-/// the same pipeline, on the node that took the write; fewer acknowledgements
+/// the same pipeline, on the node that took the write, over connections of
+/// their own (`WAIT` blocks its connection: reads never queue behind it);
+/// fewer acknowledgements
 /// than asked fail the call (the caller answers 503: a revocation is never
 /// reported done while a failover could still lose it). Rate counters are not
 /// waited for.
@@ -239,6 +243,7 @@ pub struct ReplicaAcks {
 }
 
 /// Where to connect, parsed from `[store] url` (and the password override).
+#[derive(Clone)]
 enum Target {
     Single(redis::ConnectionInfo),
     Cluster {
@@ -600,7 +605,38 @@ impl RedisStore {
         if tls.is_some() && !is_tls_url(url) {
             anyhow::bail!("TLS certificates need a rediss:// or rediss+cluster:// URL");
         }
-        let conn = match parse_target(url, password).map_err(anyhow::Error::msg)? {
+        let target = parse_target(url, password).map_err(anyhow::Error::msg)?;
+        // Acknowledged writes get connections of their own: `WAIT` blocks the
+        // connection it is sent on, and reads must not queue behind it.
+        let writer = match acks {
+            Some(a) => Some(Self::connect(
+                target.clone(),
+                tls.clone(),
+                sentinel_auth.clone(),
+                timeout + a.timeout,
+            )?),
+            None => None,
+        };
+        let conn = Self::connect(target, tls, sentinel_auth, timeout)?;
+        Ok(Self {
+            conn,
+            writer,
+            prefix: key_prefix.to_owned(),
+            timeout,
+            acks,
+            gcra: Script::new(GCRA),
+            incr: Script::new(INCR),
+        })
+    }
+
+    /// A lazily connecting handle to `target`; every answer within `timeout`.
+    fn connect(
+        target: Target,
+        tls: Option<TlsCertificates>,
+        sentinel_auth: SentinelAuth,
+        timeout: Duration,
+    ) -> anyhow::Result<Conn> {
+        Ok(match target {
             Target::Single(info) => {
                 let client = match tls {
                     Some(certs) => redis::Client::build_with_tls(info, certs)?,
@@ -695,14 +731,6 @@ impl RedisStore {
                     config,
                 }))
             }
-        };
-        Ok(Self {
-            conn,
-            prefix: key_prefix.to_owned(),
-            timeout,
-            acks,
-            gcra: Script::new(GCRA),
-            incr: Script::new(INCR),
         })
     }
 
@@ -739,7 +767,7 @@ impl RedisStore {
             .arg(wait_ms);
         let pipe = &pipe;
         let fut = async {
-            match self.conn.clone() {
+            match self.writer.clone().unwrap_or_else(|| self.conn.clone()) {
                 Conn::Single(mut c) => pipe.query_async::<(T, i64)>(&mut c).await,
                 Conn::Cluster(mut c) => pipe.query_async::<(T, i64)>(&mut c).await,
                 Conn::Sentinel(s) => {
