@@ -225,7 +225,8 @@ def chart(rows, stores, path):
     by = {(r["alg"], r["store"], r["target"]): r for r in rows}
     fig, axes = plt.subplots(len(stores), 2, figsize=(18, 4.8 * len(stores)), squeeze=False)
     width = 0.8 / len(workloads)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # One hue per operation, dark for gRPC and light for HTTP (the pairs of tab20).
+    colors = plt.get_cmap("tab20").colors
     for si, store in enumerate(stores):
         ax_t, ax_c = axes[si]
         for wi, (w, label) in enumerate(workloads):
@@ -257,10 +258,10 @@ def chart(rows, stores, path):
         ax_t.set_title(f"Throughput, {store} store (req/s, wall clock, shared 2-core machine)")
         ax_c.set_title(f"Server CPU per request, {store} store (us, log scale) vs signature floor")
         ax_c.set_yscale("log")
-        ax_t.legend(fontsize=7)
-        ax_c.legend(fontsize=7)
+        # One legend per row, outside the bars.
+        ax_c.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 if __name__ == "__main__":
