@@ -389,3 +389,168 @@ async fn cluster_failover_under_mixed_load_loses_nothing() {
     }
     report("cluster", &results);
 }
+
+/// One request through a client-side balancer's eyes: `None` when the
+/// replica cannot be reached (the balancer moves on), else the status and body.
+async fn call(
+    http: &reqwest::Client,
+    api: &Api,
+    path: &str,
+    client_id: &str,
+    form: &[(&str, &str)],
+) -> Option<(u16, serde_json::Value)> {
+    let r = http
+        .post(api.url(path))
+        .basic_auth(client_id, Some(crate::common::SECRET))
+        .form(form)
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    let body = r.json().await.unwrap_or(serde_json::Value::Null);
+    Some((status, body))
+}
+
+/// Issue 19, replica loss: three `tokend serve` processes on one Redis and a
+/// client spreading requests over them round robin, moving on when a replica
+/// does not answer (what a load balancer does). One replica is SIGKILLed
+/// mid-load; the other two carry on, and nothing any replica acknowledged is
+/// lost: every revocation answered 200 (the killed replica's included) is
+/// inactive through the survivors, and every code redeemed stays redeemed.
+#[tokio::test]
+async fn losing_a_tokend_replica_loses_nothing_it_acknowledged() {
+    use crate::common::{RedisServer, TokendProcess};
+
+    let redis = RedisServer::start().await;
+    let dir = TempDir::new().unwrap();
+    let key = key_file(dir.path(), "signing.pem", tokend::token::Algorithm::RS256);
+    let config = ConfigBuilder::on_store(&redis.url())
+        .code_flow()
+        .signing_key("RS256", &key);
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Some(TokendProcess::serve(&config).start().await));
+    }
+    let apis: Vec<Api> = replicas
+        .iter()
+        .map(|r| (**r.as_ref().unwrap()).clone())
+        .collect();
+    let (codes, _) = stock(&apis[0]).await;
+    let mut codes = codes.into_iter();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    const VICTIM: usize = 1;
+    let (mut revoked, mut redeemed) = (Vec::new(), Vec::new());
+    let mut served_after_kill = [0usize; 3];
+    let mut killed = false;
+    let mut next = 0usize;
+    for round in 0..90 {
+        if round == 30 {
+            replicas[VICTIM].take().unwrap().kill();
+            killed = true;
+        }
+        // The balancer: this round's replica, or the next that answers.
+        let mut done = false;
+        for hop in 0..3 {
+            let i = (next + hop) % 3;
+            let api = &apis[i];
+            let Some((status, body)) = call(
+                &http,
+                api,
+                "/oauth/token",
+                "orders-service",
+                &[("grant_type", "client_credentials")],
+            )
+            .await
+            else {
+                continue;
+            };
+            assert_eq!(status, 200, "issue through replica {i}: {body}");
+            let token = body["access_token"].as_str().unwrap().to_owned();
+            let Some((status, body)) = call(
+                &http,
+                api,
+                "/oauth/revoke",
+                "orders-service",
+                &[("token", &token)],
+            )
+            .await
+            else {
+                continue;
+            };
+            assert_eq!(status, 200, "revoke through replica {i}: {body}");
+            revoked.push((token, i));
+            if round % 2 == 0
+                && let Some((code, verifier)) = codes.next()
+            {
+                let form = [
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", WEB_CB),
+                    ("code_verifier", verifier.as_str()),
+                ];
+                if let Some((status, body)) =
+                    call(&http, api, "/oauth/token", "web-app", &form).await
+                {
+                    assert_eq!(status, 200, "redeem through replica {i}: {body}");
+                    redeemed.push((code, verifier, i));
+                }
+            }
+            if killed {
+                served_after_kill[i] += 1;
+            }
+            done = true;
+            break;
+        }
+        assert!(done, "no replica answered in round {round}");
+        next += 1;
+    }
+    assert_eq!(served_after_kill[VICTIM], 0);
+    assert!(
+        served_after_kill[0] > 10 && served_after_kill[2] > 10,
+        "the survivors did not carry the load: {served_after_kill:?}"
+    );
+    assert!(
+        revoked.iter().filter(|(_, i)| *i == VICTIM).count() >= 5
+            && redeemed.iter().any(|(_, _, i)| *i == VICTIM),
+        "the killed replica acknowledged too little to test"
+    );
+    for survivor in [0, 2] {
+        let api = &apis[survivor];
+        for (token, by) in &revoked {
+            let (status, body) = call(
+                &http,
+                api,
+                "/oauth/introspect",
+                "resource-server",
+                &[("token", token)],
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                (status, &body["active"]),
+                (200, &serde_json::Value::Bool(false)),
+                "a token revoked through replica {by} answers {body} through {survivor}"
+            );
+        }
+        for (code, verifier, by) in &redeemed {
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", WEB_CB),
+                ("code_verifier", verifier.as_str()),
+            ];
+            let (status, body) = call(&http, api, "/oauth/token", "web-app", &form)
+                .await
+                .unwrap();
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_grant")),
+                "a code redeemed through replica {by} was redeemable again through {survivor}"
+            );
+        }
+    }
+}
