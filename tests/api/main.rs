@@ -27,6 +27,7 @@ mod redis_store;
 mod redis_tls;
 mod reload;
 mod sentinel;
+mod sizing;
 mod soak;
 mod store_eviction;
 mod throttle;
