@@ -1,4 +1,6 @@
-//! Redis sizing (issue 19): the keys and bytes tokend keeps per live
+//! Redis sizing and the cost of replica acknowledgements (issue 19).
+//!
+//! Sizing: the keys and bytes tokend keeps per live
 //! revocation, authorization code, refresh-token grant and cut-off mark,
 //! measured on a real `redis-server` with `MEMORY USAGE` of the keys
 //! themselves and `used_memory` before and after. A measurement, not a
@@ -108,4 +110,60 @@ async fn sizing() {
         eprintln!("sizing: {line}");
     }
     app.stop().await;
+}
+
+/// The latency cost of `[store] replica_acks` (issue 19): sequential
+/// revocations through tokend on a Redis primary with one replica, without
+/// and with `replica_acks = 1`, reported as p50 / p99 per revocation. A
+/// measurement (ignored by default; figures in docs/redis.md):
+///
+/// cargo test -p tokend --test api -- --ignored replica_ack_latency --nocapture
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored replica_ack_latency --nocapture"]
+async fn replica_ack_latency() {
+    const ROUNDS: usize = 2000;
+    let fast_sync = ["--repl-diskless-sync-delay", "0"];
+    let primary = RedisServer::start_with_args(&fast_sync).await;
+    let port = primary.port.to_string();
+    let _replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &port]).await;
+    let mut conn = primary.connection().await;
+    assert!(
+        crate::common::eventually(std::time::Duration::from_secs(20), || {
+            let mut conn = conn.clone();
+            async move {
+                let n: i64 = redis::cmd("WAIT")
+                    .arg(1)
+                    .arg(100)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or(0);
+                n == 1
+            }
+        })
+        .await,
+        "the replica never synced"
+    );
+    for acks in [0, 1] {
+        let app = TestApp::start(
+            &ConfigBuilder::on_store(&primary.url()).set("store.replica_acks", acks),
+        )
+        .await;
+        let mut tokens = Vec::new();
+        for _ in 0..ROUNDS {
+            tokens.push(app.access_token("orders-service").await);
+        }
+        let mut took = Vec::with_capacity(ROUNDS);
+        for t in &tokens {
+            let start = std::time::Instant::now();
+            assert_eq!(app.revoke("orders-service", t).await.status(), 200);
+            took.push(start.elapsed());
+        }
+        took.sort();
+        eprintln!(
+            "replica_acks = {acks}: revocation over HTTP p50 {:.0?} p99 {:.0?} ({ROUNDS} sequential)",
+            took[ROUNDS / 2],
+            took[ROUNDS * 99 / 100]
+        );
+        app.stop().await;
+    }
 }
