@@ -126,7 +126,7 @@ async fn replica_ack_latency() {
     let primary = RedisServer::start_with_args(&fast_sync).await;
     let port = primary.port.to_string();
     let _replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &port]).await;
-    let mut conn = primary.connection().await;
+    let conn = primary.connection().await;
     assert!(
         crate::common::eventually(std::time::Duration::from_secs(20), || {
             let mut conn = conn.clone();
