@@ -15,7 +15,9 @@ use tokend::config::Config;
 use crate::common::config::key_file;
 use crate::common::pki::write_redis_certs;
 use crate::common::redis::RedisTls;
-use crate::common::{ConfigBuilder, RedisCluster, RedisServer, TestApp, eventually};
+use crate::common::{
+    ConfigBuilder, RedisCluster, RedisSentinelGroup, RedisServer, TestApp, eventually,
+};
 
 /// Loads `tokend.toml` written to `dir` (so relative paths resolve against
 /// `dir`) on the store `url`, with a 1 s store timeout, `store` settings
@@ -165,5 +167,26 @@ async fn redis_tls_client_certificate() {
     let app = TestApp::start_config_unready(cfg).await;
     let reason = fails_closed(&app).await;
     assert!(reason.contains("CertificateRequired"), "{reason}");
+    app.stop().await;
+}
+
+/// `rediss+sentinel://`: Sentinels and Redis nodes that speak only TLS
+/// (their replication and Sentinel links too), trusted through
+/// `tls_ca_file` for both; without the CA tokend fails closed.
+#[tokio::test]
+async fn redis_tls_sentinel_with_private_ca() {
+    let dir = TempDir::new().unwrap();
+    write_redis_certs(dir.path());
+    let group = RedisSentinelGroup::start_tls(dir.path()).await;
+    assert!(group.url().starts_with("rediss+sentinel://"));
+
+    let cfg = load(dir.path(), &group.url(), &[("tls_ca_file", "ca.pem")], &[]);
+    let app = TestApp::start_config_unready(cfg).await;
+    revocation_round_trip(&app).await;
+    app.stop().await;
+
+    let cfg = load(dir.path(), &group.url(), &[], &[]);
+    let app = TestApp::start_config_unready(cfg).await;
+    fails_closed(&app).await;
     app.stop().await;
 }

@@ -458,33 +458,67 @@ pub struct RedisSentinelGroup {
     pub replica: RedisServer,
     pub sentinel_ports: Vec<u16>,
     sentinels: Vec<(Child, TempDir)>,
+    tls: Option<RedisTls>,
 }
 
 impl RedisSentinelGroup {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The same group speaking only TLS (Sentinels included, and the
+    /// replication and Sentinel links between them), on the certificates of
+    /// [`super::pki::write_redis_certs`] in `certs`.
+    pub async fn start_tls(certs: &Path) -> Self {
+        Self::start_with(Some(RedisTls {
+            certs: certs.to_path_buf(),
+            auth_clients: false,
+        }))
+        .await
+    }
+
+    async fn start_with(tls: Option<RedisTls>) -> Self {
         // No delay before the full sync (Redis waits 5 s by default for more
         // replicas to share a diskless transfer).
-        let fast_sync = ["--repl-diskless-sync-delay", "0"];
-        let primary = RedisServer::start_with_args(&fast_sync).await;
+        let mut extra = vec!["--repl-diskless-sync-delay".to_string(), "0".to_string()];
+        if tls.is_some() {
+            extra.extend(["--tls-replication".to_string(), "yes".to_string()]);
+        }
+        let node = Node {
+            tls: tls.clone(),
+            extra: extra.clone(),
+            ..Node::default()
+        };
+        let primary = RedisServer::start_node(None, node.clone()).await;
         let p = primary.port.to_string();
-        let replica = RedisServer::start_with_args(&[
-            "--replicaof",
-            "127.0.0.1",
-            &p,
-            fast_sync[0],
-            fast_sync[1],
-        ])
+        let mut replica_extra = vec![
+            "--replicaof".to_string(),
+            "127.0.0.1".to_string(),
+            p.clone(),
+        ];
+        replica_extra.extend(extra);
+        let replica = RedisServer::start_node(
+            None,
+            Node {
+                extra: replica_extra,
+                ..node
+            },
+        )
         .await;
         let replica_port = replica.port;
-        let synced = eventually(SENTINELS_AGREE, || async move {
-            let out = redis_cli(
-                None,
-                ["-p", &replica_port.to_string(), "info", "replication"]
-                    .map(String::from)
-                    .to_vec(),
-            )
-            .await;
-            String::from_utf8_lossy(&out.stdout).contains("master_link_status:up")
+        let t = tls.clone();
+        let synced = eventually(SENTINELS_AGREE, || {
+            let t = t.clone();
+            async move {
+                let out = redis_cli(
+                    t.as_ref(),
+                    ["-p", &replica_port.to_string(), "info", "replication"]
+                        .map(String::from)
+                        .to_vec(),
+                )
+                .await;
+                String::from_utf8_lossy(&out.stdout).contains("master_link_status:up")
+            }
         })
         .await;
         assert!(synced, "the replica never finished its first sync");
@@ -494,10 +528,18 @@ impl RedisSentinelGroup {
             let port = free_port();
             let dir = TempDir::with_prefix("tokend-sentinel-").unwrap();
             let conf = dir.path().join("sentinel.conf");
+            let listen = match &tls {
+                None => format!("port {port}\n"),
+                Some(t) => format!(
+                    "port 0\ntls-port {port}\ntls-cert-file {c}/redis.pem\ntls-key-file {c}/redis.key\n\
+                     tls-ca-cert-file {c}/ca.pem\ntls-replication yes\ntls-auth-clients no\n",
+                    c = t.certs.display()
+                ),
+            };
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                    "{listen}bind 127.0.0.1\ndir {dir}\n\
                      sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {p} 2\n\
                      sentinel down-after-milliseconds {SENTINEL_MASTER} 500\n\
                      sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
@@ -523,35 +565,40 @@ impl RedisSentinelGroup {
             replica,
             sentinel_ports,
             sentinels,
+            tls,
         };
         for port in &group.sentinel_ports {
             let port = *port;
-            let agreed = eventually(SENTINELS_AGREE, || async move {
-                let out = redis_cli(
-                    None,
-                    [
-                        "-p",
-                        &port.to_string(),
-                        "sentinel",
-                        "master",
-                        SENTINEL_MASTER,
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                )
-                .await;
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                let field = |name: &str| {
-                    let mut lines = text.lines();
-                    while let Some(l) = lines.next() {
-                        if l == name {
-                            return lines.next().map(str::to_owned);
+            let tls = group.tls.clone();
+            let agreed = eventually(SENTINELS_AGREE, || {
+                let tls = tls.clone();
+                async move {
+                    let out = redis_cli(
+                        tls.as_ref(),
+                        [
+                            "-p",
+                            &port.to_string(),
+                            "sentinel",
+                            "master",
+                            SENTINEL_MASTER,
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                    )
+                    .await;
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let field = |name: &str| {
+                        let mut lines = text.lines();
+                        while let Some(l) = lines.next() {
+                            if l == name {
+                                return lines.next().map(str::to_owned);
+                            }
                         }
-                    }
-                    None
-                };
-                field("num-slaves").as_deref() == Some("1")
-                    && field("num-other-sentinels").as_deref() == Some("2")
+                        None
+                    };
+                    field("num-slaves").as_deref() == Some("1")
+                        && field("num-other-sentinels").as_deref() == Some("2")
+                }
             })
             .await;
             assert!(
@@ -569,13 +616,18 @@ impl RedisSentinelGroup {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+sentinel://{}/{SENTINEL_MASTER}", hosts.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        format!("{scheme}://{}/{SENTINEL_MASTER}", hosts.join(","))
     }
 
     /// The primary's port as the Sentinels report it now.
     pub async fn primary_port(&self) -> Option<u16> {
         let out = redis_cli(
-            None,
+            self.tls.as_ref(),
             [
                 "-p",
                 &self.sentinel_ports[0].to_string(),
