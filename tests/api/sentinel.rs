@@ -128,3 +128,34 @@ async fn unacknowledged_revocations_are_never_reported_done() {
     );
     app.stop().await;
 }
+
+/// Passwords on both sides: the Redis nodes' in the URL (or
+/// `TOKEND_STORE_PASSWORD`), the Sentinels' own from
+/// `TOKEND_STORE_SENTINEL_PASSWORD`. Without the Sentinels' password tokend
+/// cannot find the primary and fails closed.
+#[tokio::test]
+async fn sentinel_and_redis_passwords_are_separate() {
+    let group = RedisSentinelGroup::start_with_passwords("redis-pw", "sentinel-pw").await;
+    let url = group
+        .url()
+        .replace("redis+sentinel://", "redis+sentinel://:redis-pw@");
+    let config = ConfigBuilder::on_store(&url).set("store.timeout_ms", 300);
+    let dir = TempDir::new().unwrap();
+
+    let cfg = config.load_in(
+        dir.path(),
+        &[("TOKEND_STORE_SENTINEL_PASSWORD", "sentinel-pw")],
+    );
+    let app = TestApp::start_config(cfg).await;
+    let token = app.access_token("orders-service").await;
+    assert_eq!(app.revoke("orders-service", &token).await.status(), 200);
+    assert_eq!(app.introspect(&token).await["active"], false);
+    app.stop().await;
+
+    let app = TestApp::start_unready(&config).await;
+    let token = app.access_token("orders-service").await;
+    let r = app.introspect_response(&token).await;
+    assert_eq!(error_of(r).await, (503, "temporarily_unavailable".into()));
+    assert!(app.is_not_ready().await);
+    app.stop().await;
+}

@@ -272,7 +272,9 @@ async fn answers(port: u16, tls: bool) -> bool {
         s.write_all(b"PING\r\n").await?;
         s.read_exact(&mut buf).await
     };
-    matches!(tokio::time::timeout(bound, pong).await, Ok(Ok(_))) && &buf == b"+PONG\r\n"
+    // A node with `requirepass` answers `-NOAUTH ...`: up as well.
+    matches!(tokio::time::timeout(bound, pong).await, Ok(Ok(_)))
+        && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
 }
 
 /// A 3-node Redis Cluster (3 primaries, no replicas) of child processes on
@@ -417,11 +419,24 @@ impl RedisCluster {
 /// Runs `redis-cli` (with `--tls --cacert` for TLS nodes) off the async
 /// threads.
 async fn redis_cli(tls: Option<&RedisTls>, args: Vec<String>) -> std::process::Output {
+    redis_cli_as(tls, None, args).await
+}
+
+/// [`redis_cli`] with a password (`REDISCLI_AUTH`, never on the command line).
+async fn redis_cli_as(
+    tls: Option<&RedisTls>,
+    password: Option<&str>,
+    args: Vec<String>,
+) -> std::process::Output {
     let ca = tls.map(|t| t.certs.join("ca.pem"));
+    let password = password.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new("redis-cli");
         if let Some(ca) = &ca {
             cmd.arg("--tls").arg("--cacert").arg(ca);
+        }
+        if let Some(p) = &password {
+            cmd.env("REDISCLI_AUTH", p);
         }
         cmd.args(&args).output().unwrap_or_else(|e| {
             panic!("cannot run redis-cli ({e}). Install it: apt-get install -y redis-tools")
@@ -459,30 +474,49 @@ pub struct RedisSentinelGroup {
     pub sentinel_ports: Vec<u16>,
     sentinels: Vec<(Child, TempDir)>,
     tls: Option<RedisTls>,
+    /// (the Redis nodes' password, the Sentinels' password)
+    auth: Option<(String, String)>,
 }
 
 impl RedisSentinelGroup {
     pub async fn start() -> Self {
-        Self::start_with(None).await
+        Self::start_with(None, None).await
+    }
+
+    /// The same group with passwords: `redis_password` on the Redis nodes
+    /// (`requirepass`, `masterauth`, the Sentinels' `auth-pass`) and
+    /// `sentinel_password` on the Sentinels themselves (`requirepass`).
+    pub async fn start_with_passwords(redis_password: &str, sentinel_password: &str) -> Self {
+        Self::start_with(
+            None,
+            Some((redis_password.to_owned(), sentinel_password.to_owned())),
+        )
+        .await
     }
 
     /// The same group speaking only TLS (Sentinels included, and the
     /// replication and Sentinel links between them), on the certificates of
     /// [`super::pki::write_redis_certs`] in `certs`.
     pub async fn start_tls(certs: &Path) -> Self {
-        Self::start_with(Some(RedisTls {
-            certs: certs.to_path_buf(),
-            auth_clients: false,
-        }))
+        Self::start_with(
+            Some(RedisTls {
+                certs: certs.to_path_buf(),
+                auth_clients: false,
+            }),
+            None,
+        )
         .await
     }
 
-    async fn start_with(tls: Option<RedisTls>) -> Self {
+    async fn start_with(tls: Option<RedisTls>, auth: Option<(String, String)>) -> Self {
         // No delay before the full sync (Redis waits 5 s by default for more
         // replicas to share a diskless transfer).
         let mut extra = vec!["--repl-diskless-sync-delay".to_string(), "0".to_string()];
         if tls.is_some() {
             extra.extend(["--tls-replication".to_string(), "yes".to_string()]);
+        }
+        if let Some((pw, _)) = &auth {
+            extra.extend(["--requirepass", pw, "--masterauth", pw].map(String::from));
         }
         let node = Node {
             tls: tls.clone(),
@@ -507,11 +541,14 @@ impl RedisSentinelGroup {
         .await;
         let replica_port = replica.port;
         let t = tls.clone();
+        let redis_pw = auth.as_ref().map(|(r, _)| r.clone());
         let synced = eventually(SENTINELS_AGREE, || {
             let t = t.clone();
+            let redis_pw = redis_pw.clone();
             async move {
-                let out = redis_cli(
+                let out = redis_cli_as(
                     t.as_ref(),
+                    redis_pw.as_deref(),
                     ["-p", &replica_port.to_string(), "info", "replication"]
                         .map(String::from)
                         .to_vec(),
@@ -543,8 +580,13 @@ impl RedisSentinelGroup {
                      sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {p} 2\n\
                      sentinel down-after-milliseconds {SENTINEL_MASTER} 500\n\
                      sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
-                     sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
-                    dir = dir.path().display()
+                     sentinel parallel-syncs {SENTINEL_MASTER} 1\n{auth}",
+                    dir = dir.path().display(),
+                    auth = match &auth {
+                        None => String::new(),
+                        Some((r, s)) =>
+                            format!("sentinel auth-pass {SENTINEL_MASTER} {r}\nrequirepass {s}\n"),
+                    }
                 ),
             )
             .unwrap();
@@ -566,15 +608,19 @@ impl RedisSentinelGroup {
             sentinel_ports,
             sentinels,
             tls,
+            auth,
         };
         for port in &group.sentinel_ports {
             let port = *port;
             let tls = group.tls.clone();
+            let sentinel_pw = group.auth.as_ref().map(|(_, s)| s.clone());
             let agreed = eventually(SENTINELS_AGREE, || {
                 let tls = tls.clone();
+                let sentinel_pw = sentinel_pw.clone();
                 async move {
-                    let out = redis_cli(
+                    let out = redis_cli_as(
                         tls.as_ref(),
+                        sentinel_pw.as_deref(),
                         [
                             "-p",
                             &port.to_string(),
@@ -626,8 +672,9 @@ impl RedisSentinelGroup {
 
     /// The primary's port as the Sentinels report it now.
     pub async fn primary_port(&self) -> Option<u16> {
-        let out = redis_cli(
+        let out = redis_cli_as(
             self.tls.as_ref(),
+            self.auth.as_ref().map(|(_, s)| s.as_str()),
             [
                 "-p",
                 &self.sentinel_ports[0].to_string(),
