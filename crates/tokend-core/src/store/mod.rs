@@ -257,8 +257,9 @@ impl StoreSettings {
         if !(1..=10_000).contains(&self.replica_ack_timeout_ms) {
             problems.push("store.replica_ack_timeout_ms: must be 1 to 10000".into());
         }
-        let sentinel_url = self.url.contains("+sentinel://");
-        if !sentinel_url && (self.sentinel_username.is_some() || self.sentinel_password.is_some()) {
+        if !self::redis::is_sentinel_url(&self.url)
+            && (self.sentinel_username.is_some() || self.sentinel_password.is_some())
+        {
             problems.push(
                 "store.sentinel_username/TOKEND_STORE_SENTINEL_PASSWORD: only for a \
                  redis+sentinel:// or rediss+sentinel:// store.url"
@@ -288,7 +289,7 @@ pub async fn connect(config: &StoreConfig) -> anyhow::Result<SharedStore> {
     if is_memory(&s.url) {
         return Ok(Arc::new(MemoryStore::new()));
     }
-    let store = RedisStore::open_with_acks(
+    let store = RedisStore::open(
         &s.url,
         s.password.as_ref().map(|p| &p.0),
         &s.key_prefix,

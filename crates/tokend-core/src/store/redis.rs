@@ -415,6 +415,14 @@ pub fn validate_url(url: &str, password: Option<&SecretString>) -> Result<(), St
     parse_target(url, password).map(|_| ())
 }
 
+/// Whether `url` names a Sentinel-managed Redis.
+pub fn is_sentinel_url(url: &str) -> bool {
+    matches!(
+        url.split_once("://"),
+        Some(("redis+sentinel" | "rediss+sentinel", _))
+    )
+}
+
 /// Whether `url` is one of the TLS schemes.
 fn is_tls_url(url: &str) -> bool {
     matches!(
@@ -575,25 +583,15 @@ impl RedisStore {
             timeout,
             tls,
             SentinelAuth::default(),
+            None,
         )
     }
 
     /// [`RedisStore::with_tls`] with the Sentinels' own credentials (for a
-    /// `redis+sentinel://` URL; ignored otherwise).
+    /// `redis+sentinel://` URL; ignored otherwise) and, with `acks`, waiting
+    /// for replica acknowledgements after the writes that matter (see
+    /// [`ReplicaAcks`]).
     pub fn open(
-        url: &str,
-        password: Option<&SecretString>,
-        key_prefix: &str,
-        timeout: Duration,
-        tls: Option<TlsCertificates>,
-        sentinel_auth: SentinelAuth,
-    ) -> anyhow::Result<Self> {
-        Self::open_with_acks(url, password, key_prefix, timeout, tls, sentinel_auth, None)
-    }
-
-    /// [`RedisStore::open`] waiting for replica acknowledgements after the
-    /// writes that matter (see [`ReplicaAcks`]).
-    pub fn open_with_acks(
         url: &str,
         password: Option<&SecretString>,
         key_prefix: &str,
@@ -603,7 +601,9 @@ impl RedisStore {
         acks: Option<ReplicaAcks>,
     ) -> anyhow::Result<Self> {
         if tls.is_some() && !is_tls_url(url) {
-            anyhow::bail!("TLS certificates need a rediss:// or rediss+cluster:// URL");
+            anyhow::bail!(
+                "TLS certificates need a rediss://, rediss+cluster:// or rediss+sentinel:// URL"
+            );
         }
         let target = parse_target(url, password).map_err(anyhow::Error::msg)?;
         // Acknowledged writes get connections of their own: `WAIT` blocks the
