@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tokend/v1/token.proto",
         "tokend/v1/authorization.proto",
         "tokend/v1/admin.proto",
+        "tokend/v1/feed.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
