@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::keys::{KeySet, SigningKey};
+use super::keys::{KeyLookup, KeySet, SigningKey};
 
 /// Longest token accepted for verification; tokend's own are far shorter.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -342,7 +342,19 @@ pub fn verify(
     now: i64,
     leeway: i64,
 ) -> Result<AccessClaims, VerifyError> {
-    let claims = verify_signature(keys, token)?;
+    verify_with(keys, token, issuer, now, leeway)
+}
+
+/// [`verify`] against any set of keys: tokend's own [`KeySet`], or a
+/// resource server's [`JwkSet`](crate::keys::JwkSet) fetched from the JWKS.
+pub fn verify_with<K: KeyLookup + ?Sized>(
+    keys: &K,
+    token: &str,
+    issuer: &str,
+    now: i64,
+    leeway: i64,
+) -> Result<AccessClaims, VerifyError> {
+    let claims = verify_signature_with(keys, token)?;
     if claims.iss != issuer {
         return Err(VerifyError::WrongIssuer);
     }
@@ -357,6 +369,14 @@ pub fn verify(
 
 /// Verifies header and signature only (revocation accepts expired tokens).
 pub fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, VerifyError> {
+    verify_signature_with(keys, token)
+}
+
+/// [`verify_signature`] against any set of keys (see [`verify_with`]).
+pub fn verify_signature_with<K: KeyLookup + ?Sized>(
+    keys: &K,
+    token: &str,
+) -> Result<AccessClaims, VerifyError> {
     if token.len() > MAX_TOKEN_LEN || token.is_empty() {
         return Err(VerifyError::Malformed);
     }

@@ -353,6 +353,212 @@ impl KeySet {
     }
 }
 
+/// Finds the key that verifies a token by the `kid` of its header: the
+/// server's own [`KeySet`] and a resource server's [`JwkSet`] alike, so both
+/// verify through the one strict path of [`crate::jwt::verify_signature_with`].
+pub trait KeyLookup {
+    fn verify_key(&self, kid: &str) -> Option<&VerifyKey>;
+}
+
+impl KeyLookup for KeySet {
+    fn verify_key(&self, kid: &str) -> Option<&VerifyKey> {
+        self.verify.get(kid)
+    }
+}
+
+impl<T: KeyLookup + ?Sized> KeyLookup for Arc<T> {
+    fn verify_key(&self, kid: &str) -> Option<&VerifyKey> {
+        (**self).verify_key(kid)
+    }
+}
+
+/// The public keys of an RFC 7517 JWK Set (what a resource server fetches
+/// from `/.well-known/jwks.json`), each pre-parsed and pinned to one
+/// algorithm.
+///
+/// Strict by construction, so a verifier cannot be talked into a weaker
+/// check: a key's algorithm comes from its type (RSA: RS256, EC P-256: ES256,
+/// OKP Ed25519: EdDSA) and an `alg` member that names anything else drops the
+/// key; symmetric keys (`kty: oct`) are never accepted, so HMAC with a public
+/// key as the secret cannot match; keys whose `use` is not `sig`, keys without
+/// a `kid`, RSA keys under 2048 bits, malformed keys and a second key with
+/// the same `kid` are skipped (counted in [`JwkSet::skipped`]), so one odd key
+/// does not hide the others.
+#[derive(Clone, Default)]
+pub struct JwkSet {
+    keys: HashMap<String, VerifyKey>,
+    skipped: Vec<String>,
+}
+
+impl std::fmt::Debug for JwkSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut kids: Vec<_> = self.keys.keys().collect();
+        kids.sort();
+        f.debug_struct("JwkSet")
+            .field("kids", &kids)
+            .field("skipped", &self.skipped)
+            .finish()
+    }
+}
+
+impl KeyLookup for JwkSet {
+    fn verify_key(&self, kid: &str) -> Option<&VerifyKey> {
+        self.keys.get(kid)
+    }
+}
+
+impl JwkSet {
+    /// Parses a JWK Set document. Fails only when the document is not a JSON
+    /// object with a `keys` array; individual keys that do not qualify are
+    /// skipped (see the type's documentation).
+    pub fn from_json(doc: &[u8]) -> anyhow::Result<Self> {
+        let doc: serde_json::Value = serde_json::from_slice(doc).context("JWKS is not JSON")?;
+        let keys = doc
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .context("JWKS has no \"keys\" array")?;
+        let mut set = Self::default();
+        for jwk in keys {
+            match VerifyKey::from_jwk(jwk) {
+                Ok(k) if set.keys.contains_key(&k.kid) => {
+                    set.skipped.push(format!("{}: duplicate kid", k.kid))
+                }
+                Ok(k) => {
+                    set.keys.insert(k.kid.clone(), k);
+                }
+                Err(e) => {
+                    let kid = jwk.get("kid").and_then(|v| v.as_str()).unwrap_or("?");
+                    set.skipped.push(format!("{kid}: {e}"));
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// The key ids that verify.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Why keys of the document were left out (`"kid: reason"`).
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
+}
+
+impl VerifyKey {
+    /// One public JWK, pinned to its algorithm (see [`JwkSet`]).
+    pub fn from_jwk(jwk: &serde_json::Value) -> anyhow::Result<Self> {
+        let member = |name: &str| jwk.get(name).and_then(serde_json::Value::as_str);
+        let b64 = |name: &str| -> anyhow::Result<Vec<u8>> {
+            B64.decode(member(name).with_context(|| format!("no \"{name}\""))?)
+                .with_context(|| format!("\"{name}\" is not base64url"))
+        };
+        let kid = member("kid").context("no kid")?.to_owned();
+        if let Some(u) = jwk.get("use")
+            && u.as_str() != Some("sig")
+        {
+            bail!("not a signing key (use {u})");
+        }
+        let kty = member("kty").context("no kty")?;
+        let alg = match kty {
+            "RSA" => Algorithm::RS256,
+            "EC" if member("crv") == Some("P-256") => Algorithm::ES256,
+            "OKP" if member("crv") == Some("Ed25519") => Algorithm::EdDSA,
+            "oct" => bail!("symmetric keys are never accepted"),
+            other => bail!("unsupported key type {other} (crv {:?})", member("crv")),
+        };
+        if let Some(a) = jwk.get("alg")
+            && a.as_str().and_then(Algorithm::parse) != Some(alg)
+        {
+            bail!("alg {a} is not {alg} for a {kty} key");
+        }
+        let (valg, public): (&'static dyn signature::VerificationAlgorithm, Vec<u8>) = match alg {
+            Algorithm::RS256 => {
+                let (n, e) = (b64("n")?, b64("e")?);
+                if strip_zeros(&n).len() < 256 {
+                    bail!("RSA key is shorter than 2048 bits");
+                }
+                (
+                    &signature::RSA_PKCS1_2048_8192_SHA256,
+                    rsa_public_der(&n, &e),
+                )
+            }
+            Algorithm::ES256 => {
+                let (x, y) = (b64("x")?, b64("y")?);
+                if x.len() != 32 || y.len() != 32 {
+                    bail!("P-256 coordinates are not 32 bytes");
+                }
+                let mut point = vec![4];
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                (&signature::ECDSA_P256_SHA256_FIXED, point)
+            }
+            Algorithm::EdDSA => {
+                let x = b64("x")?;
+                if x.len() != 32 {
+                    bail!("Ed25519 key is not 32 bytes");
+                }
+                (&signature::ED25519, x)
+            }
+        };
+        let key = ParsedPublicKey::new(valg, &public)
+            .map_err(|e| anyhow::anyhow!("public key rejected ({e})"))?;
+        Ok(Self {
+            alg,
+            kid,
+            key: Arc::new(key),
+            jwk: jwk.clone(),
+        })
+    }
+}
+
+fn strip_zeros(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    &b[start..]
+}
+
+/// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`
+/// in DER: what aws-lc-rs parses for RSA verification.
+fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn push_len(out: &mut Vec<u8>, len: usize) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().take_while(|&&b| b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+    }
+    fn integer(out: &mut Vec<u8>, v: &[u8]) {
+        let v = strip_zeros(v);
+        let pad = v.first().is_none_or(|&b| b & 0x80 != 0);
+        out.push(0x02);
+        push_len(out, v.len() + usize::from(pad));
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(v);
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    integer(&mut body, n);
+    integer(&mut body, e);
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.push(0x30);
+    push_len(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +620,70 @@ mod tests {
         assert!(SigningKey::from_pem(Algorithm::RS256, ed.as_bytes()).is_err());
         assert!(SigningKey::from_pem(Algorithm::ES256, ed.as_bytes()).is_err());
         assert!(SigningKey::from_pem(Algorithm::EdDSA, b"garbage").is_err());
+    }
+
+    #[test]
+    fn a_jwks_verifies_what_its_keys_signed_and_nothing_else() {
+        let signers: Vec<SigningKey> = Algorithm::ALL
+            .iter()
+            .map(|a| SigningKey::generate(*a).unwrap())
+            .collect();
+        let mut jwks =
+            json!({"keys": signers.iter().map(|k| k.verify_key().jwk.clone()).collect::<Vec<_>>()});
+        let set = JwkSet::from_json(jwks.to_string().as_bytes()).unwrap();
+        assert_eq!(set.len(), 3, "{set:?}");
+        for k in &signers {
+            let sig = k.sign(b"message").unwrap();
+            let vk = set.verify_key(k.kid()).unwrap();
+            assert_eq!(vk.alg, k.alg());
+            assert!(vk.verify(b"message", &sig), "{}", k.alg());
+            assert!(!vk.verify(b"messagf", &sig), "{}", k.alg());
+        }
+        // Keys that must never verify, or that are not ours to judge.
+        let keys = jwks["keys"].as_array_mut().unwrap();
+        let rsa = keys[0].clone();
+        let mut hs = json!({"kty": "oct", "kid": "h", "k": "c2VjcmV0", "alg": "HS256"});
+        keys.push(hs.take());
+        let mut enc = rsa.clone();
+        enc["kid"] = "enc".into();
+        enc["use"] = "enc".into();
+        keys.push(enc);
+        let mut ps = rsa.clone();
+        ps["kid"] = "ps".into();
+        ps["alg"] = "PS256".into();
+        keys.push(ps);
+        let mut mislabeled = keys[1].clone();
+        mislabeled["kid"] = "ec-as-rsa".into();
+        mislabeled["alg"] = "RS256".into();
+        keys.push(mislabeled);
+        let mut dup = keys[1].clone();
+        dup["kid"] = rsa["kid"].clone();
+        keys.push(dup);
+        let mut short = rsa.clone();
+        short["kid"] = "short".into();
+        short["n"] = B64.encode([0xC5u8; 128]).into();
+        keys.push(short);
+        let mut no_kid = rsa.clone();
+        no_kid.as_object_mut().unwrap().remove("kid");
+        keys.push(no_kid);
+        let set = JwkSet::from_json(jwks.to_string().as_bytes()).unwrap();
+        assert_eq!(set.len(), 3, "{set:?}");
+        assert_eq!(set.skipped().len(), 7, "{set:?}");
+        assert_eq!(
+            set.verify_key(signers[0].kid()).unwrap().alg,
+            Algorithm::RS256
+        );
+        assert!(JwkSet::from_json(b"{}").is_err());
+        assert!(JwkSet::from_json(b"[").is_err());
+    }
+
+    #[test]
+    fn rsa_der_pads_an_integer_with_its_top_bit_set() {
+        // A short integer with the top bit set gets its 0x00 pad.
+        let der = rsa_public_der(&[0x80], &[1, 0, 1]);
+        assert_eq!(
+            der,
+            [0x30, 0x09, 0x02, 0x02, 0x00, 0x80, 0x02, 0x03, 1, 0, 1]
+        );
     }
 }

@@ -10,4 +10,4 @@ pub mod opaque;
 pub mod sealed;
 
 pub use jwt::{AccessClaims, VerifyError};
-pub use keys::{Algorithm, KeySet, SigningKey};
+pub use keys::{Algorithm, JwkSet, KeyLookup, KeySet, SigningKey};
