@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::redis::free_port;
 use common::{RedisCluster, RedisServer, eventually};
-use tokend::store::{MemoryStore, RedisStore, SharedStore, Store};
+use tokend::store::{LogAppend, LogId, MemoryStore, RedisStore, SharedStore, StateChange, Store};
 
 /// Makes a store namespaced by the given key prefix. Two calls with the same
 /// prefix see the same data where the backend is shared (Redis).
@@ -196,6 +196,137 @@ mod cases {
         );
     }
 
+    fn append<'a>(event: &'a [u8], field: &'a str, change: StateChange<'a>) -> LogAppend<'a> {
+        LogAppend {
+            event,
+            field,
+            change,
+            max_len: 1000,
+            retention: Duration::from_secs(60),
+        }
+    }
+
+    fn now_ms() -> u64 {
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    }
+
+    pub async fn log_appends_reads_and_resumes(make: &Factory) {
+        let s = make("log:");
+        // Absent: only the very beginning continues.
+        let empty = s.log_read(LogId::ZERO, 10).await.unwrap();
+        assert!(!empty.exists && empty.entries.is_empty());
+        assert!(empty.continues(LogId::ZERO));
+        assert!(!empty.continues("1-0".parse().unwrap()));
+        let mut ids = Vec::new();
+        for i in 0..5u8 {
+            let ev = [b'e', i];
+            ids.push(
+                s.log_append(&append(&ev, "f", StateChange::Nothing))
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let all = s.log_read(LogId::ZERO, 10).await.unwrap();
+        assert!(all.exists && all.continues(LogId::ZERO));
+        assert_eq!(all.last, ids[4]);
+        let data: Vec<_> = all.entries.iter().map(|e| e.data.clone()).collect();
+        assert_eq!(data, (0..5u8).map(|i| vec![b'e', i]).collect::<Vec<_>>());
+        // Exactly the entries after a cursor, bounded by `max`.
+        let after = s.log_read(ids[1], 2).await.unwrap();
+        assert_eq!(
+            after.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
+            ids[2..4]
+        );
+        assert!(after.continues(ids[1]));
+        assert!(s.log_read(ids[4], 10).await.unwrap().entries.is_empty());
+        // A cursor from the future (another incarnation of the log) does not continue.
+        let future = LogId {
+            ms: ids[4].ms + 1,
+            seq: 0,
+        };
+        assert!(!s.log_read(future, 10).await.unwrap().continues(future));
+        // The tail: the newest, oldest first.
+        let tail = s.log_tail(2).await.unwrap();
+        assert_eq!(
+            tail.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
+            ids[3..5]
+        );
+        // Another handle on the same prefix sees the same log where shared.
+        if s.backend() != "memory" {
+            let other = make("log:");
+            assert_eq!(other.log_read(LogId::ZERO, 10).await.unwrap().last, ids[4]);
+        }
+    }
+
+    pub async fn log_trims_and_reports_the_gap(make: &Factory) {
+        let s = make("trim:");
+        let mut ids = Vec::new();
+        for i in 0..600u32 {
+            let ev = i.to_string();
+            let mut a = append(ev.as_bytes(), "f", StateChange::Nothing);
+            a.max_len = 100;
+            ids.push(s.log_append(&a).await.unwrap());
+        }
+        let view = s.log_read(ids[0], 1000).await.unwrap();
+        // Trimmed (approximately on Redis: whole nodes): the oldest are gone
+        // and a cursor before the trim point no longer continues.
+        assert!(
+            view.entries.len() < 600 && view.entries.len() >= 100,
+            "{}",
+            view.entries.len()
+        );
+        assert!(!view.continues(ids[0]));
+        let newest = s.log_read(ids[598], 10).await.unwrap();
+        assert!(newest.continues(ids[598]));
+        assert_eq!(newest.entries.len(), 1);
+    }
+
+    pub async fn log_state_follows_sets_deletes_and_expiry(make: &Factory) {
+        let s = make("state:");
+        let later = now_ms() + 60_000;
+        let past = now_ms() - 1;
+        let set = |v: &'static [u8], exp| StateChange::Set {
+            value: v,
+            expires_at_ms: exp,
+        };
+        s.log_append(&append(b"e1", "rev:jti:a", set(b"a", Some(later))))
+            .await
+            .unwrap();
+        s.log_append(&append(b"e2", "client:disabled:c", set(b"c", None)))
+            .await
+            .unwrap();
+        s.log_append(&append(b"e3", "rev:jti:old", set(b"old", Some(past))))
+            .await
+            .unwrap();
+        s.log_append(&append(b"e4", "sub:nbf:s", set(b"s1", Some(later))))
+            .await
+            .unwrap();
+        // A later value for the same field replaces the earlier one.
+        s.log_append(&append(b"e5", "sub:nbf:s", set(b"s2", Some(later))))
+            .await
+            .unwrap();
+        let mut state = s.log_state(now_ms(), 100).await.unwrap();
+        state.sort();
+        assert_eq!(state, [b"a".to_vec(), b"c".to_vec(), b"s2".to_vec()]);
+        s.log_append(&append(b"e6", "client:disabled:c", StateChange::Delete))
+            .await
+            .unwrap();
+        let mut state = s.log_state(now_ms(), 100).await.unwrap();
+        state.sort();
+        assert_eq!(state, [b"a".to_vec(), b"s2".to_vec()]);
+        // Bounded: more than `max` in force is an error, not a huge answer.
+        assert!(s.log_state(now_ms(), 1).await.is_err());
+        // Expiry as seen from a later clock.
+        assert_eq!(s.log_state(later + 1, 100).await.unwrap().len(), 0);
+    }
+
     pub async fn prefixes_isolate(make: &Factory) {
         let a = make("deploy-a:");
         let b = make("deploy-b:");
@@ -232,6 +363,9 @@ macro_rules! conformance {
             conformance!(@case #[$test] $fixture, rate_limit_bursts_then_paces);
             conformance!(@case #[$test] $fixture, incr_counts_atomically_and_expires);
             conformance!(@case #[$test] $fixture, prefixes_isolate);
+            conformance!(@case #[$test] $fixture, log_appends_reads_and_resumes);
+            conformance!(@case #[$test] $fixture, log_trims_and_reports_the_gap);
+            conformance!(@case #[$test] $fixture, log_state_follows_sets_deletes_and_expiry);
         }
     };
     (@case #[$test:meta] $fixture:expr, $case:ident) => {
@@ -276,6 +410,9 @@ async fn redis_cluster_passes_the_suite() {
     cases::rate_limit_bursts_then_paces(&run("6")).await;
     cases::incr_counts_atomically_and_expires(&run("6i")).await;
     cases::prefixes_isolate(&run("7")).await;
+    cases::log_appends_reads_and_resumes(&run("8")).await;
+    cases::log_trims_and_reports_the_gap(&run("9")).await;
+    cases::log_state_follows_sets_deletes_and_expiry(&run("10")).await;
     // The eviction policy is read from every primary: one node changed is
     // named, by its address.
     assert_eq!(s.evictable().await.unwrap(), Vec::<String>::new());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{RateDecision, SharedStore, Store, StoreResult};
+use super::{LogAppend, LogId, LogView, RateDecision, SharedStore, Store, StoreResult};
 
 pub struct Instrumented {
     inner: SharedStore,
@@ -64,6 +64,18 @@ impl Store for Instrumented {
     }
     async fn evictable(&self) -> StoreResult<Vec<String>> {
         timed("evictable", self.inner.evictable()).await
+    }
+    async fn log_append(&self, append: &LogAppend<'_>) -> StoreResult<LogId> {
+        timed("log_append", self.inner.log_append(append)).await
+    }
+    async fn log_read(&self, after: LogId, max: usize) -> StoreResult<LogView> {
+        timed("log_read", self.inner.log_read(after, max)).await
+    }
+    async fn log_tail(&self, max: usize) -> StoreResult<LogView> {
+        timed("log_tail", self.inner.log_tail(max)).await
+    }
+    async fn log_state(&self, now_ms: u64, max: usize) -> StoreResult<Vec<Vec<u8>>> {
+        timed("log_state", self.inner.log_state(now_ms, max)).await
     }
     fn prune(&self) -> usize {
         self.inner.prune()

@@ -6,14 +6,15 @@
 //! [`MemoryStore::prune`], which the server runs periodically, so memory stays
 //! bounded by live entries however many tokens are issued and revoked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{RateDecision, Store, StoreResult};
+use super::log::{LogAppend, LogEntry, LogId, LogView, StateChange};
+use super::{RateDecision, Store, StoreError, StoreResult};
 
 const SHARDS: usize = 16;
 
@@ -34,6 +35,53 @@ pub struct MemoryStore {
     shards: Vec<Mutex<HashMap<String, Entry>>>,
     /// GCRA theoretical arrival times, per rate-limit key.
     rates: Mutex<HashMap<String, Instant>>,
+    log: Mutex<MemoryLog>,
+}
+
+/// The revocation log, in process (see [`super::log`]): the same semantics
+/// as the Redis stream, ids included.
+#[derive(Default)]
+struct MemoryLog {
+    entries: VecDeque<LogEntry>,
+    last: LogId,
+    trimmed: LogId,
+    /// When the log expires (its retention after the last append).
+    expires_at: Option<Instant>,
+    /// field -> (value, expiry in Unix ms)
+    state: HashMap<String, (Vec<u8>, Option<u64>)>,
+}
+
+impl MemoryLog {
+    fn expire(&mut self) {
+        if self.expires_at.is_some_and(|t| t <= Instant::now()) {
+            self.entries.clear();
+            self.last = LogId::ZERO;
+            self.trimmed = LogId::ZERO;
+            self.expires_at = None;
+        }
+    }
+
+    fn view(&self, entries: Vec<LogEntry>) -> LogView {
+        LogView {
+            entries,
+            exists: self.last != LogId::ZERO,
+            last: self.last,
+            trimmed: Some(self.trimmed),
+            first: self.entries.front().map(|e| e.id),
+        }
+    }
+
+    fn next_id(&self) -> LogId {
+        let now_ms = super::now_ms();
+        if now_ms > self.last.ms {
+            LogId { ms: now_ms, seq: 0 }
+        } else {
+            LogId {
+                ms: self.last.ms,
+                seq: self.last.seq + 1,
+            }
+        }
+    }
 }
 
 impl Default for MemoryStore {
@@ -47,6 +95,7 @@ impl MemoryStore {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             rates: Mutex::new(HashMap::new()),
+            log: Mutex::new(MemoryLog::default()),
         }
     }
 
@@ -73,7 +122,13 @@ impl MemoryStore {
         let mut rates = self.rates.lock();
         let before = rates.len();
         rates.retain(|_, tat| *tat > now);
-        removed + (before - rates.len())
+        removed += before - rates.len();
+        let now_ms = super::now_ms();
+        let mut log = self.log.lock();
+        let before = log.state.len();
+        log.state
+            .retain(|_, (_, exp)| exp.is_none_or(|t| t > now_ms));
+        removed + (before - log.state.len())
     }
 
     /// Number of entries held, expired or not (for tests and metrics).
@@ -197,6 +252,66 @@ impl Store for MemoryStore {
     /// Never: entries leave only when they expire.
     async fn evictable(&self) -> StoreResult<Vec<String>> {
         Ok(Vec::new())
+    }
+
+    async fn log_append(&self, append: &LogAppend<'_>) -> StoreResult<LogId> {
+        let mut log = self.log.lock();
+        log.expire();
+        let id = log.next_id();
+        log.entries.push_back(LogEntry {
+            id,
+            data: append.event.to_vec(),
+        });
+        log.last = id;
+        while log.entries.len() > append.max_len.max(1) {
+            if let Some(old) = log.entries.pop_front() {
+                log.trimmed = old.id;
+            }
+        }
+        log.expires_at = Some(Instant::now() + append.retention);
+        match append.change {
+            StateChange::Set {
+                value,
+                expires_at_ms,
+            } => {
+                log.state
+                    .insert(append.field.to_owned(), (value.to_vec(), expires_at_ms));
+            }
+            StateChange::Delete => {
+                log.state.remove(append.field);
+            }
+            StateChange::Nothing => {}
+        }
+        Ok(id)
+    }
+
+    async fn log_read(&self, after: LogId, max: usize) -> StoreResult<LogView> {
+        let mut log = self.log.lock();
+        log.expire();
+        let start = log.entries.partition_point(|e| e.id <= after);
+        let entries = log.entries.range(start..).take(max).cloned().collect();
+        Ok(log.view(entries))
+    }
+
+    async fn log_tail(&self, max: usize) -> StoreResult<LogView> {
+        let mut log = self.log.lock();
+        log.expire();
+        let skip = log.entries.len().saturating_sub(max);
+        let entries = log.entries.range(skip..).cloned().collect();
+        Ok(log.view(entries))
+    }
+
+    async fn log_state(&self, now_ms: u64, max: usize) -> StoreResult<Vec<Vec<u8>>> {
+        let mut log = self.log.lock();
+        log.state
+            .retain(|_, (_, exp)| exp.is_none_or(|t| t > now_ms));
+        if log.state.len() > max {
+            return Err(StoreError::new(
+                "log_state",
+                format!("{} revocations in force, more than {max}", log.state.len()),
+            ));
+        }
+        Ok(log.state.values().map(|(v, _)| v.clone()).collect())
     }
 
     fn prune(&self) -> usize {

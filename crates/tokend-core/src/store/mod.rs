@@ -17,9 +17,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub mod instrumented;
+pub mod log;
 pub mod memory;
 pub mod redis;
 
+pub use log::{LogAppend, LogEntry, LogId, LogView, StateChange};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -42,6 +44,17 @@ impl StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The wall clock in Unix milliseconds (the log's state expiries).
+pub(crate) fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
 
 /// The answer of [`Store::rate_limit`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,6 +109,22 @@ pub trait Store: Send + Sync + 'static {
     /// `noeviction` (`volatile-*` included) can silently drop a revocation.
     /// The memory store never evicts.
     async fn evictable(&self) -> StoreResult<Vec<String>>;
+
+    /// Appends an event to the revocation log (see [`log`]) and applies its
+    /// state change, atomically; returns the entry's id.
+    async fn log_append(&self, append: &LogAppend<'_>) -> StoreResult<LogId>;
+
+    /// Up to `max` log entries after `after`, oldest first;
+    /// [`LogView::continues`] tells whether they follow `after` with no gap.
+    async fn log_read(&self, after: LogId, max: usize) -> StoreResult<LogView>;
+
+    /// The newest `max` log entries, oldest first.
+    async fn log_tail(&self, max: usize) -> StoreResult<LogView>;
+
+    /// The log's state: every value set and neither deleted nor expired at
+    /// `now_ms` (expired ones are pruned on the way). Fails when there are
+    /// more than `max`.
+    async fn log_state(&self, now_ms: u64, max: usize) -> StoreResult<Vec<Vec<u8>>>;
 
     /// Reclaims expired entries where the backend does not do it itself;
     /// returns how many were removed. Redis expires keys on its own.

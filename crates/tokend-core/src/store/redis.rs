@@ -58,7 +58,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::log::{LogAppend, LogId, LogView};
 use super::{RateDecision, Store, StoreError, StoreResult, StoreSettings};
+
+mod log;
 
 /// GCRA in one script so that read-compute-write is atomic across replicas.
 /// Mirrors `MemoryStore::rate_limit` exactly, in microseconds, on the Redis
@@ -946,6 +949,22 @@ impl Store for RedisStore {
     async fn incr(&self, key: &str, delta: i64, ttl: Duration) -> StoreResult<i64> {
         let ttl = i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX);
         self.script("incr", &self.incr, key, delta, ttl).await
+    }
+
+    async fn log_append(&self, append: &LogAppend<'_>) -> StoreResult<LogId> {
+        self.append_log(append).await
+    }
+
+    async fn log_read(&self, after: LogId, max: usize) -> StoreResult<LogView> {
+        self.read_log(after, max).await
+    }
+
+    async fn log_tail(&self, max: usize) -> StoreResult<LogView> {
+        self.tail_log(max).await
+    }
+
+    async fn log_state(&self, now_ms: u64, max: usize) -> StoreResult<Vec<Vec<u8>>> {
+        self.log_state_values(now_ms, max).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
