@@ -42,6 +42,26 @@ pub struct JwksConfig {
 }
 
 impl JwksConfig {
+    pub fn min_refetch_interval(mut self, d: Duration) -> Self {
+        self.min_refetch_interval = d;
+        self
+    }
+
+    pub fn refresh_interval(mut self, d: Duration) -> Self {
+        self.refresh_interval = d;
+        self
+    }
+
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n;
+        self
+    }
+
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -58,7 +78,8 @@ pub(crate) struct Jwks {
     keys: ArcSwap<JwkSet>,
     client: reqwest::Client,
     cfg: JwksConfig,
-    /// Single flight for fetches, and when the last one started.
+    /// Single flight for fetches, and when the last refetch for an unknown
+    /// `kid` started.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     fetches: AtomicU64,
     /// Bumped whenever the set of key ids changes (the verifier then drops
@@ -124,10 +145,11 @@ impl Jwks {
     }
 
     /// Fetches now, whatever the rate limit (start-up, the periodic refresh
-    /// and KEYS_CHANGED).
+    /// and KEYS_CHANGED), which only counts refetches for unknown `kid`s: a
+    /// key published just after a scheduled fetch is still picked up by the
+    /// first token that uses it.
     pub(crate) async fn refresh(&self) -> anyhow::Result<()> {
-        let mut last = self.last_fetch.lock().await;
-        *last = Some(Instant::now());
+        let _single_flight = self.last_fetch.lock().await;
         self.fetch().await
     }
 
