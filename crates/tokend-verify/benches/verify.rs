@@ -81,7 +81,8 @@ async fn serve_jwks(jwks: String) -> String {
 async fn verifier(jwks_url: &str, cache: usize) -> Verifier {
     // Nothing listens on port 9 of loopback: the feed stays down and the
     // fail-open policy accepts, still consulting the (empty) set.
-    let mut feed = FeedConfig::new("http://127.0.0.1:9", "bench", "bench").policy(FeedPolicy::FailOpen);
+    let mut feed =
+        FeedConfig::new("http://127.0.0.1:9", "bench", "bench").policy(FeedPolicy::FailOpen);
     feed.backoff_initial = Duration::from_secs(60);
     feed.backoff_max = Duration::from_secs(60);
     let v = Verifier::start(
@@ -113,7 +114,9 @@ fn verify(c: &mut Criterion) {
         // `ParsedPublicKey`) and the bare signature check over the token's
         // signing input.
         let set = tokend_token::JwkSet::from_json(jwks.as_bytes()).unwrap();
-        let floor = tokend_token::KeyLookup::verify_key(&set, key.kid()).unwrap().clone();
+        let floor = tokend_token::KeyLookup::verify_key(&set, key.kid())
+            .unwrap()
+            .clone();
         let (input, sig) = token.rsplit_once('.').unwrap();
         let sig = B64.decode(sig).unwrap();
         assert!(floor.verify(input.as_bytes(), &sig));
