@@ -130,7 +130,8 @@ async fn claims_are_checked_strictly() {
         mint(&key, &c)
     };
     let now = now();
-    let cases: [(&str, &dyn Fn(&mut tokend_token::AccessClaims), RejectReason); 6] = [
+    type Edit<'a> = &'a dyn Fn(&mut tokend_token::AccessClaims);
+    let cases: [(&str, Edit, RejectReason); 6] = [
         (
             "wrong iss",
             &|c| c.iss = "http://evil.test".into(),
