@@ -207,15 +207,6 @@ fn heartbeats(conn: &Conn) -> CancellationToken {
     stop
 }
 
-/// Polls until the verifier's answer for `token` is `want` (Ok = accepted).
-async fn until(v: &Verifier, token: &str, want: Result<(), RejectReason>) {
-    eventually(&format!("{want:?}"), || async {
-        let got = v.verify(token).await.map(|_| ()).map_err(|r| r.reason());
-        (got == want).then_some(())
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_live_events_and_resuming_from_the_cursor() {
     let tokens = Tokens::start().await;

@@ -59,6 +59,19 @@ where
     }
 }
 
+/// Polls until the verifier's answer for `token` is `want` (Ok = accepted).
+pub async fn until(
+    v: &tokend_verify::Verifier,
+    token: &str,
+    want: Result<(), tokend_verify::RejectReason>,
+) {
+    eventually(&format!("{want:?}"), || async {
+        let got = v.verify(token).await.map(|_| ()).map_err(|r| r.reason());
+        (got == want).then_some(())
+    })
+    .await
+}
+
 /// A real tokend in-process.
 pub struct Tokend {
     pub http: String,
