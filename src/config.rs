@@ -35,6 +35,7 @@ use tokend_token::KeySet;
 use crate::signing::SigningSettings;
 use crate::telemetry::LogSettings;
 use crate::transport::tls::{Tls, TlsSettings};
+use tokend_core::feed::FeedConfig;
 
 /// The whole file as written by the operator (paths resolved against the
 /// file's folder).
@@ -57,6 +58,7 @@ pub struct Config {
     pub rate_limit: RateLimitSettings,
     pub auth_throttle: AuthThrottleSettings,
     pub discovery: DiscoverySettings,
+    pub revocation_feed: FeedConfig,
     pub clients: Vec<ClientConfig>,
 }
 
@@ -78,6 +80,7 @@ impl Default for Config {
             rate_limit: RateLimitSettings::default(),
             auth_throttle: AuthThrottleSettings::default(),
             discovery: DiscoverySettings::default(),
+            revocation_feed: FeedConfig::default(),
             clients: Vec::new(),
         }
     }
@@ -486,6 +489,7 @@ const SECTIONS: &[&str] = &[
     "tls",
     "rate_limit",
     "auth_throttle",
+    "revocation_feed",
 ];
 const TOP_LEVEL: &[&str] = &["issuer", "clients_file"];
 /// Env variables read elsewhere (secrets), never mapped onto the file.
@@ -679,6 +683,7 @@ impl Config {
         if let Err(e) = self.log.check() {
             p.push(e);
         }
+        p.extend(self.revocation_feed.check());
         let keys = self.signing.load().map_err(|e| p.extend(e)).ok();
         let mut seen = BTreeMap::new();
         for (i, c) in self.clients.iter().enumerate() {
@@ -727,6 +732,7 @@ impl Config {
                 challenge_ttl: secs(self.authorization.challenge_ttl_secs),
                 scopes_supported: self.discovery.scopes_supported.clone(),
                 path_prefix: self.http.path_prefix.clone(),
+                feed: self.revocation_feed.parse(),
             },
             http_listen,
             max_body_bytes: size(self.http.max_body_bytes),
@@ -810,8 +816,12 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         rate_limit: _,    // live: Core::replace_limits
         auth_throttle: _, // live: Core::replace_limits
         discovery,
+        revocation_feed,
         clients: _, // live: Core::replace_clients
     } = new;
+    if old.revocation_feed != *revocation_feed {
+        out.push("revocation_feed");
+    }
     if old.issuer != *issuer {
         out.push("issuer");
     }

@@ -27,7 +27,7 @@ pub mod telemetry;
 pub mod transport;
 pub mod watch;
 
-pub use tokend_core::{oauth, store};
+pub use tokend_core::{feed, oauth, store};
 pub use tokend_token as token;
 
 /// Generated protobuf and gRPC code for `tokend.v1`.

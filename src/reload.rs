@@ -82,7 +82,19 @@ impl Reloader {
         if let (Some(keys), true) = (keys, same_signing) {
             let before = self.core.keys();
             self.core.replace_keys(keys);
-            crate::metrics::signing_key_changed(&before, &self.core.keys());
+            let after = self.core.keys();
+            crate::metrics::signing_key_changed(&before, &after);
+            if before.jwks() != after.jwks()
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
+                // Resource servers refetch the JWKS (tokend.v1.RevocationFeed).
+                let core = self.core.clone();
+                rt.spawn(async move {
+                    if let Err(e) = core.publish_keys_changed().await {
+                        tracing::warn!(error = %e, "keys_changed not published to the revocation feed");
+                    }
+                });
+            }
         }
         tracing::info!(
             clients = n,

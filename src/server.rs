@@ -20,6 +20,7 @@ use crate::config::{Boot, Config, Settings};
 use crate::health::{self, Readiness};
 use crate::oauth::{Core, OAuthError};
 use crate::pb::authorization_service_server::AuthorizationServiceServer;
+use crate::pb::revocation_feed_server::RevocationFeedServer;
 use crate::pb::token_service_server::TokenServiceServer;
 use crate::reload::{ReloadOptions, Reloader};
 use crate::store::{self, SharedStore};
@@ -199,8 +200,17 @@ impl Server {
         let login_app = boot
             .login_app_token
             .map(crate::transport::admin::AdminAuth::login_app);
+        // The revocation feed's hub follows the store's log until the
+        // listeners stop (its watchers' streams end then, so draining does
+        // not wait on them).
+        let hub = crate::feed::Hub::new(&core, core.settings().feed.clone(), stop_servers.clone());
+        tokio::spawn(hub.clone().run());
         let (reflection_v1, reflection_v1alpha) = grpc::reflection(
-            &["tokend.v1.TokenService", "tokend.v1.AuthorizationService"],
+            &[
+                "tokend.v1.TokenService",
+                "tokend.v1.AuthorizationService",
+                "tokend.v1.RevocationFeed",
+            ],
             true,
             max_message,
         )?;
@@ -230,6 +240,14 @@ impl Server {
                 TokenServiceServer::new(grpc::TokenService::new(core.clone()))
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(max_message),
+            )
+            .add_service(
+                RevocationFeedServer::new(crate::transport::feed::RevocationFeed::new(
+                    core.clone(),
+                    hub,
+                ))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
             )
             .add_service(InterceptedService::new(
                 AuthorizationServiceServer::new(grpc::AuthorizationService::new(core.clone()))

@@ -227,6 +227,7 @@ const GRPC_METHODS: &[&str] = &[
     "tokend.v1.TokenService/Issue",
     "tokend.v1.TokenService/Introspect",
     "tokend.v1.TokenService/Revoke",
+    "tokend.v1.RevocationFeed/Watch",
     "tokend.v1.AuthorizationService/GetAuthorization",
     "tokend.v1.AuthorizationService/AcceptAuthorization",
     "tokend.v1.AuthorizationService/RejectAuthorization",

@@ -209,6 +209,7 @@ fn info(s: ClientState) -> pb::ClientInfo {
         subject: c.subject.clone(),
         introspection: c.introspection.as_str().into(),
         out_of_band: c.out_of_band,
+        revocation_feed: c.revocation_feed,
     }
 }
 

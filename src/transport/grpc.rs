@@ -97,7 +97,11 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn credentials(client_id: String, client_secret: String, rec: &RequestRecord) -> Credentials {
+pub(crate) fn credentials(
+    client_id: String,
+    client_secret: String,
+    rec: &RequestRecord,
+) -> Credentials {
     rec.client(&client_id);
     Credentials {
         client_id,

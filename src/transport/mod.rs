@@ -5,6 +5,7 @@ pub mod access;
 pub mod admin;
 pub mod budget;
 pub mod codec;
+pub mod feed;
 pub mod grpc;
 pub mod http;
 pub mod listen;

@@ -11,6 +11,7 @@ mod cli;
 mod client_credentials;
 mod failover;
 mod faults;
+mod feed;
 mod grpc;
 mod hardening;
 mod hardening_authorize;

@@ -151,6 +151,11 @@ impl RedisServer {
         redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap()
     }
 
+    /// The redis-server process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

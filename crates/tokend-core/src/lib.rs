@@ -11,5 +11,6 @@
 //! section as written, and the service's config module only assembles it.
 
 pub mod de;
+pub mod feed;
 pub mod oauth;
 pub mod store;

@@ -125,6 +125,11 @@ pub struct ClientConfig {
     /// copy instead of redirecting: for command-line tools.
     #[serde(default)]
     pub out_of_band: bool,
+    /// May watch `tokend.v1.RevocationFeed` (a resource server verifying
+    /// tokens locally). Off by default: the feed names revoked tokens,
+    /// clients and subjects.
+    #[serde(default)]
+    pub revocation_feed: bool,
     /// Token exchange (RFC 8693): the audiences this client may ask for.
     /// Empty: no exchange rights, even with the grant type.
     #[serde(default)]
@@ -260,6 +265,7 @@ pub struct Client {
     pub subject: String,
     pub introspection: IntrospectionPolicy,
     pub out_of_band: bool,
+    pub revocation_feed: bool,
     pub token_exchange_audiences: Vec<String>,
     pub token_exchange_clients: Vec<String>,
     pub token_exchange_claims: Vec<String>,
@@ -442,6 +448,7 @@ impl ClientConfig {
                 .unwrap_or_else(|| self.client_id.clone()),
             introspection,
             out_of_band: self.out_of_band,
+            revocation_feed: self.revocation_feed,
             token_exchange_audiences: self.token_exchange_audiences.clone(),
             token_exchange_clients: self.token_exchange_clients.clone(),
             token_exchange_claims: self.token_exchange_claims.clone(),

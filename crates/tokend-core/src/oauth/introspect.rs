@@ -14,6 +14,7 @@ use super::client::{Client, Credentials, IntrospectionPolicy};
 use super::error::OAuthError;
 use super::refresh::{refresh_gid, revoked_gid_key};
 use super::{Core, lifecycle, now_unix};
+use crate::feed::FeedEvent;
 use tokend_token::cache::TokenKey;
 use tokend_token::{AccessClaims, jwt};
 
@@ -337,9 +338,11 @@ impl Core {
         }
         // +1 s so the mark outlives the last second introspection accepts.
         let ttl = Duration::from_secs(u64::try_from(remaining).unwrap_or(u64::MAX / 2) + 1);
-        self.store
-            .put(&revoked_jti_key(&claims.jti), b"1", Some(ttl))
-            .await?;
+        let key = revoked_jti_key(&claims.jti);
+        // The event first: a revocation is never stored without it.
+        let event = FeedEvent::token_revoked(&claims.jti, &claims.client_id, ttl);
+        self.publish(&key, &event, true).await?;
+        self.store.put(&key, b"1", Some(ttl)).await?;
         tracing::info!(client_id = %client.id, jti = %claims.jti, "token revoked");
         Ok(())
     }

@@ -31,6 +31,7 @@ use parking_lot::RwLock;
 
 use super::client::{Client, GrantType};
 use super::{Core, now_unix_ms};
+use crate::feed::{ClientChange, FeedEvent};
 use crate::store::StoreError;
 
 pub fn client_disabled_key(client_id: &str) -> String {
@@ -143,12 +144,12 @@ impl Core {
     pub async fn revoke_client_tokens(&self, client_id: &str) -> Result<i64, AdminError> {
         self.configured(client_id)?;
         let mark = now_unix_ms();
+        let key = client_not_before_key(client_id);
+        let ttl = self.mark_ttl();
+        let event = FeedEvent::client_changed(client_id, ClientChange::CutOff, mark).expiring(ttl);
+        self.publish(&key, &event, true).await?;
         self.store
-            .put(
-                &client_not_before_key(client_id),
-                mark.to_string().as_bytes(),
-                self.mark_ttl(),
-            )
+            .put(&key, mark.to_string().as_bytes(), ttl)
             .await?;
         Ok(mark)
     }
@@ -165,12 +166,12 @@ impl Core {
             ));
         }
         let mark = now_unix_ms();
+        let key = subject_not_before_key(subject);
+        let ttl = self.mark_ttl();
+        self.publish(&key, &FeedEvent::session_revoked(subject, mark, ttl), true)
+            .await?;
         self.store
-            .put(
-                &subject_not_before_key(subject),
-                mark.to_string().as_bytes(),
-                self.mark_ttl(),
-            )
+            .put(&key, mark.to_string().as_bytes(), ttl)
             .await?;
         Ok(mark)
     }
@@ -184,6 +185,13 @@ impl Core {
     ) -> Result<(), AdminError> {
         self.configured(client_id)?;
         let key = client_disabled_key(client_id);
+        let change = if disabled {
+            ClientChange::Disabled
+        } else {
+            ClientChange::Enabled
+        };
+        let event = FeedEvent::client_changed(client_id, change, 0);
+        self.publish(&key, &event, disabled).await?;
         if disabled {
             self.store.put(&key, b"1", None).await?;
         } else {

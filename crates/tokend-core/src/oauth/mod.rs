@@ -54,6 +54,8 @@ pub struct Settings {
     /// `[http] path_prefix`: the OAuth endpoints are served (and advertised)
     /// under it. Empty, or `/a/b` without a trailing `/`.
     pub path_prefix: String,
+    /// `[revocation_feed]`: the revocation log's bounds and the watchers'.
+    pub feed: crate::feed::FeedSettings,
 }
 
 impl Settings {
@@ -87,6 +89,8 @@ pub struct Core {
     /// skip the secret-guessing defence's store read (see [`limits`]).
     known_callers: limits::KnownCallers,
     guess_locks: limits::GuessLocks,
+    /// Wakes this replica's feed hub after a local append.
+    pub(crate) feed_poke: Arc<tokio::sync::Notify>,
 }
 
 impl Core {
@@ -107,6 +111,7 @@ impl Core {
             verified: VerifiedCache::default(),
             known_callers: limits::KnownCallers::default(),
             guess_locks: limits::GuessLocks::default(),
+            feed_poke: Arc::default(),
         }
     }
 

@@ -200,9 +200,11 @@ impl Core {
         let ttl = Duration::from_secs(longest.saturating_add(leeway).saturating_add(1));
         // Mark first, then delete: a rotation racing with this checks the
         // mark after writing, so it cannot resurrect the family.
-        self.store
-            .put(&revoked_gid_key(gid), b"1", Some(ttl))
-            .await?;
+        let key = revoked_gid_key(gid);
+        // The event first: a revocation is never stored without it.
+        let event = crate::feed::FeedEvent::family_revoked(gid, ttl);
+        self.publish(&key, &event, true).await?;
+        self.store.put(&key, b"1", Some(ttl)).await?;
         self.store.delete(&family_key(gid)).await?;
         Ok(())
     }
