@@ -27,6 +27,7 @@ mod process;
 mod redis_store;
 mod redis_tls;
 mod reload;
+mod resource_server;
 mod sentinel;
 mod sizing;
 mod soak;
