@@ -19,35 +19,11 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-VENV="$ROOT/target/interop-venv"
-REQS=(
-  "requests==2.34.2"
-  "PyJWT[crypto]==2.15.1"
-  "cryptography==50.0.2"
-)
-STAMP="$VENV/.interop-reqs"
 ALGS=${INTEROP_ALGS:-RS256 ES256 EdDSA}
 TOKEND_BIN=${TOKEND_BIN:-$ROOT/target/debug/tokend}
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-# Debian's python3 has venv but not ensurepip until python3-venv is installed.
-if [[ ! -x "$VENV/bin/python" ]]; then
-  echo "interop: creating $VENV"
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    rm -rf "$VENV"
-    echo "interop: installing python3-venv (Debian package)"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-    python3 -m venv "$VENV"
-  fi
-fi
-if [[ ! -f "$STAMP" ]] || [[ "$(cat "$STAMP")" != "${REQS[*]}" ]]; then
-  echo "interop: installing ${REQS[*]}"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${REQS[@]}"
-  echo "${REQS[*]}" > "$STAMP"
-fi
-PY="$VENV/bin/python"
+# target/interop-venv with requests, PyJWT (and grpcio for the feed check); sets PY.
+source "$ROOT/scripts/python-venv.sh"
 
 if [[ ! -x "$TOKEND_BIN" ]]; then
   echo "interop: building tokend"

@@ -35,7 +35,7 @@ fn config(redis: &RedisServer) -> ConfigBuilder {
 /// A verifier for the audiences the test clients' tokens carry, fed by
 /// `api`'s replica; ready (snapshot applied) when returned.
 async fn verifier(api: &Api) -> Verifier {
-    let mut feed = FeedConfig::new(&format!("http://{}", api.grpc), "watcher", SECRET)
+    let mut feed = FeedConfig::new(format!("http://{}", api.grpc), "watcher", SECRET)
         .max_staleness(Duration::from_secs(60));
     feed.backoff_initial = Duration::from_millis(20);
     feed.backoff_max = Duration::from_millis(200);
