@@ -12,6 +12,7 @@ mod client_credentials;
 mod failover;
 mod faults;
 mod feed;
+mod feed_measure;
 mod grpc;
 mod hardening;
 mod hardening_authorize;
