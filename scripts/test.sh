@@ -2,7 +2,8 @@
 # Runs every check tokend has: formatting, clippy, unit and integration tests
 # (real redis-server processes, real sockets, headless Chromium for the login
 # app), benchmarks in quick mode, the token exchange interop test (requests and
-# PyJWT against a running tokend), and the Helm chart validation. Installs what
+# PyJWT against a running tokend), the revocation feed consumed from Python
+# (grpcio), and the Helm chart validation. Installs what
 # the tests need when it is missing (redis-server, chromium and chromium-driver
 # from Debian's packages; the interop test and the chart check make their own venvs).
 set -euo pipefail
@@ -41,6 +42,11 @@ cargo test --workspace --locked --all-targets
 echo "== interop: token exchange from a generic HTTP client, verified by PyJWT"
 cargo build --locked --bin tokend
 TOKEND_BIN="$PWD/target/debug/tokend" bash scripts/interop.sh
+
+# grpcio + grpcio-tools in the same venv: examples/feed-python against a real tokend.
+echo "== revocation feed from Python: grpcio stubs from feed.proto, revocations delivered"
+cargo build --locked --bin tokend
+TOKEND_BIN="$PWD/target/debug/tokend" bash scripts/feed_python_check.sh
 
 if [ -f scripts/chart-check.sh ]; then
   echo "== Helm chart checks"
