@@ -36,6 +36,9 @@ TOKEND_KEYS = {
     "rate_limit": {"per_sec", "burst"},
     "auth_throttle": {"enabled", "threshold", "base_secs", "max_secs", "reset_secs"},
     "discovery": {"scopes_supported"},
+    "revocation_feed": {"log_max_len", "log_retention_secs", "poll_interval_ms", "heartbeat_secs",
+                        "snapshot_max_age_ms", "max_snapshot", "max_watchers", "max_watchers_per_client",
+                        "send_timeout_secs"},
 }
 # Config keys holding paths of mounted files (each must lie under a volume mount).
 FILE_KEYS = [("", "clients_file"), ("signing", "key_file"), ("store", "tls_ca_file"), ("store", "tls_cert_file"),
