@@ -32,6 +32,7 @@ use tokend_core::oauth::{self, Registry};
 use tokend_core::store::{StoreConfig, StorePassword, StoreSettings};
 use tokend_token::KeySet;
 
+use crate::otel::{TelemetrySettings, TraceExport};
 use crate::signing::SigningSettings;
 use crate::telemetry::LogSettings;
 use crate::transport::tls::{Tls, TlsSettings};
@@ -50,6 +51,7 @@ pub struct Config {
     pub tokens: TokenSettings,
     pub signing: SigningSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub server: ServerSettings,
     pub authorization: AuthorizationSettings,
     pub admin: AdminSettings,
@@ -71,6 +73,7 @@ impl Default for Config {
             tokens: TokenSettings::default(),
             signing: SigningSettings::default(),
             log: LogSettings::default(),
+            telemetry: TelemetrySettings::default(),
             server: ServerSettings::default(),
             authorization: AuthorizationSettings::default(),
             admin: AdminSettings::default(),
@@ -363,6 +366,8 @@ pub struct Boot {
     pub tls_reload_check: Duration,
     pub server: ServerLimits,
     pub log: LogSettings,
+    /// `[telemetry]`: trace export, when on.
+    pub telemetry: Option<TraceExport>,
 }
 
 /// `[admin]`, parsed.
@@ -480,6 +485,7 @@ const SECTIONS: &[&str] = &[
     "tokens",
     "signing",
     "log",
+    "telemetry",
     "server",
     "authorization",
     "admin",
@@ -521,6 +527,11 @@ impl Config {
                 .find(|(k, v)| k == name && !v.is_empty())
                 .map(|(_, v)| StorePassword(secrecy::SecretString::from(v.clone())))
         };
+        let otel_env: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("OTEL_"))
+            .cloned()
+            .collect();
         let store_password = secret_env("TOKEND_STORE_PASSWORD");
         let sentinel_password = secret_env("TOKEND_STORE_SENTINEL_PASSWORD");
         apply_env(&mut table, env)?;
@@ -532,6 +543,7 @@ impl Config {
             })?;
         cfg.store.password = store_password;
         cfg.store.sentinel_password = sentinel_password;
+        cfg.telemetry.apply_otel_env(&otel_env);
         if let Some(extra) = cfg.clients_file.clone() {
             let extra = resolve(path, &extra);
             cfg.clients.extend(load_clients_file(&extra)?);
@@ -679,6 +691,7 @@ impl Config {
         if let Err(e) = self.log.check() {
             p.push(e);
         }
+        let telemetry = self.telemetry.parse().map_err(|e| p.extend(e)).ok();
         let keys = self.signing.load().map_err(|e| p.extend(e)).ok();
         let mut seen = BTreeMap::new();
         for (i, c) in self.clients.iter().enumerate() {
@@ -702,14 +715,24 @@ impl Config {
         } else {
             None
         };
-        let (Some(http_listen), Some(grpc_listen), Some(store), Some(keys), Some(clients), true) = (
+        let (
+            Some(http_listen),
+            Some(grpc_listen),
+            Some(store),
+            Some(keys),
+            Some(clients),
+            Some(telemetry),
+            true,
+        ) = (
             http_listen,
             grpc_listen,
             store,
             keys,
             clients,
+            telemetry,
             problems.is_empty(),
-        ) else {
+        )
+        else {
             return Err(Problems(problems));
         };
         let s = &self.server;
@@ -750,6 +773,7 @@ impl Config {
                 body_read_timeout: secs(s.body_read_timeout_secs),
             },
             log: self.log.clone(),
+            telemetry,
         };
         let live = Live {
             clients,
@@ -803,6 +827,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         tokens,
         signing,
         log,
+        telemetry,
         server,
         authorization,
         admin,
@@ -866,6 +891,18 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     out.extend(crate::signing::restart_only_changes(&old.signing, signing));
     section!("log.", old.log, log, LogSettings { format, level });
+    section!(
+        "telemetry.",
+        old.telemetry,
+        telemetry,
+        TelemetrySettings {
+            otlp_endpoint,
+            sampling_ratio,
+            service_name,
+            resource_attributes,
+            max_queue_size,
+        }
+    );
     section!(
         "server.",
         old.server,
@@ -990,8 +1027,14 @@ fn apply_env(
 /// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_...` for
 /// every Service in the namespace; a Service named `tokend-http` would yield
 /// `TOKEND_HTTP_SERVICE_HOST`. Those are not config overrides.
+/// (Only `SERVICE_HOST` and `SERVICE_PORT[_NAME]`: `telemetry.service_name`
+/// is a real key.)
 fn is_service_link(key: &str) -> bool {
-    key.starts_with("service_") || key == "port" || key.starts_with("port_")
+    key == "service_host"
+        || key == "service_port"
+        || key.starts_with("service_port_")
+        || key == "port"
+        || key.starts_with("port_")
 }
 
 fn section_table<'a>(
