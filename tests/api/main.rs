@@ -33,3 +33,4 @@ mod store_eviction;
 mod throttle;
 mod tls;
 mod token_exchange;
+mod tracing;
