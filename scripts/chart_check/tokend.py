@@ -36,6 +36,7 @@ TOKEND_KEYS = {
     "rate_limit": {"per_sec", "burst"},
     "auth_throttle": {"enabled", "threshold", "base_secs", "max_secs", "reset_secs"},
     "discovery": {"scopes_supported"},
+    "telemetry": {"otlp_endpoint", "sampling_ratio", "service_name", "resource_attributes", "max_queue_size"},
 }
 # Config keys holding paths of mounted files (each must lie under a volume mount).
 FILE_KEYS = [("", "clients_file"), ("signing", "key_file"), ("store", "tls_ca_file"), ("store", "tls_cert_file"),

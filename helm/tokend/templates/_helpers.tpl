@@ -374,6 +374,7 @@ previous_key_files = {{ include "tokend.toml.value" $prev }}
 {{- include "tokend.toml.section" (dict "name" "rate_limit" "values" .Values.config.rate_limit) }}
 {{- include "tokend.toml.section" (dict "name" "auth_throttle" "values" .Values.config.auth_throttle) }}
 {{- include "tokend.toml.section" (dict "name" "discovery" "values" .Values.config.discovery) }}
+{{- include "tokend.toml.section" (dict "name" "telemetry" "values" .Values.config.telemetry) }}
 {{- if .Values.admin.enabled }}
 
 [admin]
