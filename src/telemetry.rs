@@ -130,6 +130,9 @@ pub fn init(
         .with_level(false)
         .with_target(false)
         .with_tracked_inactivity(false)
+        // Nothing reads OpenTelemetry's current context: no attach/detach
+        // per poll of a request.
+        .with_context_activation(false)
         .with_filter(
             tracing_subscriber::filter::Targets::new()
                 .with_target(crate::otel::SPAN_TARGET, tracing::Level::TRACE),

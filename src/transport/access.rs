@@ -523,7 +523,14 @@ where
         req.extensions_mut().insert(record.clone());
         let endpoint = endpoint(layer.transport, req.uri().path());
         let caller = crate::otel::caller_context(req.headers());
-        let span = request_span(layer.transport, &req, endpoint, peer);
+        // Only sampled requests get a span (see crate::otel).
+        let span = if tracing::enabled!(target: crate::otel::SPAN_TARGET, tracing::Level::INFO)
+            && crate::otel::sampled(caller.as_ref())
+        {
+            request_span(layer.transport, &req, endpoint, peer)
+        } else {
+            tracing::Span::none()
+        };
         if let Some(cx) = &caller
             && !span.is_disabled()
         {
