@@ -13,6 +13,12 @@
 #   BENCH_STORES=memory ./scripts/bench-matrix.sh  # memory rows only
 #   BENCH_DURATION=5 BENCH_CONCURRENCY=32 ./scripts/bench-matrix.sh
 #   BENCH_TARGETS=grpc-exchange,http-exchange ./scripts/bench-matrix.sh  # some workloads only
+#   BENCH_TRACING= ./scripts/bench-matrix.sh       # without the tracing rows
+#
+# The tracing rows (issue 20, docs/tracing.md): the same workloads with trace
+# export off, at sampling ratio 0.01 and at 1 (BENCH_TRACING), one algorithm
+# (BENCH_TRACING_ALG, default EdDSA: the cheapest signature, so the largest
+# relative cost), each store; tokend-bench --trace-ratio runs the OTLP sink.
 #
 # Starts its own redis-server on a free loopback port (installs Debian's
 # package when missing) and a matplotlib venv under target/ for the chart.
@@ -27,6 +33,10 @@ ALGS=${BENCH_ALGS:-RS256 ES256 EdDSA}
 # Empty: tokend-bench's default workloads (all of them).
 TARGETS=${BENCH_TARGETS:-}
 RAW=target/bench/results.jsonl
+TRACING=${BENCH_TRACING-off 0.01 1}
+TRACING_ALG=${BENCH_TRACING_ALG:-EdDSA}
+TRACING_TARGETS=${BENCH_TRACING_TARGETS:-grpc-issue,http-issue,grpc-introspect,http-introspect}
+TRACE_RAW=target/bench/tracing.jsonl
 OUT=docs/bench
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -35,7 +45,7 @@ echo "== cargo build --release -p tokend -p tokend-bench --bins"
 cargo build --release -p tokend -p tokend-bench --bins
 
 mkdir -p target/bench "$OUT"
-rm -f "$RAW"
+rm -f "$RAW" "$TRACE_RAW"
 
 REDIS_PID=""
 REDIS_DIR=""
@@ -81,6 +91,28 @@ for store in $STORES; do
   done
 done
 
+store_url() {
+  case $1 in
+    memory) echo "memory://" ;;
+    redis) echo "redis://127.0.0.1:$REDIS_PORT/0" ;;
+  esac
+}
+if [ -n "$TRACING" ]; then
+  for store in $STORES; do
+    for ratio in $TRACING; do
+      trace_args=()
+      if [ "$ratio" != off ]; then trace_args=(--trace-ratio "$ratio"); fi
+      echo
+      echo "==== tracing $ratio, $TRACING_ALG, $store"
+      if ! target/release/tokend-bench --alg "$TRACING_ALG" --store "$(store_url "$store")" \
+          --duration "$DURATION" --concurrency "$CONCURRENCY" --json "$TRACE_RAW" \
+          --targets "$TRACING_TARGETS" "${trace_args[@]}"; then
+        failed+=("tracing-$ratio/$store")
+      fi
+    done
+  done
+fi
+
 if [ -n "$REDIS_PID" ]; then
   # Evidence for the store targets: Redis commands per workload type.
   redis-cli -p "$REDIS_PORT" info commandstats > target/bench/redis-commandstats.txt || true
@@ -93,7 +125,8 @@ if [ ! -x target/bench-venv/bin/python ] || ! target/bench-venv/bin/python -c 'i
   target/bench-venv/bin/pip install -q matplotlib
 fi
 target/bench-venv/bin/python scripts/bench_report.py "$RAW" "$OUT" \
-  --duration "$DURATION" --concurrency "$CONCURRENCY" --failed "${failed[*]:-}"
+  --duration "$DURATION" --concurrency "$CONCURRENCY" --failed "${failed[*]:-}" \
+  ${TRACING:+--tracing "$TRACE_RAW"}
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "cells with errors or that did not run: ${failed[*]}"

@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--duration", default="?")
     ap.add_argument("--concurrency", default="?")
     ap.add_argument("--failed", default="")
+    ap.add_argument("--tracing", help="tokend-bench JSON lines of the tracing rows (off, ratios)")
     a = ap.parse_args()
     rows = load(a.raw)
     by = {(r["alg"], r["store"], r["target"]): r for r in rows}
@@ -194,12 +195,49 @@ def main():
                     name, rest = line[len("cmdstat_"):].split(":", 1)
                     calls = dict(kv.split("=") for kv in rest.strip().split(","))["calls"]
                     lines.append(f"| {name} | {int(calls):,} |")
+    if a.tracing and os.path.exists(a.tracing):
+        lines += tracing_section(load(a.tracing))
     lines += ["", "![throughput and CPU per token](chart.png)", ""]
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(lines))
 
     chart(rows, stores, os.path.join(a.out, "chart.png"))
     print("\n".join(lines))
+
+
+def tracing_section(rows):
+    """Issue 20: CPU per request with trace export off, and at each sampling ratio."""
+    ratios = sorted({r["trace_ratio"] for r in rows if r.get("trace_ratio") is not None})
+    by = {(r["store"], r["target"], r.get("trace_ratio")): r for r in rows}
+    keys = sorted({(r["store"], r["target"]) for r in rows}, key=lambda k: (k[0] != "memory", k[1]))
+    alg = rows[0]["alg"] if rows else "?"
+    head = "| store | workload | off us/req | " + " | ".join(f"ratio {x:g} us/req | vs off" for x in ratios) + " |"
+    lines = ["", "## Tracing", "",
+             f"Server CPU per request with trace export off and on (`[telemetry]`, exporting over OTLP/gRPC to "
+             f"a sink in tokend-bench), {alg}, the same workloads run back to back "
+             "(docs/tracing.md). Target: at most +5 % at sampling ratio 0.01.", "",
+             head, "|---|---|---:|" + "---:|---:|" * len(ratios)]
+    worst = None
+    for store, target in keys:
+        off = by.get((store, target, None))
+        if not off:
+            continue
+        base = off["server_cpu_us_per_req"]
+        cells = []
+        for x in ratios:
+            r = by.get((store, target, x))
+            if not r:
+                cells.append("- | -")
+                continue
+            pct = (r["server_cpu_us_per_req"] / base - 1) * 100
+            if x == 0.01:
+                worst = pct if worst is None else max(worst, pct)
+            cells.append(f"{fmt(r['server_cpu_us_per_req'])} | {pct:+.1f} %")
+        lines.append(f"| {store} | {target} | {fmt(base)} | " + " | ".join(cells) + " |")
+    if worst is not None:
+        verdict = "PASS" if worst <= 5.0 else "MISS"
+        lines += ["", f"- {verdict}: largest CPU increase at ratio 0.01 is {worst:+.1f} % (target at most +5 %)."]
+    return lines
 
 
 def chart(rows, stores, path):

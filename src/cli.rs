@@ -5,6 +5,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -144,13 +145,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, ready_file } => {
             let settings = Config::load(config.as_deref(), std::env::vars())?.parse()?;
-            crate::telemetry::init(&settings.boot.log);
             let reload_poll = settings.boot.server.reload_poll;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(async move {
+            // The trace exporter's channel lives on the runtime.
+            let traces = {
+                let _rt = rt.enter();
+                crate::telemetry::init(&settings.boot.log, settings.boot.telemetry.as_ref())?
+            };
+            // The flush at exit shares the shutdown budget: what is left of
+            // drain_delay_secs + shutdown_grace_secs after the drain, at
+            // least a second.
+            let budget = settings.boot.server.drain_delay + settings.boot.server.shutdown_grace;
+            let stopping = Arc::new(std::sync::OnceLock::new());
+            let stopping_at = stopping.clone();
+            let served = rt.block_on(async move {
                 let server = crate::server::Server::build(settings).await?.with_reload(
                     crate::reload::ReloadOptions {
                         config_path: config.clone(),
@@ -174,10 +185,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let trigger = shutdown.clone();
                 tokio::spawn(async move {
                     crate::server::shutdown_signal().await;
+                    let _ = stopping_at.set(std::time::Instant::now());
                     trigger.cancel();
                 });
                 server.run(shutdown).await
-            })?;
+            });
+            if let Some(traces) = traces {
+                // Blocking, on this thread: the runtime's workers still run
+                // the exporter's connection meanwhile.
+                let left = stopping.get().map_or(budget, |at: &std::time::Instant| {
+                    budget.saturating_sub(at.elapsed())
+                });
+                traces.shutdown(left.max(std::time::Duration::from_secs(1)));
+            }
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin {

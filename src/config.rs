@@ -32,6 +32,7 @@ use tokend_core::oauth::{self, Registry};
 use tokend_core::store::{StoreConfig, StorePassword, StoreSettings};
 use tokend_token::KeySet;
 
+use crate::otel::{TelemetrySettings, TraceExport};
 use crate::signing::SigningSettings;
 use crate::telemetry::LogSettings;
 use crate::transport::tls::{Tls, TlsSettings};
@@ -51,6 +52,7 @@ pub struct Config {
     pub tokens: TokenSettings,
     pub signing: SigningSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub server: ServerSettings,
     pub authorization: AuthorizationSettings,
     pub admin: AdminSettings,
@@ -73,6 +75,7 @@ impl Default for Config {
             tokens: TokenSettings::default(),
             signing: SigningSettings::default(),
             log: LogSettings::default(),
+            telemetry: TelemetrySettings::default(),
             server: ServerSettings::default(),
             authorization: AuthorizationSettings::default(),
             admin: AdminSettings::default(),
@@ -366,6 +369,8 @@ pub struct Boot {
     pub tls_reload_check: Duration,
     pub server: ServerLimits,
     pub log: LogSettings,
+    /// `[telemetry]`: trace export, when on.
+    pub telemetry: Option<TraceExport>,
 }
 
 /// `[admin]`, parsed.
@@ -483,6 +488,7 @@ const SECTIONS: &[&str] = &[
     "tokens",
     "signing",
     "log",
+    "telemetry",
     "server",
     "authorization",
     "admin",
@@ -525,6 +531,11 @@ impl Config {
                 .find(|(k, v)| k == name && !v.is_empty())
                 .map(|(_, v)| StorePassword(secrecy::SecretString::from(v.clone())))
         };
+        let otel_env: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("OTEL_"))
+            .cloned()
+            .collect();
         let store_password = secret_env("TOKEND_STORE_PASSWORD");
         let sentinel_password = secret_env("TOKEND_STORE_SENTINEL_PASSWORD");
         apply_env(&mut table, env)?;
@@ -536,6 +547,7 @@ impl Config {
             })?;
         cfg.store.password = store_password;
         cfg.store.sentinel_password = sentinel_password;
+        cfg.telemetry.apply_otel_env(&otel_env);
         if let Some(extra) = cfg.clients_file.clone() {
             let extra = resolve(path, &extra);
             cfg.clients.extend(load_clients_file(&extra)?);
@@ -684,6 +696,7 @@ impl Config {
             p.push(e);
         }
         p.extend(self.revocation_feed.check());
+        let telemetry = self.telemetry.parse().map_err(|e| p.extend(e)).ok();
         let keys = self.signing.load().map_err(|e| p.extend(e)).ok();
         let mut seen = BTreeMap::new();
         for (i, c) in self.clients.iter().enumerate() {
@@ -707,14 +720,24 @@ impl Config {
         } else {
             None
         };
-        let (Some(http_listen), Some(grpc_listen), Some(store), Some(keys), Some(clients), true) = (
+        let (
+            Some(http_listen),
+            Some(grpc_listen),
+            Some(store),
+            Some(keys),
+            Some(clients),
+            Some(telemetry),
+            true,
+        ) = (
             http_listen,
             grpc_listen,
             store,
             keys,
             clients,
+            telemetry,
             problems.is_empty(),
-        ) else {
+        )
+        else {
             return Err(Problems(problems));
         };
         let s = &self.server;
@@ -756,6 +779,7 @@ impl Config {
                 body_read_timeout: secs(s.body_read_timeout_secs),
             },
             log: self.log.clone(),
+            telemetry,
         };
         let live = Live {
             clients,
@@ -809,6 +833,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         tokens,
         signing,
         log,
+        telemetry,
         server,
         authorization,
         admin,
@@ -876,6 +901,18 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     out.extend(crate::signing::restart_only_changes(&old.signing, signing));
     section!("log.", old.log, log, LogSettings { format, level });
+    section!(
+        "telemetry.",
+        old.telemetry,
+        telemetry,
+        TelemetrySettings {
+            otlp_endpoint,
+            sampling_ratio,
+            service_name,
+            resource_attributes,
+            max_queue_size,
+        }
+    );
     section!(
         "server.",
         old.server,
@@ -1000,8 +1037,14 @@ fn apply_env(
 /// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_...` for
 /// every Service in the namespace; a Service named `tokend-http` would yield
 /// `TOKEND_HTTP_SERVICE_HOST`. Those are not config overrides.
+/// (Only `SERVICE_HOST` and `SERVICE_PORT[_NAME]`: `telemetry.service_name`
+/// is a real key.)
 fn is_service_link(key: &str) -> bool {
-    key.starts_with("service_") || key == "port" || key.starts_with("port_")
+    key == "service_host"
+        || key == "service_port"
+        || key.starts_with("service_port_")
+        || key == "port"
+        || key.starts_with("port_")
 }
 
 fn section_table<'a>(

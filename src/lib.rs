@@ -11,7 +11,7 @@
 //! Here:
 //! - [`config`]: the TOML file, parsed once into live and boot settings;
 //!   each component owns its section ([`signing`], [`telemetry`],
-//!   [`transport::tls`], `store`).
+//!   [`transport::tls`], `store`); [`otel`]: trace export (`[telemetry]`).
 //! - [`transport`]: gRPC (tonic) and HTTP (axum) adapters onto the core.
 //! - [`server`]: wiring and lifecycle; [`reload`]: hot reload (SIGHUP, file
 //!   changes); [`cli`]: the command line.
@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod otel;
 pub mod reload;
 pub mod server;
 pub mod signing;

@@ -188,6 +188,36 @@ mod tests {
             "grpc.max_message_bytes",
         ),
         ("TOKEND_STORE_KEY_PREFIX", "other:", "store.key_prefix"),
+        (
+            "TOKEND_TELEMETRY_OTLP_ENDPOINT",
+            "http://collector:4317",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:4317",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "TOKEND_TELEMETRY_SAMPLING_RATIO",
+            "0.5",
+            "telemetry.sampling_ratio",
+        ),
+        (
+            "TOKEND_TELEMETRY_SERVICE_NAME",
+            "auth",
+            "telemetry.service_name",
+        ),
+        (
+            "TOKEND_TELEMETRY_RESOURCE_ATTRIBUTES",
+            "team=identity",
+            "telemetry.resource_attributes",
+        ),
+        (
+            "TOKEND_TELEMETRY_MAX_QUEUE_SIZE",
+            "64",
+            "telemetry.max_queue_size",
+        ),
         ("TOKEND_STORE_TIMEOUT_MS", "99", "store.timeout_ms"),
         ("TOKEND_STORE_PASSWORD", "hunter2", "store.password"),
         (

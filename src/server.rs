@@ -53,9 +53,12 @@ impl Server {
             Some(keys) => keys,
             None => crate::signing::ephemeral(file.signing.algorithm)?,
         };
-        let store: SharedStore = Arc::new(store::instrumented::Instrumented::new(
-            store::connect(&boot.store).await.context("store")?,
-        ));
+        let store: SharedStore = Arc::new(
+            store::instrumented::Instrumented::new(
+                store::connect(&boot.store).await.context("store")?,
+            )
+            .with_server_address(boot.store.server_address()),
+        );
         let core = Arc::new(Core::new(
             boot.oauth.clone(),
             live.limits,

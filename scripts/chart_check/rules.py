@@ -219,12 +219,14 @@ def check_coverage(renders: dict[str, tuple[dict, list[dict], str]]) -> None:
     # Keys that need a store the runtime step cannot start (a Sentinel group) are covered by a
     # render-only set instead.
     render_only = {("store", "sentinel_username")}
+    # Keys whose value is itself a table (an inline table in tokend.toml, not a subsection).
+    table_keys = {("telemetry", "resource_attributes")}
     all_cfgs = [config_toml(docs)[1] for _, docs, _ in renders.values()]
     for sec, keys in TOKEND_KEYS.items():
         seen = set()
         for cfg in cfgs:
             table = cfg.get(sec, {}) if sec else cfg
-            seen |= {k for k, v in table.items() if not isinstance(v, dict)}
+            seen |= {k for k, v in table.items() if not isinstance(v, dict) or (sec, k) in table_keys}
         for cfg in all_cfgs:
             table = cfg.get(sec, {}) if sec else cfg
             seen |= {k for k in table if (sec, k) in render_only}

@@ -7,6 +7,12 @@
 //! the request's extensions, and read the caller's address from it. Labels
 //! are sanitised here: client ids only for configured clients, grant types
 //! only when known, so neither logs nor metrics carry caller-chosen text.
+//!
+//! The same layer opens the request's trace span (docs/tracing.md): a child
+//! of the caller's `traceparent` when there is one, named and attributed by
+//! the OpenTelemetry HTTP and RPC conventions, and given the same sanitised
+//! OAuth fields as the access log, whose `trace_id` joins the two. With
+//! trace export off the span is disabled at its callsite and costs nothing.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +25,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Request, Response};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::budget::{PeerShares, WithDeadline};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -352,6 +360,138 @@ fn fallback_outcome<B>(transport: Transport, res: &Response<B>) -> &'static str 
     }
 }
 
+/// The request's span (see the module docs); disabled unless traces are
+/// exported. Only bounded, non-secret values: the method, the route or gRPC
+/// method label (never the raw path), the protocol version, the caller's IP.
+fn request_span<T>(
+    transport: Transport,
+    req: &Request<T>,
+    endpoint: &'static str,
+    peer: Option<SocketAddr>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: crate::otel::SPAN_TARGET,
+        "request",
+        otel.name = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = Empty,
+        http.route = Empty,
+        http.response.status_code = Empty,
+        network.protocol.version = Empty,
+        rpc.system = Empty,
+        rpc.service = Empty,
+        rpc.method = Empty,
+        rpc.grpc.status_code = Empty,
+        client.address = Empty,
+        oauth.grant_type = Empty,
+        oauth.client_id = Empty,
+        oauth.outcome = Empty,
+        oauth.token_type = Empty,
+        oauth.refresh_token_issued = Empty,
+        tokend.cache_hit = Empty,
+        tokend.request_id = Empty,
+        "error.type" = Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    if let Some(p) = peer {
+        span.record("client.address", p.ip().to_string());
+    }
+    let known = endpoint != OTHER;
+    match transport {
+        Transport::Http => {
+            let method = match *req.method() {
+                http::Method::GET => "GET",
+                http::Method::POST => "POST",
+                http::Method::HEAD => "HEAD",
+                http::Method::PUT => "PUT",
+                http::Method::DELETE => "DELETE",
+                http::Method::OPTIONS => "OPTIONS",
+                http::Method::PATCH => "PATCH",
+                _ => "_OTHER",
+            };
+            let version = match req.version() {
+                http::Version::HTTP_10 => "1.0",
+                http::Version::HTTP_11 => "1.1",
+                http::Version::HTTP_2 => "2",
+                _ => "",
+            };
+            span.record("http.request.method", method);
+            span.record("network.protocol.version", version);
+            if known {
+                span.record("http.route", endpoint);
+                span.record("otel.name", format!("{method} {endpoint}"));
+            } else {
+                span.record("otel.name", method);
+            }
+        }
+        Transport::Grpc => {
+            span.record("rpc.system", "grpc");
+            match endpoint.split_once('/') {
+                Some((service, method)) if known => {
+                    span.record("rpc.service", service);
+                    span.record("rpc.method", method);
+                    span.record("otel.name", endpoint);
+                }
+                _ => {
+                    span.record("otel.name", "grpc");
+                }
+            }
+        }
+    }
+    span
+}
+
+/// gRPC codes that are the server's fault (OpenTelemetry RPC conventions):
+/// UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE,
+/// DATA_LOSS.
+fn grpc_server_error(code: i64) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+/// Fills the request span's response attributes.
+fn record_response<B>(span: &tracing::Span, transport: Transport, res: &Response<B>) {
+    match transport {
+        Transport::Http => {
+            let status = res.status().as_u16();
+            span.record("http.response.status_code", i64::from(status));
+            if status >= 500 {
+                span.record("otel.status_code", "error");
+                span.record("error.type", res.status().as_str());
+            }
+        }
+        Transport::Grpc => {
+            // Success travels in the trailers; an error answered at once
+            // ("trailers-only") has its status in the headers.
+            let code = res
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0);
+            span.record("rpc.grpc.status_code", code);
+            if grpc_server_error(code) {
+                span.record("otel.status_code", "error");
+                span.record("error.type", code);
+            }
+        }
+    }
+}
+
+/// The access log's `trace_id` (empty when the request has none).
+struct TraceField(Option<opentelemetry::trace::TraceId>);
+
+impl std::fmt::Display for TraceField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(t) => t.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
 impl<S, ReqB, B> tower::Service<Request<ReqB>> for AccessService<S, B>
 where
     S: tower::Service<Request<ReqB>, Response = Response<B>, Error = Infallible>
@@ -383,6 +523,21 @@ where
         };
         req.extensions_mut().insert(record.clone());
         let endpoint = endpoint(layer.transport, req.uri().path());
+        let caller = crate::otel::caller_context(req.headers());
+        // Only sampled requests get a span (see crate::otel).
+        let span = if tracing::enabled!(target: crate::otel::SPAN_TARGET, tracing::Level::INFO)
+            && crate::otel::sampled(caller.as_ref())
+        {
+            request_span(layer.transport, &req, endpoint, peer)
+        } else {
+            tracing::Span::none()
+        };
+        if let Some(cx) = &caller
+            && !span.is_disabled()
+        {
+            crate::otel::set_parent(&span, cx.clone());
+        }
+        let request_span = span.clone();
         // Reflection is a long-lived bidirectional stream: its request body
         // has no end to wait for.
         let body_fired = Arc::new(AtomicBool::new(false));
@@ -390,74 +545,87 @@ where
             let (within, fired) = (layer.limits.body_read_timeout, body_fired.clone());
             req = req.map(|b| b.with_deadline(within, fired));
         }
-        Box::pin(async move {
-            let share = match peer {
-                Some(p) => layer.shares.acquire(p.ip()).map(Some),
-                None => Some(None),
-            };
-            let mut res = match (share, layer.limit.clone().try_acquire_owned()) {
-                (None, _) => (layer.reject)(OAuthError::TemporarilyUnavailable(
-                    "too many concurrent requests from this address; retry later".into(),
-                )),
-                (Some(_), Err(_)) => (layer.reject)(OAuthError::TemporarilyUnavailable(
-                    "too many concurrent requests; retry later".into(),
-                )),
-                (Some(_share), Ok(_permit)) => {
-                    match tokio::time::timeout(layer.limits.timeout, inner.call(req)).await {
-                        Ok(Ok(res)) => res,
-                        Ok(Err(never)) => match never {},
-                        Err(_) => (layer.reject)(OAuthError::TemporarilyUnavailable(
-                            "the request took too long".into(),
-                        )),
+        Box::pin(
+            async move {
+                let share = match peer {
+                    Some(p) => layer.shares.acquire(p.ip()).map(Some),
+                    None => Some(None),
+                };
+                let mut res = match (share, layer.limit.clone().try_acquire_owned()) {
+                    (None, _) => (layer.reject)(OAuthError::TemporarilyUnavailable(
+                        "too many concurrent requests from this address; retry later".into(),
+                    )),
+                    (Some(_), Err(_)) => (layer.reject)(OAuthError::TemporarilyUnavailable(
+                        "too many concurrent requests; retry later".into(),
+                    )),
+                    (Some(_share), Ok(_permit)) => {
+                        match tokio::time::timeout(layer.limits.timeout, inner.call(req)).await {
+                            Ok(Ok(res)) => res,
+                            Ok(Err(never)) => match never {},
+                            Err(_) => (layer.reject)(OAuthError::TemporarilyUnavailable(
+                                "the request took too long".into(),
+                            )),
+                        }
+                    }
+                };
+                if body_fired.load(Ordering::Relaxed) {
+                    // Whatever the handler made of the cut body, the caller
+                    // learns what happened.
+                    let e = OAuthError::invalid_request(
+                        "the request body did not arrive within server.body_read_timeout_secs",
+                    );
+                    record.set_outcome(e.code());
+                    res = (layer.reject)(e);
+                }
+                if layer.transport == Transport::Grpc && oversized_message(&res) {
+                    // tonic refuses a message over the configured size (before
+                    // buffering it) with OUT_OF_RANGE and no details; tokend
+                    // answers it like an oversized HTTP body.
+                    let e = OAuthError::RequestTooLarge(
+                        "the message is larger than grpc.max_message_bytes".into(),
+                    );
+                    record.set_outcome(e.code());
+                    res = (layer.reject)(e);
+                }
+                if let Ok(mut v) = HeaderValue::from_str(&rid) {
+                    // Unique per response: HPACK "never indexed", so it does not
+                    // churn the HTTP/2 header tables of both peers.
+                    v.set_sensitive(true);
+                    res.headers_mut().insert("x-request-id", v);
+                }
+                let fields = std::mem::take(&mut *record.fields.lock());
+                let outcome = fields
+                    .outcome
+                    .unwrap_or_else(|| fallback_outcome(layer.transport, &res));
+                let elapsed = start.elapsed();
+                let transport = layer.transport.as_str();
+                layer.durations.record(endpoint, elapsed);
+                // Probes answering "not ready" are not OAuth errors.
+                if outcome != "ok" && !is_probe(endpoint) {
+                    metrics::counter!(
+                        "tokend_oauth_errors_total",
+                        "error" => outcome,
+                        "transport" => transport
+                    )
+                    .increment(1);
+                }
+                let latency_ms = elapsed.as_secs_f64() * 1000.0;
+                let grant_type = fields.grant_type.unwrap_or("");
+                if !request_span.is_disabled() {
+                    record_response(&request_span, layer.transport, &res);
+                    request_span.record("oauth.outcome", outcome);
+                    request_span.record("tokend.request_id", rid.as_str());
+                    if !grant_type.is_empty() {
+                        request_span.record("oauth.grant_type", grant_type);
+                    }
+                    if let Some(c) = fields.client_id.as_deref() {
+                        request_span.record("oauth.client_id", (layer.label)(c));
                     }
                 }
-            };
-            if body_fired.load(Ordering::Relaxed) {
-                // Whatever the handler made of the cut body, the caller
-                // learns what happened.
-                let e = OAuthError::invalid_request(
-                    "the request body did not arrive within server.body_read_timeout_secs",
-                );
-                record.set_outcome(e.code());
-                res = (layer.reject)(e);
-            }
-            if layer.transport == Transport::Grpc && oversized_message(&res) {
-                // tonic refuses a message over the configured size (before
-                // buffering it) with OUT_OF_RANGE and no details; tokend
-                // answers it like an oversized HTTP body.
-                let e = OAuthError::RequestTooLarge(
-                    "the message is larger than grpc.max_message_bytes".into(),
-                );
-                record.set_outcome(e.code());
-                res = (layer.reject)(e);
-            }
-            if let Ok(mut v) = HeaderValue::from_str(&rid) {
-                // Unique per response: HPACK "never indexed", so it does not
-                // churn the HTTP/2 header tables of both peers.
-                v.set_sensitive(true);
-                res.headers_mut().insert("x-request-id", v);
-            }
-            let fields = std::mem::take(&mut *record.fields.lock());
-            let outcome = fields
-                .outcome
-                .unwrap_or_else(|| fallback_outcome(layer.transport, &res));
-            let elapsed = start.elapsed();
-            let transport = layer.transport.as_str();
-            layer.durations.record(endpoint, elapsed);
-            // Probes answering "not ready" are not OAuth errors.
-            if outcome != "ok" && !is_probe(endpoint) {
-                metrics::counter!(
-                    "tokend_oauth_errors_total",
-                    "error" => outcome,
-                    "transport" => transport
-                )
-                .increment(1);
-            }
-            let latency_ms = elapsed.as_secs_f64() * 1000.0;
-            let grant_type = fields.grant_type.unwrap_or("");
-            // Field values are only evaluated (and formatted) when the event
-            // is enabled, so a quiet log costs nothing here.
-            macro_rules! access {
+                let trace_id = TraceField(crate::otel::trace_id(&request_span, caller.as_ref()));
+                // Field values are only evaluated (and formatted) when the event
+                // is enabled, so a quiet log costs nothing here.
+                macro_rules! access {
                 ($lvl:expr) => {
                     tracing::event!(
                         target: "tokend::access",
@@ -470,17 +638,20 @@ where
                         latency_ms,
                         peer = %PeerField(peer),
                         request_id = %rid,
+                        trace_id = %trace_id,
                         "request"
                     )
                 };
             }
-            if is_probe(endpoint) {
-                access!(tracing::Level::DEBUG);
-            } else {
-                access!(tracing::Level::INFO);
+                if is_probe(endpoint) {
+                    access!(tracing::Level::DEBUG);
+                } else {
+                    access!(tracing::Level::INFO);
+                }
+                Ok(res)
             }
-            Ok(res)
-        })
+            .instrument(span),
+        )
     }
 }
 

@@ -36,3 +36,4 @@ mod store_eviction;
 mod throttle;
 mod tls;
 mod token_exchange;
+mod tracing;

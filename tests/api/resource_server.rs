@@ -14,6 +14,7 @@ use crate::common::config::{ISSUER, sha256};
 use crate::common::flows::{refresh, s, web_tokens};
 use crate::common::grpc::{ADMIN_SECRET, admin_client};
 use crate::common::redis::free_port;
+use crate::common::wait::next_ms;
 use crate::common::{Api, ConfigBuilder, RedisServer, SECRET, TestApp, eventually};
 
 fn config(redis: &RedisServer) -> ConfigBuilder {
@@ -77,6 +78,8 @@ async fn every_kind_of_revocation_on_one_replica_reaches_a_verifier_on_the_other
     // A client cut off with the admin API.
     let p = a.access_token("partner").await;
     v.verify(&p).await.unwrap();
+    // A mark covers tokens issued strictly before its millisecond.
+    next_ms().await;
     admin.revoke_client("partner").await.unwrap();
     until_revoked(&v, &p).await;
 
@@ -84,6 +87,7 @@ async fn every_kind_of_revocation_on_one_replica_reaches_a_verifier_on_the_other
     let web = web_tokens(&a, "profile").await;
     let access = s(&web["access_token"]);
     v.verify(&access).await.unwrap();
+    next_ms().await;
     admin.revoke_subject("user-42").await.unwrap();
     until_revoked(&v, &access).await;
 

@@ -41,6 +41,8 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+mod sink;
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "tokend-bench",
@@ -126,6 +128,18 @@ struct Args {
     /// Append one JSON object per workload to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Spawned server only: export traces (`[telemetry]`) with this sampling
+    /// ratio (0 to 1) to an OTLP/gRPC sink in this process, to measure what
+    /// tracing costs per request. Unset: no export (tokend's default).
+    #[arg(long, value_parser = parse_ratio)]
+    trace_ratio: Option<f64>,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("{s:?} is not a ratio from 0 to 1"))
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -259,6 +273,8 @@ struct Server {
     key_file: Option<PathBuf>,
     child: Option<Child>,
     dir: Option<PathBuf>,
+    /// `--trace-ratio`: where the spawned server's spans go.
+    trace_sink: Option<sink::Sink>,
 }
 
 impl Server {
@@ -337,6 +353,18 @@ claims = {{ organisation_id = 74, roles = ["ADMIN"] }}
             alg = args.alg.as_str(),
             key = key_file.display(),
         );
+        let mut config = config;
+        let trace_sink = match args.trace_ratio {
+            Some(ratio) => {
+                let sink = sink::start().context("OTLP sink")?;
+                config.push_str(&format!(
+                    "\n[telemetry]\notlp_endpoint = \"http://{}\"\nsampling_ratio = {ratio}\n",
+                    sink.addr
+                ));
+                Some(sink)
+            }
+            None => None,
+        };
         let cfg_path = dir.join("tokend.toml");
         std::fs::write(&cfg_path, config)?;
         let mut child = Command::new(&tokend)
@@ -389,6 +417,7 @@ claims = {{ organisation_id = 74, roles = ["ADMIN"] }}
             key_file: Some(key_file),
             child: Some(child),
             dir: Some(dir),
+            trace_sink,
         };
         match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(Ok((http, grpc))) => {
@@ -423,6 +452,7 @@ claims = {{ organisation_id = 74, roles = ["ADMIN"] }}
             key_file: args.key_file.clone(),
             child: None,
             dir: None,
+            trace_sink: None,
         })
     }
 }
@@ -1295,6 +1325,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             "floor_us": floor_us,
             "ratio": ratio,
             "peak_rss_mib": r.peak_rss_kib.map(|k| k as f64 / 1024.0),
+            "trace_ratio": args.trace_ratio,
         }));
     }
     if let Some(path) = &args.json {
@@ -1307,6 +1338,12 @@ fn run(args: Args) -> anyhow::Result<bool> {
         for l in json_lines {
             writeln!(f, "{l}")?;
         }
+    }
+    if let (Some(sink), Some(ratio)) = (&server.trace_sink, args.trace_ratio) {
+        println!(
+            "trace export (sampling ratio {ratio}): {} spans received by the sink",
+            sink.spans()
+        );
     }
     drop(rt);
     drop(server);

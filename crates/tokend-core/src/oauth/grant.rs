@@ -90,12 +90,19 @@ impl Core {
                 "this client may not use this grant type",
             ));
         }
-        match grant_type {
+        let issued = match grant_type {
             GrantType::ClientCredentials => self.client_credentials(&client, req),
             GrantType::AuthorizationCode => self.authorization_code(&client, req).await,
             GrantType::RefreshToken => self.refresh_token(&client, req).await,
             GrantType::TokenExchange => self.token_exchange(&client, req).await,
+        };
+        if let Ok(r) = &issued {
+            // For the request's span (docs/tracing.md): what was issued.
+            let span = tracing::Span::current();
+            span.record("oauth.token_type", "access_token");
+            span.record("oauth.refresh_token_issued", r.refresh_token.is_some());
         }
+        issued
     }
 
     fn client_credentials(

@@ -169,6 +169,7 @@ impl Core {
         }
         // The hint is only an optimisation (RFC 7662 2.1): the token's shape
         // says which kind it is.
+        super::note_token_type(token);
         if token.is_empty() || refresh_gid(token).is_some() {
             self.enforce_rate_limit(&caller).await?;
             if token.is_empty() {
@@ -222,7 +223,9 @@ impl Core {
     pub(crate) fn verify_cached(&self, token: &str) -> Result<Arc<AccessClaims>, jwt::VerifyError> {
         let (now, leeway) = (now_unix(), self.settings.leeway_secs);
         let key = TokenKey::of(token);
-        if let Some(c) = self.verified.get(&key, now, leeway) {
+        let hit = self.verified.get(&key, now, leeway);
+        tracing::Span::current().record("tokend.cache_hit", hit.is_some());
+        if let Some(c) = hit {
             return Ok(c);
         }
         let keys = self.keys();
@@ -313,6 +316,7 @@ impl Core {
             None | Some("" | "access_token" | "refresh_token") => {}
             Some(_) => return Err(OAuthError::UnsupportedTokenType),
         }
+        super::note_token_type(token);
         if refresh_gid(token).is_some() {
             return self.revoke_refresh(&client, token).await;
         }

@@ -191,6 +191,21 @@ impl Core {
 }
 
 /// Milliseconds since the Unix epoch.
+/// Notes on the current span (a request's, when the service traces it) which
+/// kind of token a request presents, by its shape: `refresh_token` or
+/// `access_token` (docs/tracing.md). Never the token itself.
+pub(crate) fn note_token_type(token: &str) {
+    if token.is_empty() {
+        return;
+    }
+    let kind = if refresh::refresh_gid(token).is_some() {
+        "refresh_token"
+    } else {
+        "access_token"
+    };
+    tracing::Span::current().record("oauth.token_type", kind);
+}
+
 pub fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

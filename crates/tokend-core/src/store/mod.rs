@@ -261,6 +261,12 @@ impl StoreConfig {
     pub fn allow_eviction(&self) -> bool {
         self.settings.allow_eviction
     }
+
+    /// The Redis server's host and port for trace spans (`None` for the
+    /// memory store and Sentinel URLs); never the credentials.
+    pub fn server_address(&self) -> Option<(String, u16)> {
+        redis::server_address(&self.settings.url)
+    }
 }
 
 impl StoreSettings {

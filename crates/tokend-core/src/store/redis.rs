@@ -320,6 +320,23 @@ fn host_ports(hosts: &str, default_port: u16) -> Result<Vec<(String, u16)>, Stri
     Ok(out)
 }
 
+/// The Redis server a store URL names first, for the `server.address` and
+/// `server.port` of trace spans (the first node of a Cluster; `None` for
+/// Sentinel URLs, whose hosts are Sentinels, not the server answering).
+/// Never includes the user info.
+pub fn server_address(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !matches!(
+        scheme,
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
+    ) {
+        return None;
+    }
+    let (_, _, hosts) = split_userinfo(rest).ok()?;
+    let hosts = hosts.split(['/', '?']).next().unwrap_or("");
+    host_ports(hosts, 6379).ok()?.into_iter().next()
+}
+
 /// Parses a store URL. Errors never repeat the URL (it may hold a password).
 fn parse_target(url: &str, password: Option<&SecretString>) -> Result<Target, String> {
     let (scheme, rest) = url
@@ -1118,6 +1135,21 @@ mod tests {
         let info = "# Memory\r\nused_memory:1\r\nmaxmemory_policy:volatile-lru\r\n";
         assert_eq!(maxmemory_policy(info), Some("volatile-lru"));
         assert_eq!(maxmemory_policy("# Memory\r\n"), None);
+    }
+
+    #[test]
+    fn the_traced_server_address_never_carries_credentials() {
+        assert_eq!(
+            server_address("redis://:hunter2@cache.internal:6380/0"),
+            Some(("cache.internal".into(), 6380))
+        );
+        assert_eq!(
+            server_address("rediss+cluster://u:p@a:7000,b:7001"),
+            Some(("a".into(), 7000))
+        );
+        assert_eq!(server_address("redis://h"), Some(("h".into(), 6379)));
+        assert_eq!(server_address("redis+sentinel://s:26379/mymaster"), None);
+        assert_eq!(server_address("memory://"), None);
     }
 
     #[test]
