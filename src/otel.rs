@@ -282,6 +282,7 @@ impl Pipeline {
         let dropped = metrics::counter!("tokend_trace_spans_dropped_total");
         dropped.absolute(0);
         metrics::counter!("tokend_trace_spans_exported_total").absolute(0);
+        metrics::counter!("tokend_trace_spans_export_failed_total").absolute(0);
         let mut resource = Resource::builder();
         // OTEL_SERVICE_NAME, when set, names the service unless the file
         // does; the SDK's default would be "unknown_service".
@@ -395,7 +396,10 @@ impl<E: SpanExporter> SpanExporter for Releasing<E> {
                 Ok(()) => {
                     metrics::counter!("tokend_trace_spans_exported_total").increment(n as u64)
                 }
-                Err(e) => tracing::debug!(error = %e, spans = n, "trace export failed"),
+                Err(e) => {
+                    metrics::counter!("tokend_trace_spans_export_failed_total").increment(n as u64);
+                    tracing::debug!(error = %e, spans = n, "trace export failed");
+                }
             }
             r
         }

@@ -650,6 +650,48 @@ async fn a_collector_that_never_answers_costs_spans_not_requests() {
     holder.abort();
 }
 
+/// A collector that refuses connections: the spans of every failed export
+/// are counted (and requests succeed regardless).
+#[tokio::test]
+async fn spans_of_failed_exports_are_counted() {
+    let closed = crate::common::redis::free_port();
+    let tokend = TokendProcess::serve(
+        &ConfigBuilder::memory()
+            .set(
+                "telemetry.otlp_endpoint",
+                format!("http://127.0.0.1:{closed}"),
+            )
+            .set("telemetry.sampling_ratio", 1.0),
+    )
+    .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+    .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
+    .start()
+    .await;
+    for _ in 0..5 {
+        let r = tokend
+            .post_form(
+                "/oauth/token",
+                Some(("orders-service", SECRET)),
+                &[("grant_type", "client_credentials")],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let failed = || async {
+        let text = tokend.get("/metrics").await.text().await.unwrap();
+        (
+            sample(&text, "tokend_trace_spans_export_failed_total", &[]).unwrap_or(0.0),
+            sample(&text, "tokend_trace_spans_exported_total", &[]).unwrap_or(-1.0),
+        )
+    };
+    assert!(
+        eventually(ARRIVE, || async { failed().await.0 >= 5.0 }).await,
+        "failed exports not counted: {:?}",
+        failed().await
+    );
+    assert_eq!(failed().await.1, 0.0, "nothing was exported");
+}
+
 #[tokio::test]
 async fn bad_telemetry_settings_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
