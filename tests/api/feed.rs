@@ -564,3 +564,32 @@ async fn a_slow_consumer_is_cut_off_resumably() {
     assert_eq!(entries.len(), 1500);
     app.stop().await;
 }
+
+/// A key rotation (reload) is announced to watchers, so verifiers refetch
+/// the JWKS at once instead of on their next unknown `kid`.
+#[tokio::test]
+async fn a_key_rotation_is_announced() {
+    use crate::common::TokendProcess;
+    use crate::common::config::key_file;
+    use tokend::token::Algorithm;
+    let dir = tempfile::TempDir::new().unwrap();
+    let old = key_file(dir.path(), "old.pem", Algorithm::ES256);
+    let new = key_file(dir.path(), "new.pem", Algorithm::ES256);
+    let before = config().signing_key("ES256", &old);
+    let tokend = TokendProcess::serve(&before).start().await;
+    let mut w = watch(&tokend, "").await;
+    snapshot(&mut w).await;
+    before
+        .clone()
+        .signing_key("ES256", &new)
+        .set("signing.previous_key_files", vec![old.to_str().unwrap()])
+        .write(tokend.config_path());
+    tokend.sighup();
+    let e = next_event(&mut w).await;
+    assert_eq!(
+        (kind(&e), e.snapshot),
+        (EventKind::KeysChanged, false),
+        "{e:?}"
+    );
+    assert!(!e.cursor.is_empty());
+}
