@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
@@ -167,13 +168,24 @@ impl Jwks {
     }
 
     async fn fetch_inner(&self) -> anyhow::Result<()> {
-        let mut resp = self
+        let span = tracing::debug_span!(
+            "tokend_verify.jwks_fetch",
+            otel.name = "GET",
+            otel.kind = "client",
+            http.request.method = "GET",
+            http.response.status_code = tracing::field::Empty,
+        );
+        let request = self
             .client
             .get(&self.cfg.url)
-            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::ACCEPT, "application/json");
+        let request = trace_context(request, &span);
+        let mut resp = request
             .send()
+            .instrument(span.clone())
             .await
             .context("JWKS request failed")?;
+        span.record("http.response.status_code", resp.status().as_u16());
         if !resp.status().is_success() {
             bail!("JWKS answered {}", resp.status());
         }
@@ -213,4 +225,44 @@ impl Jwks {
         }
         Ok(())
     }
+}
+
+/// With the `otel` feature: the W3C `traceparent` (and `tracestate`) of
+/// `span`, so tokend's spans for the JWKS request join the caller's trace
+/// (a refetch for an unknown `kid` happens inside the request being
+/// verified). Without it, or outside a sampled trace, nothing is added.
+#[cfg(feature = "otel")]
+fn trace_context(
+    request: reqwest::RequestBuilder,
+    span: &tracing::Span,
+) -> reqwest::RequestBuilder {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    let otel_span = cx.span();
+    let sc = otel_span.span_context();
+    if !sc.is_valid() {
+        return request;
+    }
+    let parent = format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    );
+    let state = sc.trace_state().header();
+    let request = request.header("traceparent", parent);
+    if state.is_empty() {
+        request
+    } else {
+        request.header("tracestate", state)
+    }
+}
+
+#[cfg(not(feature = "otel"))]
+fn trace_context(
+    request: reqwest::RequestBuilder,
+    _span: &tracing::Span,
+) -> reqwest::RequestBuilder {
+    request
 }

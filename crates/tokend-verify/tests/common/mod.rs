@@ -258,6 +258,8 @@ impl Drop for StopOnDrop {
 struct JwksState {
     body: Mutex<(u16, String)>,
     requests: AtomicU64,
+    /// The `traceparent` header of the last request (empty: none).
+    traceparent: Mutex<String>,
 }
 
 impl JwksServer {
@@ -265,14 +267,20 @@ impl JwksServer {
         let state = Arc::new(JwksState {
             body: Mutex::new((200, jwks_of(keys))),
             requests: AtomicU64::new(0),
+            traceparent: Mutex::new(String::new()),
         });
         let (l, a) = bind().await;
         let s = state.clone();
         let app = axum::Router::new().route(
             "/jwks.json",
-            axum::routing::get(move || {
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
                 let s = s.clone();
                 async move {
+                    *s.traceparent.lock() = headers
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
                     s.requests.fetch_add(1, Ordering::SeqCst);
                     let (status, body) = s.body.lock().clone();
                     (
@@ -307,6 +315,11 @@ impl JwksServer {
 
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// The `traceparent` of the last request ("" when it had none).
+    pub fn last_traceparent(&self) -> String {
+        self.state.traceparent.lock().clone()
     }
 }
 
