@@ -160,6 +160,7 @@ fn auth_benches(c: &mut Criterion) {
         client_id: id.into(),
         secret: Some(SecretString::from(s.to_owned())),
         secret_alt: None,
+        assertion: None,
         via: PresentedVia::Grpc,
         peer: None,
     };
@@ -239,6 +240,7 @@ fn core_benches(c: &mut Criterion) {
         client_id: "svc".into(),
         secret: Some(SecretString::from(secret.to_owned())),
         secret_alt: None,
+        assertion: None,
         via: PresentedVia::Grpc,
         peer: Some("127.0.0.1".parse().unwrap()),
     };
@@ -315,6 +317,7 @@ fn exchange_benches(c: &mut Criterion) {
         client_id: id.into(),
         secret: Some(SecretString::from(secret.to_owned())),
         secret_alt: None,
+        assertion: None,
         via: PresentedVia::Grpc,
         peer: Some("127.0.0.1".parse().unwrap()),
     };

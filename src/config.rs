@@ -61,6 +61,7 @@ pub struct Config {
     pub auth_throttle: AuthThrottleSettings,
     pub discovery: DiscoverySettings,
     pub revocation_feed: FeedConfig,
+    pub client_assertion: ClientAssertionSettings,
     pub clients: Vec<ClientConfig>,
 }
 
@@ -84,6 +85,7 @@ impl Default for Config {
             auth_throttle: AuthThrottleSettings::default(),
             discovery: DiscoverySettings::default(),
             revocation_feed: FeedConfig::default(),
+            client_assertion: ClientAssertionSettings::default(),
             clients: Vec::new(),
         }
     }
@@ -263,6 +265,25 @@ pub struct RateLimitSettings {
     /// Requests allowed at once on top of the sustained rate; 0 = `per_sec`.
     #[serde(deserialize_with = "de_num")]
     pub burst: u64,
+}
+
+/// `[client_assertion]`: RFC 7523 client assertions (`private_key_jwt`).
+/// Restart-only.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientAssertionSettings {
+    /// The longest-lived assertion accepted (`exp - iat`, or `exp - now`
+    /// without `iat`; the leeway applies). authlib signs one-hour assertions.
+    #[serde(deserialize_with = "de_num")]
+    pub max_lifetime_secs: u64,
+}
+
+impl Default for ClientAssertionSettings {
+    fn default() -> Self {
+        Self {
+            max_lifetime_secs: tokend_core::oauth::assertion::DEFAULT_MAX_LIFETIME_SECS,
+        }
+    }
 }
 
 /// `[auth_throttle]`: back-off after failed client authentications. Applies
@@ -496,6 +517,7 @@ const SECTIONS: &[&str] = &[
     "rate_limit",
     "auth_throttle",
     "revocation_feed",
+    "client_assertion",
 ];
 const TOP_LEVEL: &[&str] = &["issuer", "clients_file"];
 /// Env variables read elsewhere (secrets), never mapped onto the file.
@@ -552,6 +574,17 @@ impl Config {
             let extra = resolve(path, &extra);
             cfg.clients.extend(load_clients_file(&extra)?);
             cfg.clients_file = Some(extra);
+        }
+        // A client's JWK Set file is read with the rest (and again on every
+        // reload); an unreadable one is reported by check-config.
+        for c in &mut cfg.clients {
+            if let Some(f) = c.jwks_file.take() {
+                let f = resolve(path, &f);
+                c.jwks_file_text = Some(
+                    read_jwks_file(&f).map_err(|e| format!("cannot read {}: {e}", f.display())),
+                );
+                c.jwks_file = Some(f);
+            }
         }
         // Relative key paths are relative to the config file's folder.
         if let Some(k) = cfg.signing.key_file.take() {
@@ -687,6 +720,9 @@ impl Config {
         if self.auth_throttle.enabled && self.auth_throttle.threshold == 0 {
             p.push("auth_throttle.threshold: must be positive".into());
         }
+        if self.client_assertion.max_lifetime_secs == 0 {
+            p.push("client_assertion.max_lifetime_secs: must be positive".into());
+        }
         if self.auth_throttle.max_secs < self.auth_throttle.base_secs {
             p.push("auth_throttle.max_secs: must be at least base_secs".into());
         }
@@ -751,6 +787,8 @@ impl Config {
                 },
                 code_ttl: secs(self.tokens.code_ttl_secs),
                 leeway_secs: i64::try_from(self.tokens.leeway_secs).unwrap_or(i64::MAX),
+                assertion_max_lifetime_secs: i64::try_from(self.client_assertion.max_lifetime_secs)
+                    .unwrap_or(i64::MAX),
                 login_url: self.authorization.login_url.clone(),
                 challenge_ttl: secs(self.authorization.challenge_ttl_secs),
                 scopes_supported: self.discovery.scopes_supported.clone(),
@@ -842,8 +880,15 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         auth_throttle: _, // live: Core::replace_limits
         discovery,
         revocation_feed,
+        client_assertion,
         clients: _, // live: Core::replace_clients
     } = new;
+    section!(
+        "client_assertion.",
+        old.client_assertion,
+        client_assertion,
+        ClientAssertionSettings { max_lifetime_secs }
+    );
     if old.revocation_feed != *revocation_feed {
         out.push("revocation_feed");
     }
@@ -973,6 +1018,23 @@ fn resolve(config_path: Option<&Path>, p: &Path) -> PathBuf {
         Some(dir) if p.is_relative() && !dir.as_os_str().is_empty() => dir.join(p),
         _ => p.to_path_buf(),
     }
+}
+
+/// A JWK Set is a few KiB at most; a larger file is a mistake, not keys.
+const MAX_JWKS_FILE: u64 = 256 * 1024;
+
+fn read_jwks_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_JWKS_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_JWKS_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_JWKS_FILE} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 fn load_clients_file(path: &Path) -> anyhow::Result<Vec<ClientConfig>> {

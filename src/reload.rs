@@ -133,6 +133,13 @@ impl Reloader {
         files.extend(self.current.clients_file.iter().cloned());
         files.extend(self.current.signing.key_file.iter().cloned());
         files.extend(self.current.signing.previous_key_files.iter().cloned());
+        // Clients' JWK Set files (private_key_jwt).
+        files.extend(
+            self.current
+                .clients
+                .iter()
+                .filter_map(|c| c.jwks_file.clone()),
+        );
         files
     }
 

@@ -185,7 +185,7 @@ proptest! {
         via in prop_oneof![Just(PresentedVia::Basic), Just(PresentedVia::Body), Just(PresentedVia::Grpc)],
     ) {
         let core = core();
-        let creds = Credentials { client_id, secret: secret.map(SecretString::from), secret_alt: None, via, peer: None };
+        let creds = Credentials { client_id, secret: secret.map(SecretString::from), secret_alt: None, via, assertion: None, peer: None };
         let req = TokenRequest {
             grant_type, scope, audience, code, redirect_uri: None, code_verifier: None, refresh_token: refresh,
             subject_token: subject, subject_token_type: subject_type, ..Default::default()
@@ -209,7 +209,7 @@ proptest! {
         let core = core();
         let creds = Credentials {
             client_id: "svc".into(), secret: Some(SecretString::from("secret")), secret_alt: None,
-            via: PresentedVia::Body, peer: None,
+            via: PresentedVia::Body, assertion: None, peer: None,
         };
         let rt = rt();
         match rt.block_on(core.introspect(&creds, &token, hint.as_deref())) {

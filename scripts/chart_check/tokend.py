@@ -39,6 +39,7 @@ TOKEND_KEYS = {
     "revocation_feed": {"log_max_len", "log_retention_secs", "poll_interval_ms", "heartbeat_secs",
                         "snapshot_max_age_ms", "max_snapshot", "max_watchers", "max_watchers_per_client",
                         "send_timeout_secs"},
+    "client_assertion": {"max_lifetime_secs"},
     "telemetry": {"otlp_endpoint", "sampling_ratio", "service_name", "resource_attributes", "max_queue_size"},
 }
 # Config keys holding paths of mounted files (each must lie under a volume mount).

@@ -19,7 +19,6 @@ use subtle::ConstantTimeEq;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::oauth::client::AuthMethod;
 use crate::oauth::{AdminError, ClientState, Core, now_unix_ms};
 use crate::pb;
 use crate::pb::client_admin_server::{ClientAdmin as ClientAdminApi, ClientAdminServer};
@@ -190,13 +189,7 @@ fn info(s: ClientState) -> pb::ClientInfo {
         disabled: s.disabled,
         tokens_not_before_ms: s.tokens_not_before_ms.unwrap_or(0),
         secret_count: u32::try_from(c.secret_hashes.len()).unwrap_or(u32::MAX),
-        token_endpoint_auth_method: match c.auth_method {
-            AuthMethod::ClientSecret => "client_secret_basic client_secret_post",
-            AuthMethod::ClientSecretBasic => "client_secret_basic",
-            AuthMethod::ClientSecretPost => "client_secret_post",
-            AuthMethod::None => "none",
-        }
-        .into(),
+        token_endpoint_auth_method: c.auth_method.as_str().into(),
         grant_types: grants,
         scopes: c.scopes.clone(),
         default_scopes: c.default_scopes.clone(),

@@ -14,7 +14,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::access::RequestRecord;
-use super::grpc::{ERROR_DOMAIN, credentials, reply};
+use super::grpc::{ERROR_DOMAIN, credentials, reply, rpc_credentials};
 use crate::feed::{ClientChange, EventKind, FeedEvent, Hub, WatchEnd, WatchItem, WatchRefused};
 use crate::oauth::{Core, OAuthError};
 use crate::pb;
@@ -77,8 +77,8 @@ impl pb::revocation_feed_server::RevocationFeed for RevocationFeed {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let rec = RequestRecord::of(request.extensions());
-        let r = request.into_inner();
-        let creds = credentials(r.client_id, r.client_secret, &rec);
+        let mut r = request.into_inner();
+        let creds = reply(&rec, credentials(rpc_credentials!(r), &rec))?;
         let client = reply(&rec, self.core.authenticate(&creds).await)?;
         if !client.revocation_feed {
             return reply(

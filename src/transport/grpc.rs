@@ -97,20 +97,65 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// A request's client credentials: the id and secret fields, or an RFC
+/// 7523 client assertion (`client_assertion_type`, `client_assertion`),
+/// never both.
+pub(crate) struct RpcCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+    pub client_assertion_type: String,
+    pub client_assertion: String,
+}
+
 pub(crate) fn credentials(
-    client_id: String,
-    client_secret: String,
+    c: RpcCredentials,
     rec: &RequestRecord,
-) -> Credentials {
-    rec.client(&client_id);
-    Credentials {
-        client_id,
-        secret: non_empty(client_secret).map(SecretString::from),
+) -> Result<Credentials, OAuthError> {
+    let peer = rec.peer_ip();
+    let assertion = Credentials::from_assertion(
+        Some(&c.client_id),
+        Some(&c.client_assertion_type),
+        Some(&c.client_assertion),
+        PresentedVia::Grpc,
+    );
+    let assertion = match assertion {
+        Ok(a) => a,
+        Err(e) => {
+            rec.client(&c.client_id);
+            return Err(e);
+        }
+    };
+    if let Some(mut creds) = assertion {
+        rec.client(&creds.client_id);
+        if !c.client_secret.is_empty() {
+            return Err(OAuthError::InvalidClient { basic: false });
+        }
+        creds.peer = peer;
+        return Ok(creds);
+    }
+    rec.client(&c.client_id);
+    Ok(Credentials {
+        client_id: c.client_id,
+        secret: non_empty(c.client_secret).map(SecretString::from),
         secret_alt: None,
         via: PresentedVia::Grpc,
-        peer: rec.peer_ip(),
-    }
+        assertion: None,
+        peer,
+    })
 }
+
+/// The credential fields every authenticated request message carries.
+macro_rules! rpc_credentials {
+    ($r:expr) => {
+        $crate::transport::grpc::RpcCredentials {
+            client_id: std::mem::take(&mut $r.client_id),
+            client_secret: std::mem::take(&mut $r.client_secret),
+            client_assertion_type: std::mem::take(&mut $r.client_assertion_type),
+            client_assertion: std::mem::take(&mut $r.client_assertion),
+        }
+    };
+}
+pub(crate) use rpc_credentials;
 
 /// The `TokenService` implementation.
 #[derive(Clone)]
@@ -131,9 +176,9 @@ impl pb::token_service_server::TokenService for TokenService {
         request: Request<pb::IssueRequest>,
     ) -> Result<Response<pb::IssueResponse>, Status> {
         let rec = RequestRecord::of(request.extensions());
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         rec.grant_type(&r.grant_type);
-        let creds = credentials(r.client_id, r.client_secret, &rec);
+        let creds = reply(&rec, credentials(rpc_credentials!(r), &rec))?;
         let req = TokenRequest {
             grant_type: r.grant_type,
             // Each repeated entry may itself be space-delimited, as on HTTP.
@@ -175,8 +220,8 @@ impl pb::token_service_server::TokenService for TokenService {
         request: Request<pb::IntrospectRequest>,
     ) -> Result<Response<pb::IntrospectResponse>, Status> {
         let rec = RequestRecord::of(request.extensions());
-        let r = request.into_inner();
-        let creds = credentials(r.client_id, r.client_secret, &rec);
+        let mut r = request.into_inner();
+        let creds = reply(&rec, credentials(rpc_credentials!(r), &rec))?;
         let hint = non_empty(r.token_type_hint);
         let answer = reply(
             &rec,
@@ -221,8 +266,8 @@ impl pb::token_service_server::TokenService for TokenService {
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
         let rec = RequestRecord::of(request.extensions());
-        let r = request.into_inner();
-        let creds = credentials(r.client_id, r.client_secret, &rec);
+        let mut r = request.into_inner();
+        let creds = reply(&rec, credentials(rpc_credentials!(r), &rec))?;
         let hint = non_empty(r.token_type_hint);
         reply(
             &rec,

@@ -220,6 +220,24 @@ fn credentials(
 fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, OAuthError> {
     let body_id = params.get("client_id");
     let body_secret = params.get("client_secret");
+    let basic = headers.get(header::AUTHORIZATION).is_some();
+    // RFC 7523 2.2: a client assertion in the body, and no other method.
+    let via = if basic {
+        PresentedVia::Basic
+    } else {
+        PresentedVia::Body
+    };
+    if let Some(creds) = Credentials::from_assertion(
+        body_id,
+        params.get("client_assertion_type"),
+        params.get("client_assertion"),
+        via,
+    )? {
+        if basic || body_secret.is_some() {
+            return Err(OAuthError::InvalidClient { basic });
+        }
+        return Ok(creds);
+    }
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let fail = OAuthError::InvalidClient { basic: true };
         let b = auth.to_str().ok().and_then(basic_readings).ok_or(fail)?;
@@ -246,6 +264,7 @@ fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, O
             secret: (!secret.is_empty()).then(|| SecretString::from(secret)),
             secret_alt: secret_alt.map(SecretString::from),
             via: PresentedVia::Basic,
+            assertion: None,
             peer: None,
         });
     }
@@ -257,6 +276,7 @@ fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, O
         secret: body_secret.map(SecretString::from),
         secret_alt: None,
         via: PresentedVia::Body,
+        assertion: None,
         peer: None,
     })
 }

@@ -46,6 +46,7 @@ async fn watch_as(
         client_id: client_id.into(),
         client_secret: SECRET.into(),
         cursor: cursor.into(),
+        ..Default::default()
     })
     .await
     .map(tonic::Response::into_inner)
@@ -113,6 +114,7 @@ async fn only_permitted_clients_watch() {
             client_id: "watcher".into(),
             client_secret: "wrong".into(),
             cursor: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -522,6 +524,7 @@ async fn a_slow_consumer_is_cut_off_resumably() {
             client_id: "watcher".into(),
             client_secret: SECRET.into(),
             cursor: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -66,6 +66,7 @@ async fn propagation() {
             client_secret: SECRET.into(),
             token: t.clone(),
             token_type_hint: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -122,6 +123,7 @@ async fn idle_watchers() {
                     client_id: "watcher".into(),
                     client_secret: SECRET.into(),
                     cursor: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

@@ -24,6 +24,7 @@ mod keys;
 mod lifecycle;
 mod ops;
 mod partner_compat;
+mod private_key_jwt;
 mod process;
 mod redis_store;
 mod redis_tls;

@@ -31,6 +31,7 @@ pub fn introspect_request(token: &str, secret: &str) -> IntrospectRequest {
         client_secret: secret.into(),
         token: token.into(),
         token_type_hint: String::new(),
+        ..Default::default()
     }
 }
 
@@ -41,6 +42,7 @@ pub fn revoke_request(client_id: &str, token: &str) -> RevokeRequest {
         client_secret: SECRET.into(),
         token: token.into(),
         token_type_hint: String::new(),
+        ..Default::default()
     }
 }
 

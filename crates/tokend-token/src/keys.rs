@@ -521,14 +521,14 @@ impl VerifyKey {
     }
 }
 
-fn strip_zeros(b: &[u8]) -> &[u8] {
+pub(crate) fn strip_zeros(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
     &b[start..]
 }
 
 /// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`
 /// in DER: what aws-lc-rs parses for RSA verification.
-fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+pub(crate) fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
     fn push_len(out: &mut Vec<u8>, len: usize) {
         if len < 0x80 {
             out.push(len as u8);

@@ -374,6 +374,8 @@ async fn watch(
         client_id: cfg.client_id.clone(),
         client_secret: cfg.client_secret.expose_secret().to_owned(),
         cursor: state.cursor(),
+        // A resource server watches with its secret (no client assertion).
+        ..Default::default()
     };
     let resuming = !request.cursor.is_empty();
     let mut stream = match RevocationFeedClient::new(channel).watch(request).await {

@@ -67,6 +67,7 @@ impl RevocationFeed for Script {
             client_id: r.client_id,
             client_secret: r.client_secret,
             cursor: r.cursor,
+            ..Default::default()
         };
         if let Some(code) = *self.refuse.lock() {
             let _ = self.conns.send(Conn {

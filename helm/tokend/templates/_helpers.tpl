@@ -375,6 +375,7 @@ previous_key_files = {{ include "tokend.toml.value" $prev }}
 {{- include "tokend.toml.section" (dict "name" "auth_throttle" "values" .Values.config.auth_throttle) }}
 {{- include "tokend.toml.section" (dict "name" "discovery" "values" .Values.config.discovery) }}
 {{- include "tokend.toml.section" (dict "name" "revocation_feed" "values" .Values.config.revocation_feed) }}
+{{- include "tokend.toml.section" (dict "name" "client_assertion" "values" .Values.config.client_assertion) }}
 {{- include "tokend.toml.section" (dict "name" "telemetry" "values" .Values.config.telemetry) }}
 {{- if .Values.admin.enabled }}
 

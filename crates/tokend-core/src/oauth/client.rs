@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::OAuthError;
 use super::scope;
+use tokend_token::assertion::{AssertionKeys, JWT_BEARER, peek_issuer_subject};
 use tokend_token::jwt::RESERVED_CLAIMS;
 
 /// Grant types a client may be allowed.
@@ -75,6 +76,22 @@ pub enum AuthMethod {
     ClientSecretPost,
     /// Public client: no secret (authorization code with PKCE only).
     None,
+    /// RFC 7523 2.2: a JWT signed with one of the client's registered keys
+    /// (`jwks` or `jwks_file`); no secret.
+    PrivateKeyJwt,
+}
+
+impl AuthMethod {
+    /// The RFC 8414 name(s) of the method.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecret => "client_secret_basic client_secret_post",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::None => "none",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
 }
 
 /// A `[[clients]]` block as written in the config file.
@@ -86,6 +103,19 @@ pub struct ClientConfig {
     pub secret_hashes: Vec<String>,
     #[serde(default)]
     pub token_endpoint_auth_method: Option<String>,
+    /// `private_key_jwt`: the client's public keys, a JWK Set written inline
+    /// (`jwks = { keys = [...] }`).
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// `private_key_jwt`: a JSON JWK Set file (relative to the config file),
+    /// re-read on every reload.
+    #[serde(default)]
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// What `jwks_file` held when the configuration was loaded (read by the
+    /// service's config loader, which resolves the path): the text, or why it
+    /// could not be read.
+    #[serde(skip)]
+    pub jwks_file_text: Option<Result<String, String>>,
     #[serde(default = "default_grants")]
     pub grant_types: Vec<String>,
     #[serde(default)]
@@ -254,6 +284,9 @@ pub struct Client {
     pub audience: Vec<String>,
     pub access_ttl_secs: Option<u64>,
     pub redirect_uris: Vec<String>,
+    /// `private_key_jwt`: the keys its assertions verify with (empty for
+    /// every other method).
+    pub assertion_keys: AssertionKeys,
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub claims_in_response: bool,
     /// Per-client rate limit overrides; `None` uses the `[rate_limit]` default.
@@ -281,6 +314,53 @@ impl Client {
 }
 
 impl ClientConfig {
+    /// The registered keys of a `private_key_jwt` client (exactly one of
+    /// `jwks` and `jwks_file`); any key on another client is an error.
+    fn assertion_keys(&self, key_based: bool, errs: &mut Vec<String>) -> AssertionKeys {
+        let doc = match (&self.jwks, &self.jwks_file, key_based) {
+            (None, None, false) => return AssertionKeys::default(),
+            (_, _, false) => {
+                errs.push(
+                    "jwks, jwks_file: only for token_endpoint_auth_method = \"private_key_jwt\""
+                        .into(),
+                );
+                return AssertionKeys::default();
+            }
+            (Some(_), Some(_), true) => {
+                errs.push("jwks, jwks_file: give one or the other, not both".into());
+                return AssertionKeys::default();
+            }
+            (None, None, true) => {
+                errs.push(
+                    "jwks: a private_key_jwt client needs its public keys (jwks or jwks_file)"
+                        .into(),
+                );
+                return AssertionKeys::default();
+            }
+            (Some(doc), None, true) => ("jwks", doc.clone()),
+            (None, Some(path), true) => {
+                let parsed = match &self.jwks_file_text {
+                    None => Err(format!("{} was not read", path.display())),
+                    Some(Err(e)) => Err(e.clone()),
+                    Some(Ok(text)) => serde_json::from_str::<serde_json::Value>(text)
+                        .map_err(|e| format!("{}: not JSON ({e})", path.display())),
+                };
+                match parsed {
+                    Ok(doc) => ("jwks_file", doc),
+                    Err(e) => {
+                        errs.push(format!("jwks_file: {e}"));
+                        return AssertionKeys::default();
+                    }
+                }
+            }
+        };
+        let (key, doc) = doc;
+        AssertionKeys::from_jwks(&doc).unwrap_or_else(|e| {
+            errs.extend(e.into_iter().map(|e| format!("{key}: {e}")));
+            AssertionKeys::default()
+        })
+    }
+
     /// Every problem with this block, each naming its key.
     pub fn validate(&self) -> Result<Client, Vec<String>> {
         let mut errs = Vec::new();
@@ -294,9 +374,10 @@ impl ClientConfig {
             Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
             Some("client_secret_post") => AuthMethod::ClientSecretPost,
             Some("none") => AuthMethod::None,
+            Some("private_key_jwt") => AuthMethod::PrivateKeyJwt,
             Some(other) => {
                 errs.push(format!(
-                    "token_endpoint_auth_method: {other:?} is not one of client_secret_basic, client_secret_post, none"
+                    "token_endpoint_auth_method: {other:?} is not one of client_secret_basic, client_secret_post, private_key_jwt, none"
                 ));
                 AuthMethod::ClientSecret
             }
@@ -311,9 +392,14 @@ impl ClientConfig {
         if auth_method == AuthMethod::None && !self.secret_hashes.is_empty() {
             errs.push("secret_hashes: a public client (token_endpoint_auth_method = \"none\") has no secret".into());
         }
-        if auth_method != AuthMethod::None && self.secret_hashes.is_empty() {
-            errs.push("secret_hashes: at least one hash is required (or token_endpoint_auth_method = \"none\")".into());
+        let key_based = auth_method == AuthMethod::PrivateKeyJwt;
+        if key_based && !self.secret_hashes.is_empty() {
+            errs.push("secret_hashes: a private_key_jwt client authenticates with its keys (jwks or jwks_file), not a secret".into());
         }
+        if !key_based && auth_method != AuthMethod::None && self.secret_hashes.is_empty() {
+            errs.push("secret_hashes: at least one hash is required (or token_endpoint_auth_method = \"none\" or \"private_key_jwt\")".into());
+        }
+        let assertion_keys = self.assertion_keys(key_based, &mut errs);
         let mut grant_types = HashSet::new();
         for g in &self.grant_types {
             match GrantType::parse(g) {
@@ -437,6 +523,7 @@ impl ClientConfig {
             audience: self.audience.clone(),
             access_ttl_secs: self.access_ttl_secs,
             redirect_uris: self.redirect_uris.clone(),
+            assertion_keys,
             claims: self.claims.clone(),
             claims_in_response: self.claims_in_response,
             rate_limit_per_sec: self.rate_limit_per_sec,
@@ -476,9 +563,56 @@ pub struct Credentials {
     /// or `%` reaches tokend as its raw text. `None` when there is only one.
     pub secret_alt: Option<SecretString>,
     pub via: PresentedVia,
+    /// An RFC 7523 client assertion (`client_assertion`, its type already
+    /// checked by the transport). `client_id` is then the one sent, or the
+    /// assertion's own `sub` when none was (see [`Credentials::assertion`]).
+    pub assertion: Option<SecretString>,
     /// The caller's network address, as plain data for the secret-guessing
     /// defence; `None` when unknown.
     pub peer: Option<std::net::IpAddr>,
+}
+
+impl Credentials {
+    /// The credentials of an RFC 7523 client assertion, from the request's
+    /// `client_id`, `client_assertion_type` and `client_assertion` (both
+    /// transports call this). `Ok(None)` when the request carries no
+    /// assertion; `invalid_client` for an assertion of another type or a
+    /// type without an assertion. Without a `client_id`, the client is the
+    /// assertion's `sub` when it equals its `iss` (read unverified, only to
+    /// find the keys: verification checks both against the client).
+    pub fn from_assertion(
+        client_id: Option<&str>,
+        assertion_type: Option<&str>,
+        assertion: Option<&str>,
+        via: PresentedVia,
+    ) -> Result<Option<Self>, OAuthError> {
+        let fail = OAuthError::InvalidClient {
+            basic: via == PresentedVia::Basic,
+        };
+        let client_id = client_id.filter(|c| !c.is_empty());
+        let assertion_type = assertion_type.filter(|c| !c.is_empty());
+        let assertion = assertion.filter(|c| !c.is_empty());
+        let assertion = match (assertion_type, assertion) {
+            (None, None) => return Ok(None),
+            (Some(JWT_BEARER), Some(a)) => a,
+            _ => return Err(fail),
+        };
+        let client_id = match client_id {
+            Some(id) => id.to_owned(),
+            None => peek_issuer_subject(assertion)
+                .filter(|(iss, sub)| iss == sub)
+                .map(|(_, sub)| sub)
+                .unwrap_or_default(),
+        };
+        Ok(Some(Self {
+            client_id,
+            secret: None,
+            secret_alt: None,
+            via,
+            assertion: Some(SecretString::from(assertion)),
+            peer: None,
+        }))
+    }
 }
 
 /// Bounded cache of argon2 successes: (client id, SHA-256 of secret).
@@ -567,6 +701,11 @@ impl Registry {
             }
             return Err(fail);
         };
+        // Assertions are checked by the core (`oauth::assertion`), which has
+        // the store for their `jti`; a key-based client has no secret.
+        if creds.assertion.is_some() || client.auth_method == AuthMethod::PrivateKeyJwt {
+            return Err(fail);
+        }
         if client.is_public() {
             // A public client proves nothing at the token endpoint; PKCE does.
             return match readings.is_empty() {

@@ -10,6 +10,9 @@
 //!   counts are forgotten `reset` after the last failure. While a key backs
 //!   off, attempts are refused with `rate_limited` and a retry delay without
 //!   their secret being checked, so refusals reveal nothing about it.
+//!   A refused client assertion (`private_key_jwt`, see `assertion`) is a
+//!   failure like a wrong secret, and a back-off refuses assertions unchecked
+//!   too, so guessing with forged assertions costs no more signature checks.
 //!   Each replica checks the unverified attempts of one address or client
 //!   one at a time ([`GuessLocks`]), so the failure count it reads is never
 //!   behind its own checks: a burst of concurrent guesses cannot outrun the
@@ -189,7 +192,7 @@ fn fail_open<T>(r: crate::store::StoreResult<T>) -> Option<T> {
 }
 
 /// Whether an answer was a failed client authentication (the one outcome
-/// that counts as a guess).
+/// that counts as a guess: a wrong secret or a refused client assertion).
 fn is_wrong_secret<T>(r: &Result<T, OAuthError>) -> bool {
     matches!(r, Err(OAuthError::InvalidClient { .. }))
 }
@@ -360,7 +363,11 @@ impl Core {
 
     /// The secret check itself, and the operator's cut-off.
     async fn verify(&self, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
-        match self.clients().authenticate(creds).await {
+        let checked = match creds.assertion {
+            Some(_) => self.authenticate_assertion(creds).await,
+            None => self.clients().authenticate(creds).await,
+        };
+        match checked {
             Ok(client) if self.disabled.contains(&client.id) => Err(OAuthError::InvalidClient {
                 basic: creds.via == super::PresentedVia::Basic,
             }),

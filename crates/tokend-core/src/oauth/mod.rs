@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+pub mod assertion;
 pub mod authorize;
 pub mod client;
 pub mod endpoints;
@@ -45,6 +46,9 @@ pub struct Settings {
     pub refresh_ttl: Option<Duration>,
     pub code_ttl: Duration,
     pub leeway_secs: i64,
+    /// `[client_assertion] max_lifetime_secs`: the longest-lived client
+    /// assertion accepted.
+    pub assertion_max_lifetime_secs: i64,
     /// `[authorization] login_url`: where the browser meets the login app.
     pub login_url: Option<String>,
     /// How long a login challenge waits for the login app.
@@ -156,10 +160,23 @@ impl Core {
     /// RFC 8414 authorization server metadata.
     pub fn metadata(&self) -> serde_json::Value {
         let url = |path| self.settings.endpoint_url(path);
-        let auth_methods = ["client_secret_basic", "client_secret_post"];
+        let auth_methods = [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ];
         // Public clients (`none`) authenticate at the token and revocation
-        // endpoints by client_id alone; introspection needs a secret.
-        let public_methods = ["client_secret_basic", "client_secret_post", "none"];
+        // endpoints by client_id alone; introspection needs a secret or a key.
+        let public_methods = [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none",
+        ];
+        let assertion_algs: Vec<&str> = tokend_token::assertion::AssertionAlg::ALL
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
         let grant_types: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
         let mut meta = serde_json::json!({
             "issuer": self.settings.issuer,
@@ -177,6 +194,10 @@ impl Core {
             "token_endpoint_auth_methods_supported": public_methods,
             "introspection_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": public_methods,
+            // RFC 8414: the JWS algorithms of private_key_jwt assertions.
+            "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+            "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
+            "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
             // Not registered by RFC 8414; names the JWS algorithms of the
             // access tokens so verifiers can pin them.
             "access_token_signing_alg_values_supported": self.keys().algorithms(),
