@@ -24,7 +24,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Deserializer};
 
-use crate::keys::{rsa_public_der, strip_zeros};
+use crate::keys::{JwkKind, jwk_public};
 
 /// Longest assertion accepted (authlib's RS256 assertions are under 1 KiB).
 pub const MAX_ASSERTION_LEN: usize = 8 * 1024;
@@ -129,36 +129,13 @@ impl AssertionKey {
             ),
             (kty, None) => bail!("unsupported key type {kty} (crv {:?})", member("crv")),
         };
-        let (valg, public): (&'static dyn signature::VerificationAlgorithm, Vec<u8>) = match alg {
-            AssertionAlg::RS256 | AssertionAlg::PS256 => {
-                let (n, e) = (b64("n")?, b64("e")?);
-                if strip_zeros(&n).len() < 256 {
-                    bail!("RSA key is shorter than 2048 bits");
-                }
-                let valg: &'static dyn signature::VerificationAlgorithm = match alg {
-                    AssertionAlg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
-                    _ => &signature::RSA_PKCS1_2048_8192_SHA256,
-                };
-                (valg, rsa_public_der(&n, &e))
-            }
-            AssertionAlg::ES256 => {
-                let (x, y) = (b64("x")?, b64("y")?);
-                if x.len() != 32 || y.len() != 32 {
-                    bail!("P-256 coordinates are not 32 bytes");
-                }
-                let mut point = vec![4];
-                point.extend_from_slice(&x);
-                point.extend_from_slice(&y);
-                (&signature::ECDSA_P256_SHA256_FIXED, point)
-            }
-            AssertionAlg::EdDSA => {
-                let x = b64("x")?;
-                if x.len() != 32 {
-                    bail!("Ed25519 key is not 32 bytes");
-                }
-                (&signature::ED25519, x)
-            }
+        let (valg, kind): (&'static dyn signature::VerificationAlgorithm, _) = match alg {
+            AssertionAlg::RS256 => (&signature::RSA_PKCS1_2048_8192_SHA256, JwkKind::Rsa),
+            AssertionAlg::PS256 => (&signature::RSA_PSS_2048_8192_SHA256, JwkKind::Rsa),
+            AssertionAlg::ES256 => (&signature::ECDSA_P256_SHA256_FIXED, JwkKind::P256),
+            AssertionAlg::EdDSA => (&signature::ED25519, JwkKind::Ed25519),
         };
+        let public = jwk_public(kind, &b64)?;
         let key = ParsedPublicKey::new(valg, &public)
             .map_err(|e| anyhow::anyhow!("public key rejected ({e})"))?;
         Ok(Self {
@@ -317,18 +294,6 @@ impl AssertionError {
 }
 
 #[derive(Deserialize)]
-struct Header<'a> {
-    #[serde(borrow)]
-    alg: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    kid: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    typ: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    crit: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
 struct RawClaims {
     #[serde(default)]
     iss: Option<String>,
@@ -415,7 +380,7 @@ pub fn verify_assertion(
     let header_json = B64
         .decode(header_b64)
         .map_err(|_| AssertionError::Malformed)?;
-    let header: Header<'_> =
+    let header: crate::jwt::Header<'_> =
         serde_json::from_slice(&header_json).map_err(|_| AssertionError::Malformed)?;
     if header.crit.is_some() {
         return Err(AssertionError::Malformed);

@@ -322,16 +322,17 @@ pub enum VerifyError {
     NotYetValid,
 }
 
+/// A JWS header: what access tokens and client assertions are checked by.
 #[derive(Deserialize)]
-struct Header<'a> {
+pub(crate) struct Header<'a> {
     #[serde(borrow)]
-    alg: std::borrow::Cow<'a, str>,
+    pub(crate) alg: std::borrow::Cow<'a, str>,
     #[serde(borrow, default)]
-    kid: Option<std::borrow::Cow<'a, str>>,
+    pub(crate) kid: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
-    typ: Option<std::borrow::Cow<'a, str>>,
+    pub(crate) typ: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
-    crit: Option<serde_json::Value>,
+    pub(crate) crit: Option<serde_json::Value>,
 }
 
 /// Verifies signature, header and claims. `now` is unix seconds.

@@ -481,35 +481,12 @@ impl VerifyKey {
         {
             bail!("alg {a} is not {alg} for a {kty} key");
         }
-        let (valg, public): (&'static dyn signature::VerificationAlgorithm, Vec<u8>) = match alg {
-            Algorithm::RS256 => {
-                let (n, e) = (b64("n")?, b64("e")?);
-                if strip_zeros(&n).len() < 256 {
-                    bail!("RSA key is shorter than 2048 bits");
-                }
-                (
-                    &signature::RSA_PKCS1_2048_8192_SHA256,
-                    rsa_public_der(&n, &e),
-                )
-            }
-            Algorithm::ES256 => {
-                let (x, y) = (b64("x")?, b64("y")?);
-                if x.len() != 32 || y.len() != 32 {
-                    bail!("P-256 coordinates are not 32 bytes");
-                }
-                let mut point = vec![4];
-                point.extend_from_slice(&x);
-                point.extend_from_slice(&y);
-                (&signature::ECDSA_P256_SHA256_FIXED, point)
-            }
-            Algorithm::EdDSA => {
-                let x = b64("x")?;
-                if x.len() != 32 {
-                    bail!("Ed25519 key is not 32 bytes");
-                }
-                (&signature::ED25519, x)
-            }
+        let (valg, kind): (&'static dyn signature::VerificationAlgorithm, _) = match alg {
+            Algorithm::RS256 => (&signature::RSA_PKCS1_2048_8192_SHA256, JwkKind::Rsa),
+            Algorithm::ES256 => (&signature::ECDSA_P256_SHA256_FIXED, JwkKind::P256),
+            Algorithm::EdDSA => (&signature::ED25519, JwkKind::Ed25519),
         };
+        let public = jwk_public(kind, &b64)?;
         let key = ParsedPublicKey::new(valg, &public)
             .map_err(|e| anyhow::anyhow!("public key rejected ({e})"))?;
         Ok(Self {
@@ -518,6 +495,49 @@ impl VerifyKey {
             key: Arc::new(key),
             jwk: jwk.clone(),
         })
+    }
+}
+
+/// The public-key shapes a JWK may have.
+#[derive(Clone, Copy)]
+pub(crate) enum JwkKind {
+    Rsa,
+    P256,
+    Ed25519,
+}
+
+/// A JWK's public key as aws-lc-rs parses it: the DER of `n`/`e` for RSA
+/// (at least 2048 bits), the uncompressed point of `x`/`y` for P-256, `x`
+/// for Ed25519. `b64` reads one base64url member.
+pub(crate) fn jwk_public(
+    kind: JwkKind,
+    b64: &dyn Fn(&str) -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
+    match kind {
+        JwkKind::Rsa => {
+            let (n, e) = (b64("n")?, b64("e")?);
+            if strip_zeros(&n).len() < 256 {
+                bail!("RSA key is shorter than 2048 bits");
+            }
+            Ok(rsa_public_der(&n, &e))
+        }
+        JwkKind::P256 => {
+            let (x, y) = (b64("x")?, b64("y")?);
+            if x.len() != 32 || y.len() != 32 {
+                bail!("P-256 coordinates are not 32 bytes");
+            }
+            let mut point = vec![4];
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            Ok(point)
+        }
+        JwkKind::Ed25519 => {
+            let x = b64("x")?;
+            if x.len() != 32 {
+                bail!("Ed25519 key is not 32 bytes");
+            }
+            Ok(x)
+        }
     }
 }
 
