@@ -31,31 +31,8 @@ if [[ ! -x "$TOKEND_BIN" ]]; then
   TOKEND_BIN="$ROOT/target/debug/tokend"
 fi
 
-WORK=$(mktemp -d)
-TOKEND_PID=""
-stop_tokend() {
-  if [[ -n "$TOKEND_PID" ]]; then
-    kill -TERM "$TOKEND_PID" 2>/dev/null || true
-    wait "$TOKEND_PID" 2>/dev/null || true
-    TOKEND_PID=""
-  fi
-}
-cleanup() {
-  stop_tokend
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-new_secret() {
-  "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))'
-}
-hash_secret() {
-  printf %s "$1" | "$TOKEND_BIN" hash-secret
-}
+# shellcheck source=scripts/tokend-harness.sh
+source "$ROOT/scripts/tokend-harness.sh"
 
 # Secrets of the clients, for the config (hashed) and the Python side.
 CLIENTS=(portal gateway orders resource-server)
