@@ -28,7 +28,18 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 if [[ ! -f "$STAMP" ]] || [[ "$(cat "$STAMP")" != "${REQS[*]}" ]]; then
   echo "chart-check: installing ${REQS[*]}"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${REQS[@]}"
+  # Three tries: a download cut off mid-file (a flaky network) is not a failed check.
+  for try in 1 2 3; do
+    if "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --retries 5 "${REQS[@]}"; then
+      break
+    fi
+    if [[ "$try" == 3 ]]; then
+      echo "chart-check: pip install failed three times" >&2
+      exit 1
+    fi
+    echo "chart-check: pip install failed (try $try of 3); retrying in 5 s" >&2
+    sleep 5
+  done
   echo "${REQS[*]}" > "$STAMP"
 fi
 
