@@ -135,13 +135,10 @@ impl AssertionKey {
             AssertionAlg::ES256 => (&signature::ECDSA_P256_SHA256_FIXED, JwkKind::P256),
             AssertionAlg::EdDSA => (&signature::ED25519, JwkKind::Ed25519),
         };
-        let public = jwk_public(kind, &b64)?;
-        let key = ParsedPublicKey::new(valg, &public)
-            .map_err(|e| anyhow::anyhow!("public key rejected ({e})"))?;
         Ok(Self {
             alg,
             kid,
-            key: Arc::new(key),
+            key: Arc::new(jwk_public(kind, valg, &b64)?),
         })
     }
 

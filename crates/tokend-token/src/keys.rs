@@ -486,13 +486,10 @@ impl VerifyKey {
             Algorithm::ES256 => (&signature::ECDSA_P256_SHA256_FIXED, JwkKind::P256),
             Algorithm::EdDSA => (&signature::ED25519, JwkKind::Ed25519),
         };
-        let public = jwk_public(kind, &b64)?;
-        let key = ParsedPublicKey::new(valg, &public)
-            .map_err(|e| anyhow::anyhow!("public key rejected ({e})"))?;
         Ok(Self {
             alg,
             kid,
-            key: Arc::new(key),
+            key: Arc::new(jwk_public(kind, valg, &b64)?),
             jwk: jwk.clone(),
         })
     }
@@ -506,10 +503,19 @@ pub(crate) enum JwkKind {
     Ed25519,
 }
 
-/// A JWK's public key as aws-lc-rs parses it: the DER of `n`/`e` for RSA
+/// A JWK's public key, parsed for `valg`: from the DER of `n`/`e` for RSA
 /// (at least 2048 bits), the uncompressed point of `x`/`y` for P-256, `x`
 /// for Ed25519. `b64` reads one base64url member.
 pub(crate) fn jwk_public(
+    kind: JwkKind,
+    valg: &'static dyn signature::VerificationAlgorithm,
+    b64: &dyn Fn(&str) -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<ParsedPublicKey> {
+    let public = jwk_public_bytes(kind, b64)?;
+    ParsedPublicKey::new(valg, &public).map_err(|e| anyhow::anyhow!("public key rejected ({e})"))
+}
+
+fn jwk_public_bytes(
     kind: JwkKind,
     b64: &dyn Fn(&str) -> anyhow::Result<Vec<u8>>,
 ) -> anyhow::Result<Vec<u8>> {
