@@ -20,28 +20,8 @@ REQS=(
   "grpcio-health-checking==1.85.1"
   "protobuf==7.36.2"
 )
-STAMP="$VENV/.chart-check-reqs"
-
-if [[ ! -x "$VENV/bin/python" ]]; then
-  echo "chart-check: creating $VENV"
-  python3 -m venv "$VENV"
-fi
-if [[ ! -f "$STAMP" ]] || [[ "$(cat "$STAMP")" != "${REQS[*]}" ]]; then
-  echo "chart-check: installing ${REQS[*]}"
-  # Three tries: a download cut off mid-file (a flaky network) is not a failed check.
-  for try in 1 2 3; do
-    if "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --retries 5 "${REQS[@]}"; then
-      break
-    fi
-    if [[ "$try" == 3 ]]; then
-      echo "chart-check: pip install failed three times" >&2
-      exit 1
-    fi
-    echo "chart-check: pip install failed (try $try of 3); retrying in 5 s" >&2
-    sleep 5
-  done
-  echo "${REQS[*]}" > "$STAMP"
-fi
+source "$ROOT/scripts/venv-lib.sh"
+ensure_venv "$VENV" chart-check "${REQS[@]}"
 
 # The runtime step starts a throwaway redis-server on a free loopback port.
 if [[ "${CHART_CHECK_SKIP_RUNTIME:-}" != "1" ]] && ! command -v redis-server >/dev/null 2>&1; then
@@ -55,4 +35,4 @@ fi
 # The checks are the Python package scripts/chart_check/ (scripts/chart_check.py is a shim for direct runs);
 # no __pycache__ folders left in scripts/.
 PYTHONPATH="$ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 \
-  exec "$VENV/bin/python" -m chart_check "$@"
+  exec "$PY" -m chart_check "$@"
