@@ -27,6 +27,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use tokend_core::de::{de_bool, de_f64, de_num};
 use tokend_core::oauth::client::{ClientConfig, SecretHash};
+use tokend_core::oauth::federation::TrustedIssuerConfig;
 use tokend_core::oauth::limits::{LimitPolicy, RateLimit, ThrottlePolicy};
 use tokend_core::oauth::{self, Registry};
 use tokend_core::store::{StoreConfig, StorePassword, StoreSettings};
@@ -62,6 +63,8 @@ pub struct Config {
     pub discovery: DiscoverySettings,
     pub revocation_feed: FeedConfig,
     pub client_assertion: ClientAssertionSettings,
+    /// `[[trusted_issuers]]`: workload identity federation.
+    pub trusted_issuers: Vec<TrustedIssuerConfig>,
     pub clients: Vec<ClientConfig>,
 }
 
@@ -86,6 +89,7 @@ impl Default for Config {
             discovery: DiscoverySettings::default(),
             revocation_feed: FeedConfig::default(),
             client_assertion: ClientAssertionSettings::default(),
+            trusted_issuers: Vec::new(),
             clients: Vec::new(),
         }
     }
@@ -424,6 +428,9 @@ pub struct Live {
     /// (and a reload keeps the running one).
     pub keys: Option<KeySet>,
     pub limits: LimitPolicy,
+    /// `[[trusted_issuers]]`, validated; [`crate::federation::Federation`]
+    /// attaches their keys to `clients`.
+    pub trusted_issuers: Vec<crate::federation::IssuerSpec>,
 }
 
 /// Reads, overrides and parses the configuration: [`Config::load`] then
@@ -584,6 +591,20 @@ impl Config {
                     read_jwks_file(&f).map_err(|e| format!("cannot read {}: {e}", f.display())),
                 );
                 c.jwks_file = Some(f);
+            }
+        }
+        for t in &mut cfg.trusted_issuers {
+            if let Some(f) = t.jwks_file.take() {
+                let f = resolve(path, &f);
+                t.jwks_file_text = Some(
+                    read_jwks_file(&f).map_err(|e| format!("cannot read {}: {e}", f.display())),
+                );
+                t.jwks_file = Some(f);
+            }
+            for f in [&mut t.bearer_token_file, &mut t.ca_file] {
+                if let Some(p) = f.take() {
+                    *f = Some(resolve(path, &p));
+                }
             }
         }
         // Relative key paths are relative to the config file's folder.
@@ -749,6 +770,7 @@ impl Config {
                 );
             }
         }
+        let trusted_issuers = self.trusted_issuers(p);
         let clients = if problems.is_empty() {
             Registry::new(&self.clients)
                 .map_err(|e| problems.extend(e))
@@ -823,12 +845,42 @@ impl Config {
             clients,
             keys,
             limits: self.limits(),
+            trusted_issuers,
         };
         Ok(Settings {
             file: self,
             boot,
             live,
         })
+    }
+
+    /// `[[trusted_issuers]]`, each checked, and every client's
+    /// `federated_identities` naming one of them.
+    fn trusted_issuers(&self, p: &mut Vec<String>) -> Vec<crate::federation::IssuerSpec> {
+        p.extend(tokend_core::oauth::federation::check_unique(
+            &self.trusted_issuers,
+        ));
+        let mut out = Vec::new();
+        for (i, t) in self.trusted_issuers.iter().enumerate() {
+            match crate::federation::IssuerSpec::new(t, &self.issuer) {
+                Ok(spec) => out.push(spec),
+                Err(errs) => p.extend(
+                    errs.into_iter()
+                        .map(|e| format!("trusted_issuers[{i}] ({}): {e}", t.issuer)),
+                ),
+            }
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            for (j, f) in c.federated_identities.iter().enumerate() {
+                if !self.trusted_issuers.iter().any(|t| t.issuer == f.issuer) {
+                    p.push(format!(
+                        "clients[{i}] ({}): federated_identities[{j}].issuer: {:?} is not a [[trusted_issuers]] issuer",
+                        c.client_id, f.issuer
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// `[rate_limit]` and `[auth_throttle]` as the core applies them.
@@ -881,7 +933,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         discovery,
         revocation_feed,
         client_assertion,
-        clients: _, // live: Core::replace_clients
+        trusted_issuers: _, // live: rebuilt with the clients (JWKS caches kept)
+        clients: _,         // live: Core::replace_clients
     } = new;
     section!(
         "client_assertion.",

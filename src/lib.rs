@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod federation;
 pub mod health;
 pub mod metrics;
 pub mod otel;

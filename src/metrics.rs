@@ -78,6 +78,16 @@ pub fn signing_key_changed(before: &crate::token::KeySet, after: &crate::token::
     signing_keys(after);
 }
 
+/// One fetch of a trusted issuer's JWKS (workload identity federation):
+/// `tokend_federation_jwks_fetches_total{outcome="ok"|"error"}`.
+pub fn federation_jwks_fetch(ok: bool) {
+    metrics::counter!(
+        "tokend_federation_jwks_fetches_total",
+        "outcome" => if ok { "ok" } else { "error" }
+    )
+    .increment(1);
+}
+
 /// Drains histogram buckets periodically (the exporter needs it when not
 /// scraped often) until `stop`.
 pub async fn upkeep(handle: PrometheusHandle, stop: CancellationToken) {

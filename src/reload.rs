@@ -43,6 +43,8 @@ pub struct Reloader {
     opts: ReloadOptions,
     /// The configuration in effect (to report changes needing a restart).
     current: Config,
+    /// Trusted issuers' JWKS caches, kept across reloads.
+    federation: crate::federation::Federation,
 }
 
 impl Reloader {
@@ -51,7 +53,15 @@ impl Reloader {
             core,
             opts,
             current,
+            federation: crate::federation::Federation::default(),
         }
+    }
+
+    /// Shares the server's trusted-issuer fetchers, so a reload keeps their
+    /// cached keys (the server's own, built at start).
+    pub fn with_federation(mut self, federation: crate::federation::Federation) -> Self {
+        self.federation = federation;
+        self
     }
 
     /// Loads and parses the configuration and swaps in what applies live
@@ -70,7 +80,9 @@ impl Reloader {
             clients,
             keys,
             limits,
+            trusted_issuers,
         } = next.live;
+        let clients = clients.with_issuers(self.federation.issuers(&trusted_issuers));
         let n = clients.all().count();
         self.core.replace_clients(clients);
         self.core.replace_limits(limits);
@@ -107,6 +119,7 @@ impl Reloader {
         let running = &mut self.current;
         running.clients_file = file.clients_file;
         running.clients = file.clients;
+        running.trusted_issuers = file.trusted_issuers;
         running.rate_limit = file.rate_limit;
         running.auth_throttle = file.auth_throttle;
         if same_signing {
@@ -139,6 +152,13 @@ impl Reloader {
                 .clients
                 .iter()
                 .filter_map(|c| c.jwks_file.clone()),
+        );
+        // Trusted issuers' JWK Set files (federation).
+        files.extend(
+            self.current
+                .trusted_issuers
+                .iter()
+                .filter_map(|t| t.jwks_file.clone()),
         );
         files
     }

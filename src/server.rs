@@ -39,6 +39,8 @@ pub struct Server {
     grpc_listener: TcpListener,
     admin_listener: Option<TcpListener>,
     reload: Option<ReloadOptions>,
+    /// Trusted issuers' JWKS fetchers, kept by the reloader.
+    federation: crate::federation::Federation,
     /// The file as written, for the reloader's comparison.
     file: Config,
     boot: Boot,
@@ -59,10 +61,14 @@ impl Server {
             )
             .with_server_address(boot.store.server_address()),
         );
+        let federation = crate::federation::Federation::default();
+        let clients = live
+            .clients
+            .with_issuers(federation.issuers(&live.trusted_issuers));
         let core = Arc::new(Core::new(
             boot.oauth.clone(),
             live.limits,
-            live.clients,
+            clients,
             keys,
             store.clone(),
         ));
@@ -94,6 +100,7 @@ impl Server {
             grpc_listener,
             admin_listener,
             reload: None,
+            federation,
             file,
             boot,
         })
@@ -137,6 +144,7 @@ impl Server {
             grpc_listener,
             admin_listener,
             reload,
+            federation,
             file,
             boot,
         } = self;
@@ -170,7 +178,7 @@ impl Server {
             background.clone(),
         ));
         if let Some(opts) = reload {
-            let reloader = Reloader::new(core.clone(), file, opts);
+            let reloader = Reloader::new(core.clone(), file, opts).with_federation(federation);
             tokio::spawn(reloader.run(background.clone()));
         }
         tokio::spawn(crate::metrics::upkeep(

@@ -36,6 +36,9 @@ pub const MAX_KEYS_TRIED: usize = 8;
 /// Most keys one client may register.
 pub const MAX_KEYS: usize = 16;
 
+/// Most keys kept from a trusted issuer's fetched JWK Set.
+pub const MAX_FETCHED_KEYS: usize = 32;
+
 /// Longest `jti` accepted.
 pub const MAX_JTI_LEN: usize = 256;
 
@@ -186,12 +189,52 @@ impl AssertionKeys {
         }
     }
 
+    /// A JWK Set fetched from a trusted issuer (its `jwks_uri`): lenient
+    /// where [`AssertionKeys::from_jwks`] is strict, since the operator does
+    /// not choose what an issuer publishes. Keys tokend cannot verify with
+    /// (encryption keys, other curves) are skipped and named in the second
+    /// value; at most [`MAX_FETCHED_KEYS`] keys are kept. An error when no
+    /// usable key is left.
+    pub fn from_fetched_jwks(doc: &serde_json::Value) -> Result<(Self, Vec<String>), String> {
+        let Some(keys) = doc.get("keys").and_then(serde_json::Value::as_array) else {
+            return Err("a JWK Set is an object with a \"keys\" array".into());
+        };
+        let mut out: Vec<AssertionKey> = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, jwk) in keys.iter().enumerate() {
+            match AssertionKey::from_jwk(jwk) {
+                Ok(_) if out.len() >= MAX_FETCHED_KEYS => {
+                    skipped.push(format!("keys[{i}]: more than {MAX_FETCHED_KEYS} keys"));
+                }
+                Ok(k) if k.kid.is_some() && out.iter().any(|o| o.kid == k.kid) => {
+                    skipped.push(format!("keys[{i}]: duplicate kid"));
+                }
+                Ok(k) => out.push(k),
+                Err(e) => skipped.push(format!("keys[{i}]: {e}")),
+            }
+        }
+        if out.is_empty() {
+            return Err("the JWK Set has no usable signing key".into());
+        }
+        Ok((Self { keys: out }, skipped))
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Whether a key has this `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// The key ids, in order (logs of a JWKS change).
+    pub fn kids(&self) -> Vec<&str> {
+        self.keys.iter().filter_map(|k| k.kid.as_deref()).collect()
     }
 
     /// The keys to try for a header's `alg` and `kid`: the key with that
@@ -223,6 +266,11 @@ pub struct Expected<'a> {
     pub leeway: i64,
     /// Longest lifetime (`exp - iat`, or `exp - now` without `iat`).
     pub max_lifetime: i64,
+    /// Whether a `jti` is required: the caller records it for single use
+    /// (client assertions, RFC 7523 3). A federated workload token that is
+    /// presented many times (a Kubernetes projected token) need not carry
+    /// one; a `jti` it does carry is still checked for size.
+    pub require_jti: bool,
 }
 
 /// The claims of a verified assertion.
@@ -234,7 +282,8 @@ pub struct AssertionClaims {
     pub exp: i64,
     pub iat: Option<i64>,
     pub nbf: Option<i64>,
-    pub jti: String,
+    /// Always `Some` when [`Expected::require_jti`].
+    pub jti: Option<String>,
 }
 
 /// Why an assertion was refused. Callers answer `invalid_client` for all of
@@ -365,6 +414,15 @@ pub fn peek_issuer_subject(token: &str) -> Option<(String, String)> {
     Some((c.iss?, c.sub?))
 }
 
+/// The `kid` of an assertion's header, **unverified**: whether the keys
+/// in hand know it decides if a trusted issuer's JWKS is worth refetching.
+pub fn peek_kid(token: &str) -> Option<String> {
+    let (header_b64, _, _) = split(token).ok()?;
+    let json = B64.decode(header_b64).ok()?;
+    let header: crate::jwt::Header<'_> = serde_json::from_slice(&json).ok()?;
+    header.kid.map(|k| k.into_owned())
+}
+
 /// Verifies an assertion's header, signature (with `keys`) and claims
 /// (against `expected`). Does not record the `jti`: the caller must, and
 /// refuse a second use (see the module docs).
@@ -430,7 +488,8 @@ fn check_claims(c: RawClaims, e: &Expected<'_>) -> Result<AssertionClaims, Asser
         return Err(AssertionError::TooLong);
     }
     let jti = match c.jti {
-        Some(j) if !j.is_empty() && j.len() <= MAX_JTI_LEN => j,
+        Some(j) if !j.is_empty() && j.len() <= MAX_JTI_LEN => Some(j),
+        None if !e.require_jti => None,
         _ => return Err(AssertionError::BadJti),
     };
     Ok(AssertionClaims {

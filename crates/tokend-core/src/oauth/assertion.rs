@@ -17,10 +17,13 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
-use tokend_token::assertion::{AssertionClaims, AssertionKeys, Expected, verify_assertion};
+use tokend_token::assertion::{
+    AssertionClaims, AssertionKeys, Expected, peek_issuer_subject, peek_kid, verify_assertion,
+};
 
 use super::client::{AuthMethod, Client, Credentials, PresentedVia};
 use super::error::OAuthError;
+use super::federation::TrustedIssuer;
 use super::{Core, endpoints, now_unix};
 
 /// Why [`Core::verify_assertion_once`] refused an assertion.
@@ -53,11 +56,12 @@ impl Core {
         out
     }
 
-    /// Verifies an assertion against `keys` and `expected`, then records its
-    /// `jti` (scoped by `scope`, e.g. the client id) until it expires, so a
-    /// second use is refused on every replica sharing the store. Reusable by
-    /// any caller that authenticates with an assertion (a trusted issuer's
-    /// keys instead of a client's).
+    /// Verifies an assertion against `keys` and `expected`, then, when
+    /// `expected.require_jti` (single use), records its `jti` (scoped by
+    /// `scope`, e.g. the client id or a trusted issuer) until it expires, so
+    /// a second use is refused on every replica sharing the store. Reusable
+    /// by any caller that authenticates with an assertion: a client's own
+    /// keys (`private_key_jwt`) or a trusted issuer's (federation).
     pub async fn verify_assertion_once(
         &self,
         scope: &str,
@@ -67,11 +71,12 @@ impl Core {
     ) -> Result<AssertionClaims, AssertionFailure> {
         let claims = verify_assertion(keys, token, expected)
             .map_err(|e| AssertionFailure::Refused(e.as_str()))?;
+        let Some(jti) = claims.jti.as_deref().filter(|_| expected.require_jti) else {
+            return Ok(claims);
+        };
         let key = format!(
             "assertion:{}",
-            tokend_token::opaque::hex(&Sha256::digest(
-                format!("{scope}|{}", claims.jti).as_bytes()
-            ))
+            tokend_token::opaque::hex(&Sha256::digest(format!("{scope}|{jti}").as_bytes()))
         );
         let ttl_secs = claims
             .exp
@@ -86,7 +91,28 @@ impl Core {
         }
     }
 
-    /// Authenticates a caller that presented a client assertion.
+    /// The client a federated assertion without `client_id` acts as: the
+    /// one whose `federated_identities` list its `(iss, sub)` (read
+    /// unverified, only to choose the client; verification checks both).
+    /// `None` when the credentials need no resolving or nothing maps.
+    pub(crate) fn resolve_federated_client(&self, creds: &Credentials) -> Option<Credentials> {
+        if !creds.client_id.is_empty() {
+            return None;
+        }
+        let token = creds.assertion.as_ref()?;
+        let (iss, sub) = peek_issuer_subject(token.expose_secret())?;
+        let registry = self.clients();
+        let client = registry.federated_client(&iss, &sub)?;
+        Some(Credentials {
+            client_id: client.id.clone(),
+            ..creds.clone()
+        })
+    }
+
+    /// Authenticates a caller that presented a client assertion: signed by
+    /// the client's own key (`private_key_jwt`, `iss` = `sub` = client_id)
+    /// or by a trusted issuer for one of the client's
+    /// `federated_identities`.
     pub(crate) async fn authenticate_assertion(
         &self,
         creds: &Credentials,
@@ -97,8 +123,14 @@ impl Core {
         let Some(token) = &creds.assertion else {
             return Err(fail);
         };
-        // Unknown ids and clients of other methods fail here, before any
-        // signature check, alike.
+        // A secret beside the assertion is two methods at once.
+        if creds.secret.is_some() || creds.secret_alt.is_some() {
+            return Err(fail);
+        }
+        let token = token.expose_secret();
+        // Unknown ids, clients of other methods, unknown issuers and
+        // unmapped subjects all fail here, before any signature check (or
+        // any JWKS fetch), alike.
         let registry = self.clients();
         let Some(client) = registry
             .get(&creds.client_id)
@@ -107,28 +139,39 @@ impl Core {
         else {
             return Err(fail);
         };
-        // A secret beside the assertion is two methods at once.
-        if creds.secret.is_some() || creds.secret_alt.is_some() {
-            return Err(fail);
-        }
-        let audiences = self.assertion_audiences();
-        let expected = Expected {
-            issuer: &client.id,
-            subject: &client.id,
-            audiences: &audiences,
-            now: now_unix(),
-            leeway: self.settings().leeway_secs,
-            max_lifetime: self.settings().assertion_max_lifetime_secs,
+        let verified = match peek_issuer_subject(token) {
+            Some((iss, sub)) if iss != client.id => {
+                let Some(issuer) = registry.issuers().get(&iss).cloned() else {
+                    tracing::info!(reason = "untrusted issuer", "client assertion refused");
+                    return Err(fail);
+                };
+                if !client
+                    .federated_identities
+                    .iter()
+                    .any(|f| f.issuer == iss && f.subject == sub)
+                {
+                    tracing::info!(reason = "unmapped subject", "client assertion refused");
+                    return Err(fail);
+                }
+                drop(registry);
+                self.verify_federated(&issuer, &sub, token).await
+            }
+            _ => {
+                let audiences = self.assertion_audiences();
+                let expected = Expected {
+                    issuer: &client.id,
+                    subject: &client.id,
+                    audiences: &audiences,
+                    now: now_unix(),
+                    leeway: self.settings().leeway_secs,
+                    max_lifetime: self.settings().assertion_max_lifetime_secs,
+                    require_jti: true,
+                };
+                self.verify_assertion_once(&client.id, &client.assertion_keys, token, &expected)
+                    .await
+            }
         };
-        match self
-            .verify_assertion_once(
-                &client.id,
-                &client.assertion_keys,
-                token.expose_secret(),
-                &expected,
-            )
-            .await
-        {
+        match verified {
             Ok(_) => Ok(client),
             Err(AssertionFailure::Refused(why)) => {
                 // The reason only; never the assertion.
@@ -142,5 +185,36 @@ impl Core {
                 ))
             }
         }
+    }
+
+    /// A trusted issuer's token: its keys (refetched once, rate-limited,
+    /// when the token names a `kid` they lack), its audiences, lifetime and
+    /// replay policy.
+    async fn verify_federated(
+        &self,
+        issuer: &TrustedIssuer,
+        subject: &str,
+        token: &str,
+    ) -> Result<AssertionClaims, AssertionFailure> {
+        let policy = &issuer.policy;
+        let mut keys = issuer.keys.current();
+        let unknown = match peek_kid(token) {
+            Some(kid) => !keys.has_kid(&kid),
+            None => keys.is_empty(),
+        };
+        if unknown && issuer.keys.refresh_for_unknown_kid().await {
+            keys = issuer.keys.current();
+        }
+        let expected = Expected {
+            issuer: &policy.issuer,
+            subject,
+            audiences: &policy.audiences,
+            now: now_unix(),
+            leeway: self.settings().leeway_secs,
+            max_lifetime: policy.max_lifetime_secs,
+            require_jti: policy.single_use_jti,
+        };
+        self.verify_assertion_once(&policy.issuer, &keys, token, &expected)
+            .await
     }
 }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::OAuthError;
+use super::federation::{FederatedIdentity, TrustedIssuers};
 use super::scope;
 use tokend_token::assertion::{AssertionKeys, JWT_BEARER, peek_issuer_subject};
 use tokend_token::jwt::RESERVED_CLAIMS;
@@ -116,6 +117,10 @@ pub struct ClientConfig {
     /// could not be read.
     #[serde(skip)]
     pub jwks_file_text: Option<Result<String, String>>,
+    /// `private_key_jwt`: workloads whose tokens from a trusted issuer
+    /// (`[[trusted_issuers]]`) authenticate as this client.
+    #[serde(default)]
+    pub federated_identities: Vec<FederatedIdentity>,
     #[serde(default = "default_grants")]
     pub grant_types: Vec<String>,
     #[serde(default)]
@@ -287,6 +292,9 @@ pub struct Client {
     /// `private_key_jwt`: the keys its assertions verify with (empty for
     /// every other method).
     pub assertion_keys: AssertionKeys,
+    /// `private_key_jwt`: the `(issuer, subject)` pairs whose federated
+    /// tokens authenticate as this client.
+    pub federated_identities: Vec<FederatedIdentity>,
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub claims_in_response: bool,
     /// Per-client rate limit overrides; `None` uses the `[rate_limit]` default.
@@ -319,6 +327,10 @@ impl ClientConfig {
     fn assertion_keys(&self, key_based: bool, errs: &mut Vec<String>) -> AssertionKeys {
         let doc = match (&self.jwks, &self.jwks_file, key_based) {
             (None, None, false) => return AssertionKeys::default(),
+            // A federated client may have no keys of its own.
+            (None, None, true) if !self.federated_identities.is_empty() => {
+                return AssertionKeys::default();
+            }
             (_, _, false) => {
                 errs.push(
                     "jwks, jwks_file: only for token_endpoint_auth_method = \"private_key_jwt\""
@@ -332,7 +344,7 @@ impl ClientConfig {
             }
             (None, None, true) => {
                 errs.push(
-                    "jwks: a private_key_jwt client needs its public keys (jwks or jwks_file)"
+                    "jwks: a private_key_jwt client needs its public keys (jwks or jwks_file) or federated_identities"
                         .into(),
                 );
                 return AssertionKeys::default();
@@ -359,6 +371,36 @@ impl ClientConfig {
             errs.extend(e.into_iter().map(|e| format!("{key}: {e}")));
             AssertionKeys::default()
         })
+    }
+
+    /// `federated_identities`: only on a `private_key_jwt` client (the
+    /// assertion-based method, so such a client never has a secret), each
+    /// pair once. Whether the issuer is trusted is checked against the
+    /// `[[trusted_issuers]]` list by the service's config loader.
+    fn check_federated_identities(&self, key_based: bool, errs: &mut Vec<String>) {
+        if self.federated_identities.is_empty() {
+            return;
+        }
+        if !key_based {
+            errs.push(
+                "federated_identities: only for token_endpoint_auth_method = \"private_key_jwt\""
+                    .into(),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, f) in self.federated_identities.iter().enumerate() {
+            if f.subject.is_empty()
+                || f.subject.len() > 255
+                || f.subject.chars().any(char::is_control)
+            {
+                errs.push(format!(
+                    "federated_identities[{i}].subject: must be 1 to 255 characters without control characters"
+                ));
+            }
+            if !seen.insert(f) {
+                errs.push(format!("federated_identities[{i}]: listed twice"));
+            }
+        }
     }
 
     /// Every problem with this block, each naming its key.
@@ -400,6 +442,7 @@ impl ClientConfig {
             errs.push("secret_hashes: at least one hash is required (or token_endpoint_auth_method = \"none\" or \"private_key_jwt\")".into());
         }
         let assertion_keys = self.assertion_keys(key_based, &mut errs);
+        self.check_federated_identities(key_based, &mut errs);
         let mut grant_types = HashSet::new();
         for g in &self.grant_types {
             match GrantType::parse(g) {
@@ -524,6 +567,7 @@ impl ClientConfig {
             access_ttl_secs: self.access_ttl_secs,
             redirect_uris: self.redirect_uris.clone(),
             assertion_keys,
+            federated_identities: self.federated_identities.clone(),
             claims: self.claims.clone(),
             claims_in_response: self.claims_in_response,
             rate_limit_per_sec: self.rate_limit_per_sec,
@@ -579,7 +623,10 @@ impl Credentials {
     /// assertion; `invalid_client` for an assertion of another type or a
     /// type without an assertion. Without a `client_id`, the client is the
     /// assertion's `sub` when it equals its `iss` (read unverified, only to
-    /// find the keys: verification checks both against the client).
+    /// find the keys: verification checks both against the client); for a
+    /// federated token (`iss` a trusted issuer) it stays empty here and the
+    /// core resolves it from the `(iss, sub)` mapping of the clients'
+    /// `federated_identities`.
     pub fn from_assertion(
         client_id: Option<&str>,
         assertion_type: Option<&str>,
@@ -634,6 +681,12 @@ static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 /// All clients, by id. Immutable once built; a reload builds a new one.
 pub struct Registry {
     clients: HashMap<String, Arc<Client>>,
+    /// `(issuer, subject)` of a federated identity → the one client it acts
+    /// as (a pair listed by two clients is a configuration error).
+    federated: HashMap<(String, String), String>,
+    /// `[[trusted_issuers]]` with their keys; swapped with the clients so a
+    /// request sees one consistent pair.
+    issuers: TrustedIssuers,
     argon2_ok: Mutex<HashSet<(String, [u8; 32])>>,
 }
 
@@ -644,10 +697,22 @@ const DUMMY_DIGEST: [u8; 32] = [0x5a; 32];
 impl Registry {
     pub fn new(configs: &[ClientConfig]) -> Result<Self, Vec<String>> {
         let mut clients = HashMap::new();
+        let mut federated = HashMap::new();
         let mut errs = Vec::new();
         for (i, c) in configs.iter().enumerate() {
             match c.validate() {
                 Ok(client) => {
+                    for f in &client.federated_identities {
+                        if let Some(other) = federated
+                            .insert((f.issuer.clone(), f.subject.clone()), client.id.clone())
+                            && other != client.id
+                        {
+                            errs.push(format!(
+                                "clients[{i}] ({}): federated_identities: issuer {:?} subject {:?} already acts as client {other:?}; a workload identity maps to one client",
+                                c.client_id, f.issuer, f.subject
+                            ));
+                        }
+                    }
                     if clients
                         .insert(client.id.clone(), Arc::new(client))
                         .is_some()
@@ -669,8 +734,28 @@ impl Registry {
         }
         Ok(Self {
             clients,
+            federated,
+            issuers: TrustedIssuers::default(),
             argon2_ok: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Attaches the trusted issuers (with their keys) to this registry,
+    /// before it goes live.
+    pub fn with_issuers(mut self, issuers: TrustedIssuers) -> Self {
+        self.issuers = issuers;
+        self
+    }
+
+    pub fn issuers(&self) -> &TrustedIssuers {
+        &self.issuers
+    }
+
+    /// The client a federated `(issuer, subject)` acts as.
+    pub fn federated_client(&self, issuer: &str, subject: &str) -> Option<&Arc<Client>> {
+        self.federated
+            .get(&(issuer.to_owned(), subject.to_owned()))
+            .and_then(|id| self.clients.get(id))
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Client>> {

@@ -323,6 +323,10 @@ impl Core {
         &self,
         creds: &Credentials,
     ) -> Result<Arc<Client>, OAuthError> {
+        // A federated assertion without client_id names its client through
+        // its (iss, sub): resolved first, so the defence counts that client.
+        let resolved = self.resolve_federated_client(creds);
+        let creds = resolved.as_ref().unwrap_or(creds);
         if !self.limits.load().throttle.enabled {
             return self.verify(creds).await;
         }

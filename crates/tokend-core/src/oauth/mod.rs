@@ -14,6 +14,7 @@ pub mod client;
 pub mod endpoints;
 pub mod error;
 pub mod exchange;
+pub mod federation;
 pub mod grant;
 pub mod introspect;
 pub mod lifecycle;
