@@ -11,6 +11,7 @@ mod cli;
 mod client_credentials;
 mod failover;
 mod faults;
+mod federation;
 mod feed;
 mod feed_measure;
 mod grpc;

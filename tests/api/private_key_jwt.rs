@@ -11,61 +11,16 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
-use tokend::token::{Algorithm, SigningKey};
+use tokend::token::Algorithm;
 use toml::Table;
 
+use crate::common::assertion::{ClientKey, TYPE};
 use crate::common::config::ISSUER;
 use crate::common::grpc::reason;
 use crate::common::http::error_of;
 use crate::common::{ConfigBuilder, RedisServer, SECRET, TestApp};
 
-const TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const CLIENT: &str = "key-client";
-
-/// A client's key pair: its private PEM (for jsonwebtoken) and public JWK.
-struct ClientKey {
-    pem: String,
-    alg: jsonwebtoken::Algorithm,
-    jwk: Value,
-}
-
-impl ClientKey {
-    fn new(alg: jsonwebtoken::Algorithm) -> Self {
-        let ours = match alg {
-            jsonwebtoken::Algorithm::RS256 | jsonwebtoken::Algorithm::PS256 => Algorithm::RS256,
-            jsonwebtoken::Algorithm::ES256 => Algorithm::ES256,
-            _ => Algorithm::EdDSA,
-        };
-        let pem = tokend::token::keys::generate_pem(ours).unwrap();
-        let mut jwk = SigningKey::from_pem(ours, pem.as_bytes())
-            .unwrap()
-            .verify_key()
-            .jwk
-            .clone();
-        if alg == jsonwebtoken::Algorithm::PS256 {
-            jwk["alg"] = "PS256".into();
-        }
-        Self { pem, alg, jwk }
-    }
-
-    fn encoding_key(&self) -> EncodingKey {
-        match self.alg {
-            jsonwebtoken::Algorithm::ES256 => EncodingKey::from_ec_pem(self.pem.as_bytes()),
-            jsonwebtoken::Algorithm::EdDSA => EncodingKey::from_ed_pem(self.pem.as_bytes()),
-            _ => EncodingKey::from_rsa_pem(self.pem.as_bytes()),
-        }
-        .unwrap()
-    }
-
-    /// Signs `claims`, with the key's `kid` in the header when `kid`.
-    fn sign(&self, claims: &Value, kid: bool) -> String {
-        let mut header = Header::new(self.alg);
-        if kid {
-            header.kid = self.jwk["kid"].as_str().map(str::to_owned);
-        }
-        jsonwebtoken::encode(&header, claims, &self.encoding_key()).unwrap()
-    }
-}
 
 fn now() -> i64 {
     tokend::oauth::now_unix()

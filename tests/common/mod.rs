@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod app;
+pub mod assertion;
 pub mod config;
 pub mod flows;
 pub mod grpc;

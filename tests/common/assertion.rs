@@ -1,0 +1,55 @@
+//! Signing keys for JWT client assertions and workload tokens, as a
+//! partner's library (or a workload's issuer) would sign them: real key
+//! pairs, signed by the `jsonwebtoken` crate.
+
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::Value;
+use tokend::token::{Algorithm, SigningKey};
+
+/// RFC 7523's `client_assertion_type`.
+pub const TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A client's key pair: its private PEM (for jsonwebtoken) and public JWK.
+pub struct ClientKey {
+    pub pem: String,
+    pub alg: jsonwebtoken::Algorithm,
+    pub jwk: Value,
+}
+
+impl ClientKey {
+    pub fn new(alg: jsonwebtoken::Algorithm) -> Self {
+        let ours = match alg {
+            jsonwebtoken::Algorithm::RS256 | jsonwebtoken::Algorithm::PS256 => Algorithm::RS256,
+            jsonwebtoken::Algorithm::ES256 => Algorithm::ES256,
+            _ => Algorithm::EdDSA,
+        };
+        let pem = tokend::token::keys::generate_pem(ours).unwrap();
+        let mut jwk = SigningKey::from_pem(ours, pem.as_bytes())
+            .unwrap()
+            .verify_key()
+            .jwk
+            .clone();
+        if alg == jsonwebtoken::Algorithm::PS256 {
+            jwk["alg"] = "PS256".into();
+        }
+        Self { pem, alg, jwk }
+    }
+
+    pub fn encoding_key(&self) -> EncodingKey {
+        match self.alg {
+            jsonwebtoken::Algorithm::ES256 => EncodingKey::from_ec_pem(self.pem.as_bytes()),
+            jsonwebtoken::Algorithm::EdDSA => EncodingKey::from_ed_pem(self.pem.as_bytes()),
+            _ => EncodingKey::from_rsa_pem(self.pem.as_bytes()),
+        }
+        .unwrap()
+    }
+
+    /// Signs `claims`, with the key's `kid` in the header when `kid`.
+    pub fn sign(&self, claims: &Value, kid: bool) -> String {
+        let mut header = Header::new(self.alg);
+        if kid {
+            header.kid = self.jwk["kid"].as_str().map(str::to_owned);
+        }
+        jsonwebtoken::encode(&header, claims, &self.encoding_key()).unwrap()
+    }
+}
