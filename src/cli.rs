@@ -97,18 +97,325 @@ enum AdminCommand {
 
 #[derive(Subcommand, Debug)]
 enum ClientCommand {
-    /// Generate a 256-bit secret for a new client; print it once, with the
-    /// TOML block to paste into the config.
-    New {
-        #[arg(long)]
-        id: String,
-        /// Allowed scopes (repeat or comma-separate).
-        #[arg(long, value_delimiter = ',')]
-        scope: Vec<String>,
-        /// Allowed audiences (repeat or comma-separate).
-        #[arg(long, value_delimiter = ',')]
-        audience: Vec<String>,
-    },
+    /// Print the TOML block of a new client, for any way of authenticating
+    /// (`--auth`): a fresh 256-bit secret (shown once), a key pair for
+    /// private_key_jwt (private key shown once, or written with
+    /// --private-key-out), a workload identity (federated), or a client
+    /// certificate (tls_client_auth, self_signed_tls_client_auth).
+    New(Box<NewClient>),
+}
+
+/// `tokend client new`.
+#[derive(clap::Args, Debug)]
+struct NewClient {
+    #[arg(long)]
+    id: String,
+    /// Allowed scopes (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    scope: Vec<String>,
+    /// Allowed audiences (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    audience: Vec<String>,
+    /// How the client authenticates (default: a secret, sent either way).
+    #[arg(long, value_enum)]
+    auth: Option<AuthKind>,
+    /// private_key_jwt: generate a key pair of this algorithm (the default,
+    /// ES256, unless --public-key or --jwks-file is given).
+    #[arg(long, value_parser = parse_alg, value_name = "ALG")]
+    generate_key: Option<Algorithm>,
+    /// private_key_jwt: write the generated private key here (mode 0600,
+    /// never overwritten) instead of printing it.
+    #[arg(long, value_name = "PATH")]
+    private_key_out: Option<PathBuf>,
+    /// private_key_jwt: the client's existing public key (PEM `PUBLIC KEY`
+    /// or `CERTIFICATE`), registered inline as `jwks`.
+    #[arg(long, value_name = "PEM")]
+    public_key: Option<PathBuf>,
+    /// private_key_jwt: the client's existing JWK Set file, registered as
+    /// `jwks_file`.
+    #[arg(long, value_name = "PATH")]
+    jwks_file: Option<PathBuf>,
+    /// federated: the `[[trusted_issuers]]` issuer of the workload's tokens.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// federated: the tokens' `sub` (Kubernetes:
+    /// system:serviceaccount:NAMESPACE:NAME).
+    #[arg(long)]
+    subject: Option<String>,
+    /// tls_client_auth: the certificate's URI SAN (a SPIFFE ID).
+    #[arg(long)]
+    san_uri: Option<String>,
+    /// tls_client_auth: the certificate's DNS SAN.
+    #[arg(long)]
+    san_dns: Option<String>,
+    /// tls_client_auth: the certificate's subject DN (RFC 4514).
+    #[arg(long)]
+    subject_dn: Option<String>,
+    /// tls_client_auth: the certificate's IP address SAN.
+    #[arg(long)]
+    san_ip: Option<std::net::IpAddr>,
+    /// self_signed_tls_client_auth: the client's certificate (PEM); its
+    /// public key is registered as `jwks`.
+    #[arg(long, value_name = "PEM")]
+    cert: Option<PathBuf>,
+    /// tls_client_auth, self_signed_tls_client_auth: bind the client's
+    /// access tokens to its certificate (RFC 8705 `cnf`).
+    #[arg(long)]
+    bound_tokens: bool,
+}
+
+/// `client new --auth`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthKind {
+    #[value(name = "client_secret_basic")]
+    ClientSecretBasic,
+    #[value(name = "client_secret_post")]
+    ClientSecretPost,
+    #[value(name = "private_key_jwt")]
+    PrivateKeyJwt,
+    /// A workload identity: a trusted issuer's token (Kubernetes
+    /// service-account tokens) as private_key_jwt's client assertion.
+    #[value(name = "federated")]
+    Federated,
+    #[value(name = "tls_client_auth")]
+    TlsClientAuth,
+    #[value(name = "self_signed_tls_client_auth")]
+    SelfSignedTlsClientAuth,
+}
+
+/// A TOML string.
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// An inline TOML JWK Set of one public JWK (`{ keys = [{ ... }] }`).
+fn inline_jwks(jwk: &serde_json::Value) -> anyhow::Result<String> {
+    let members: Vec<String> = jwk
+        .as_object()
+        .context("a JWK is an object")?
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", toml_str(v.as_str().unwrap_or_default())))
+        .collect();
+    Ok(format!("{{ keys = [{{ {} }}] }}", members.join(", ")))
+}
+
+impl NewClient {
+    /// Refuses options of another kind than `--auth`'s.
+    fn check_options(&self, kind: Option<AuthKind>) -> anyhow::Result<()> {
+        use AuthKind as K;
+        let key_kind = kind == Some(K::PrivateKeyJwt);
+        let tls = kind == Some(K::TlsClientAuth);
+        for (flag, given, ok) in [
+            ("--generate-key", self.generate_key.is_some(), key_kind),
+            (
+                "--private-key-out",
+                self.private_key_out.is_some(),
+                key_kind,
+            ),
+            ("--public-key", self.public_key.is_some(), key_kind),
+            ("--jwks-file", self.jwks_file.is_some(), key_kind),
+            (
+                "--issuer",
+                self.issuer.is_some(),
+                kind == Some(K::Federated),
+            ),
+            (
+                "--subject",
+                self.subject.is_some(),
+                kind == Some(K::Federated),
+            ),
+            ("--san-uri", self.san_uri.is_some(), tls),
+            ("--san-dns", self.san_dns.is_some(), tls),
+            ("--subject-dn", self.subject_dn.is_some(), tls),
+            ("--san-ip", self.san_ip.is_some(), tls),
+            (
+                "--cert",
+                self.cert.is_some(),
+                kind == Some(K::SelfSignedTlsClientAuth),
+            ),
+            (
+                "--bound-tokens",
+                self.bound_tokens,
+                tls || kind == Some(K::SelfSignedTlsClientAuth),
+            ),
+        ] {
+            if given && !ok {
+                anyhow::bail!("{flag} does not go with --auth {kind:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The lines that say how the client authenticates, and what to print
+    /// once before the block (a secret, a private key).
+    fn auth_lines(&self) -> anyhow::Result<(Vec<String>, Option<String>)> {
+        use AuthKind as K;
+        self.check_options(self.auth)?;
+        let method = |m: &str| format!("token_endpoint_auth_method = {}", toml_str(m));
+        let secret = || {
+            let secret = crate::token::opaque::generate("");
+            let hash = SecretHash::sha256_of(&secret);
+            let once = format!(
+                "# client_secret (shown once; give it to the client, then forget it):\n# {secret}\n"
+            );
+            (format!("secret_hashes = [{}]", toml_str(&hash)), once)
+        };
+        Ok(match self.auth {
+            None => {
+                let (line, once) = secret();
+                (vec![line], Some(once))
+            }
+            Some(k @ (K::ClientSecretBasic | K::ClientSecretPost)) => {
+                let (line, once) = secret();
+                let name = match k {
+                    K::ClientSecretBasic => "client_secret_basic",
+                    _ => "client_secret_post",
+                };
+                (vec![line, method(name)], Some(once))
+            }
+            Some(K::PrivateKeyJwt) => self.key_lines(&method("private_key_jwt"))?,
+            Some(K::Federated) => {
+                let (Some(issuer), Some(subject)) = (&self.issuer, &self.subject) else {
+                    anyhow::bail!("--auth federated needs --issuer and --subject");
+                };
+                let lines = vec![
+                    method("private_key_jwt"),
+                    format!(
+                        "federated_identities = [{{ issuer = {}, subject = {} }}]",
+                        toml_str(issuer),
+                        toml_str(subject)
+                    ),
+                ];
+                let note = format!(
+                    "# The issuer must be a [[trusted_issuers]] entry (docs/client-authentication.md):\n# [[trusted_issuers]]\n# issuer = {}\n# jwks_uri = \"...\"\n",
+                    toml_str(issuer)
+                );
+                (lines, Some(note))
+            }
+            Some(K::TlsClientAuth) => {
+                let names: Vec<String> = [
+                    ("tls_client_auth_san_uri", self.san_uri.clone()),
+                    ("tls_client_auth_san_dns", self.san_dns.clone()),
+                    ("tls_client_auth_subject_dn", self.subject_dn.clone()),
+                    (
+                        "tls_client_auth_san_ip",
+                        self.san_ip.map(|ip| ip.to_string()),
+                    ),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k} = {}", toml_str(&v))))
+                .collect();
+                if names.len() != 1 {
+                    anyhow::bail!(
+                        "--auth tls_client_auth needs exactly one of --san-uri, --san-dns, --subject-dn, --san-ip (RFC 8705 2.1.2)"
+                    );
+                }
+                let mut lines = vec![method("tls_client_auth")];
+                lines.extend(names);
+                lines.push(self.bound_line());
+                (lines, None)
+            }
+            Some(K::SelfSignedTlsClientAuth) => {
+                let Some(cert) = &self.cert else {
+                    anyhow::bail!("--auth self_signed_tls_client_auth needs --cert");
+                };
+                let pem = std::fs::read(cert)
+                    .with_context(|| format!("cannot read {}", cert.display()))?;
+                let jwk = crate::token::spki::pem_public_jwk(&pem)
+                    .with_context(|| cert.display().to_string())?;
+                let lines = vec![
+                    method("self_signed_tls_client_auth"),
+                    format!("jwks = {}", inline_jwks(&jwk)?),
+                    self.bound_line(),
+                ];
+                (lines, None)
+            }
+        })
+    }
+
+    fn bound_line(&self) -> String {
+        format!(
+            "tls_client_certificate_bound_access_tokens = {}",
+            self.bound_tokens
+        )
+    }
+
+    /// private_key_jwt: a generated key pair (the private key printed once
+    /// or written to --private-key-out), an existing public key, or an
+    /// existing JWK Set file.
+    fn key_lines(&self, method: &str) -> anyhow::Result<(Vec<String>, Option<String>)> {
+        let given = [
+            self.generate_key.is_some(),
+            self.public_key.is_some(),
+            self.jwks_file.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            anyhow::bail!("give one of --generate-key, --public-key, --jwks-file");
+        }
+        if self.private_key_out.is_some() && (self.public_key.is_some() || self.jwks_file.is_some())
+        {
+            anyhow::bail!("--private-key-out is for a generated key");
+        }
+        if let Some(path) = &self.jwks_file {
+            let text =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let doc: serde_json::Value = serde_json::from_slice(&text)
+                .with_context(|| format!("{}: not JSON", path.display()))?;
+            crate::token::assertion::AssertionKeys::from_jwks(&doc)
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.join("; ")))?;
+            let line = format!("jwks_file = {}", toml_str(&path.display().to_string()));
+            return Ok((vec![method.to_owned(), line], None));
+        }
+        if let Some(path) = &self.public_key {
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let jwk = crate::token::spki::pem_public_jwk(&pem)
+                .with_context(|| path.display().to_string())?;
+            return Ok((
+                vec![method.to_owned(), format!("jwks = {}", inline_jwks(&jwk)?)],
+                None,
+            ));
+        }
+        let alg = self.generate_key.unwrap_or(Algorithm::ES256);
+        let pem = keys::generate_pem(alg)?;
+        let key = keys::SigningKey::from_pem(alg, pem.as_bytes())?;
+        let jwks = format!("jwks = {}", inline_jwks(&key.verify_key().jwk)?);
+        let once = match &self.private_key_out {
+            Some(path) => {
+                write_private(path, pem.as_bytes())?;
+                format!(
+                    "# private key ({alg:?}) written to {} (mode 0600); give it to the client\n",
+                    path.display()
+                )
+            }
+            None => format!(
+                "# private key ({alg:?}; shown once: give it to the client, then forget it):\n{pem}"
+            ),
+        };
+        Ok((vec![method.to_owned(), jwks], Some(once)))
+    }
+
+    /// The whole output: what is shown once, then the block.
+    fn render(&self) -> anyhow::Result<String> {
+        let (auth, once) = self.auth_lines()?;
+        let list = |v: &[String]| v.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
+        let mut out = String::new();
+        if let Some(once) = once {
+            out.push_str(&once);
+            out.push('\n');
+        }
+        out.push_str("[[clients]]\n");
+        out.push_str(&format!("client_id = {}\n", toml_str(&self.id)));
+        for line in auth {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push_str("grant_types = [\"client_credentials\"]\n");
+        out.push_str(&format!("scopes = [{}]\n", list(&self.scope)));
+        out.push_str("default_scopes = []\n");
+        out.push_str(&format!("audience = [{}]\n", list(&self.audience)));
+        Ok(out)
+    }
 }
 
 fn parse_alg(s: &str) -> Result<Algorithm, String> {
@@ -260,31 +567,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Client {
-            command:
-                ClientCommand::New {
-                    id,
-                    scope,
-                    audience,
-                },
+            command: ClientCommand::New(new),
         } => {
-            let secret = crate::token::opaque::generate("");
-            let hash = SecretHash::sha256_of(&secret);
-            let list = |v: &[String]| {
-                v.iter()
-                    .map(|s| format!("{s:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            println!("# client_secret (shown once; give it to the client, then forget it):");
-            println!("# {secret}");
-            println!();
-            println!("[[clients]]");
-            println!("client_id = {id:?}");
-            println!("secret_hashes = [{hash:?}]");
-            println!("grant_types = [\"client_credentials\"]");
-            println!("scopes = [{}]", list(&scope));
-            println!("default_scopes = []");
-            println!("audience = [{}]", list(&audience));
+            print!("{}", new.render()?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -194,15 +194,7 @@ impl SigningKey {
                 )
             }
         };
-        // RFC 7638: SHA-256 over the required members in lexicographic order,
-        // no whitespace. serde_json's map is ordered (BTreeMap), which gives
-        // exactly that serialisation.
-        let kid = B64.encode(Sha256::digest(serde_json::to_vec(&jwk_core)?));
-        let mut jwk = jwk_core;
-        let obj = jwk.as_object_mut().expect("jwk is an object");
-        obj.insert("kid".into(), kid.clone().into());
-        obj.insert("alg".into(), alg.as_str().into());
-        obj.insert("use".into(), "sig".into());
+        let (jwk, kid) = signing_jwk(jwk_core, alg.as_str())?;
         let key = ParsedPublicKey::new(valg, &public)
             .map_err(|e| anyhow::anyhow!("public key rejected ({e})"))?;
         let header = json!({"alg": alg.as_str(), "kid": kid, "typ": "at+jwt"});
@@ -252,6 +244,27 @@ impl SigningKey {
             Pair::Ed(kp) => Ok(kp.sign(message).as_ref().to_vec()),
         }
     }
+}
+
+/// A public JWK from its required members (`jwk_core`): its RFC 7638
+/// thumbprint as `kid`, `alg` and `use: sig` added. Returns the JWK and the
+/// `kid`.
+pub fn signing_jwk(
+    jwk_core: serde_json::Value,
+    alg: &str,
+) -> anyhow::Result<(serde_json::Value, String)> {
+    // RFC 7638: SHA-256 over the required members in lexicographic order,
+    // no whitespace. serde_json's map is ordered (BTreeMap), which gives
+    // exactly that serialisation.
+    let kid = B64.encode(Sha256::digest(serde_json::to_vec(&jwk_core)?));
+    let mut jwk = jwk_core;
+    let obj = jwk
+        .as_object_mut()
+        .ok_or_else(|| anyhow::anyhow!("a JWK is an object"))?;
+    obj.insert("kid".into(), kid.clone().into());
+    obj.insert("alg".into(), alg.into());
+    obj.insert("use".into(), "sig".into());
+    Ok((jwk, kid))
 }
 
 /// Generates a PKCS#8 v1 PEM private key for `alg`. Ed25519 keys are written as

@@ -9,6 +9,7 @@ pub mod jwt;
 pub mod keys;
 pub mod opaque;
 pub mod sealed;
+pub mod spki;
 
 pub use jwt::{AccessClaims, VerifyError};
 pub use keys::{Algorithm, JwkSet, KeyLookup, KeySet, SigningKey};
