@@ -63,6 +63,23 @@ def external_secret(name: str, mount: str | None, cfg: dict, binary: Path, tmp: 
     return files
 
 
+def projected_files(projected: dict, tmp: Path) -> dict[str, bytes]:
+    """What the kubelet projects (federation.kubernetes): the pod's service-account token and the cluster CA
+    (kube-root-ca.crt), stood in with a token-shaped string and a throwaway CA."""
+    files: dict[str, bytes] = {}
+    for src in projected.get("sources", []):
+        if "serviceAccountToken" in src:
+            files[src["serviceAccountToken"]["path"]] = b"chart-check-stand-in-service-account-token"
+        elif src.get("configMap", {}).get("name") == "kube-root-ca.crt":
+            ca = Pki(tmp / "kube-root-ca").ca.read_bytes()
+            for item in src["configMap"]["items"]:
+                files[item["path"]] = ca
+        else:
+            raise CheckError(f"unexpected projected source {src}")
+    R.note(f"projected volume stood in with {sorted(files)}")
+    return files
+
+
 def layout_pod_files(docs: list[dict], pod: dict, c: dict, root: Path, cfg: dict, binary: Path,
                      pki: Pki | None) -> dict[str, str]:
     """Writes every configMap/secret volume the container mounts under root/<mountPath>.
@@ -79,13 +96,15 @@ def layout_pod_files(docs: list[dict], pod: dict, c: dict, root: Path, cfg: dict
                 files = secret_files(secs[0])
             else:
                 files = external_secret(v["secret"]["secretName"], m["mountPath"], cfg, binary, root.parent, pki)
+        elif "projected" in v:
+            files = projected_files(v["projected"], root.parent)
         else:
             raise CheckError(f"unexpected volume type in {v}")
         local = root / m["mountPath"].lstrip("/")
         local.mkdir(parents=True, exist_ok=True)
         for key, data in files.items():
             (local / key).write_bytes(data)
-            mode = (v.get("secret") or v.get("configMap") or {}).get("defaultMode", 0o644)
+            mode = (v.get("secret") or v.get("configMap") or v.get("projected") or {}).get("defaultMode", 0o644)
             os.chmod(local / key, mode | 0o400)
         mounts[m["mountPath"]] = str(local)
     return mounts

@@ -10,7 +10,7 @@ import re
 
 from .render import CRD_KINDS, NOT_RUN, PROBES, RELEASE, config_toml, find, one, selected_services, tokend_container
 from .report import expect
-from .tokend import METRICS, TOKEND_KEYS, port_of, tls_mode
+from .tokend import METRICS, TOKEND_KEYS, TRUSTED_ISSUER_KEYS, port_of, tls_mode
 
 
 def check_rules(name: str, values: dict, docs: list[dict], notes: str) -> None:
@@ -106,6 +106,8 @@ def check_config_and_secrecy(values: dict, docs: list[dict], cfg: dict) -> None:
             expect(set(table) <= TOKEND_KEYS[sec], f"tokend.toml [{sec}]: unknown keys {sorted(set(table) - TOKEND_KEYS[sec])}")
         else:
             expect(sec in TOKEND_KEYS[""], f"tokend.toml: unknown top-level key {sec}")
+    for i, t in enumerate(cfg.get("trusted_issuers", [])):
+        expect(set(t) <= TRUSTED_ISSUER_KEYS, f"tokend.toml [[trusted_issuers]] {i}: unknown keys {sorted(set(t) - TRUSTED_ISSUER_KEYS)}")
     for cm in find(docs, "ConfigMap"):
         blob = json.dumps(cm.get("data", {}))
         for bad in ("PRIVATE KEY", "sha256:", "$argon2", "password"):

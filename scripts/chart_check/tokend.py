@@ -19,7 +19,7 @@ from .report import expect
 # chart passes them from Secrets (TOKEND_ADMIN_TOKEN_HASH, TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH), never
 # in the ConfigMap.
 TOKEND_KEYS = {
-    "": {"issuer", "clients_file"},
+    "": {"issuer", "clients_file", "trusted_issuers"},
     "http": {"listen", "max_body_bytes", "path_prefix"},
     "grpc": {"listen"},
     "store": {"url", "key_prefix", "timeout_ms", "tls_ca_file", "tls_cert_file", "tls_key_file", "allow_eviction",
@@ -42,6 +42,9 @@ TOKEND_KEYS = {
     "client_assertion": {"max_lifetime_secs"},
     "telemetry": {"otlp_endpoint", "sampling_ratio", "service_name", "resource_attributes", "max_queue_size"},
 }
+# Keys of a [[trusted_issuers]] entry (tokend-core's TrustedIssuerConfig).
+TRUSTED_ISSUER_KEYS = {"issuer", "jwks_file", "jwks_uri", "audiences", "bearer_token_file", "ca_file", "max_lifetime_secs",
+                       "single_use_jti", "min_refetch_secs", "refresh_secs", "fetch_timeout_ms"}
 # Config keys holding paths of mounted files (each must lie under a volume mount).
 FILE_KEYS = [("", "clients_file"), ("signing", "key_file"), ("store", "tls_ca_file"), ("store", "tls_cert_file"),
              ("store", "tls_key_file"), ("tls", "cert_file"), ("tls", "key_file"), ("tls", "client_ca_file")]
@@ -90,6 +93,8 @@ def config_files(cfg: dict) -> list[str]:
         table = cfg.get(sec, {}) if sec else cfg
         if table.get(key):
             out.append(table[key])
+    for t in cfg.get("trusted_issuers", []):
+        out += [t[k] for k in ("jwks_file", "bearer_token_file", "ca_file") if t.get(k)]
     return out + cfg.get("signing", {}).get("previous_key_files", [])
 
 

@@ -68,6 +68,8 @@ tokend against the rendered files, so keep every mount under /etc/tokend/.
 {{- define "tokend.keysDir" -}}/etc/tokend/keys{{- end -}}
 {{- define "tokend.clientsDir" -}}/etc/tokend/clients{{- end -}}
 {{- define "tokend.tlsDir" -}}/etc/tokend/tls{{- end -}}
+{{- /* The pod's own service-account token and the cluster CA, projected for federation.kubernetes. */}}
+{{- define "tokend.kubeApiDir" -}}/var/run/secrets/tokend/kubernetes{{- end -}}
 {{- define "tokend.tlsClientCADir" -}}/etc/tokend/tls-client-ca{{- end -}}
 {{- define "tokend.redisTlsDir" -}}/etc/tokend/redis-tls{{- end -}}
 
@@ -308,6 +310,35 @@ booleans, integers (whole floats print without an exponent), floats, arrays and 
 {{- end -}}
 {{- end -}}
 
+{{/* [[trusted_issuers]]: this cluster's service-account tokens (federation.kubernetes), then
+     federation.trustedIssuers as given. Arrays of tables go last-but-sections: every [[...]] header
+     opens its own table, so the sections after it are unaffected. */}}
+{{- define "tokend.toml.trustedIssuers" -}}
+{{- $k := .Values.federation.kubernetes }}
+{{- if $k.enabled }}
+
+[[trusted_issuers]]
+issuer = {{ $k.issuer | toJson }}
+jwks_uri = {{ $k.jwksUri | toJson }}
+bearer_token_file = {{ printf "%s/token" (include "tokend.kubeApiDir" .) | toJson }}
+ca_file = {{ printf "%s/ca.crt" (include "tokend.kubeApiDir" .) | toJson }}
+{{- with $k.audiences }}
+audiences = {{ include "tokend.toml.value" . }}
+{{- end }}
+{{- with $k.maxLifetimeSecs }}
+max_lifetime_secs = {{ . }}
+{{- end }}
+{{- with $k.minRefetchSecs }}
+min_refetch_secs = {{ . }}
+{{- end }}
+{{- end }}
+{{- range .Values.federation.trustedIssuers }}
+
+[[trusted_issuers]]
+{{ include "tokend.toml.pairs" . }}
+{{- end }}
+{{- end -}}
+
 {{/* tokend.toml: only keys tokend knows (the schema rejects others); paths and listeners set by the chart. */}}
 {{- define "tokend.config.toml" -}}
 # Rendered by the tokend Helm chart ({{ include "tokend.chart" . }}) from values: do not edit.
@@ -377,6 +408,7 @@ previous_key_files = {{ include "tokend.toml.value" $prev }}
 {{- include "tokend.toml.section" (dict "name" "revocation_feed" "values" .Values.config.revocation_feed) }}
 {{- include "tokend.toml.section" (dict "name" "client_assertion" "values" .Values.config.client_assertion) }}
 {{- include "tokend.toml.section" (dict "name" "telemetry" "values" .Values.config.telemetry) }}
+{{- include "tokend.toml.trustedIssuers" . }}
 {{- if .Values.admin.enabled }}
 
 [admin]
