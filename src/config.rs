@@ -582,25 +582,14 @@ impl Config {
             cfg.clients.extend(load_clients_file(&extra)?);
             cfg.clients_file = Some(extra);
         }
-        // A client's JWK Set file is read with the rest (and again on every
-        // reload); an unreadable one is reported by check-config.
+        // A client's (or trusted issuer's) JWK Set file is read with the rest
+        // (and again on every reload); an unreadable one is reported by
+        // check-config.
         for c in &mut cfg.clients {
-            if let Some(f) = c.jwks_file.take() {
-                let f = resolve(path, &f);
-                c.jwks_file_text = Some(
-                    read_jwks_file(&f).map_err(|e| format!("cannot read {}: {e}", f.display())),
-                );
-                c.jwks_file = Some(f);
-            }
+            read_jwks_file_of(path, &mut c.jwks_file, &mut c.jwks_file_text);
         }
         for t in &mut cfg.trusted_issuers {
-            if let Some(f) = t.jwks_file.take() {
-                let f = resolve(path, &f);
-                t.jwks_file_text = Some(
-                    read_jwks_file(&f).map_err(|e| format!("cannot read {}: {e}", f.display())),
-                );
-                t.jwks_file = Some(f);
-            }
+            read_jwks_file_of(path, &mut t.jwks_file, &mut t.jwks_file_text);
             for f in [&mut t.bearer_token_file, &mut t.ca_file] {
                 if let Some(p) = f.take() {
                     *f = Some(resolve(path, &p));
@@ -1075,6 +1064,20 @@ fn resolve(config_path: Option<&Path>, p: &Path) -> PathBuf {
 
 /// A JWK Set is a few KiB at most; a larger file is a mistake, not keys.
 const MAX_JWKS_FILE: u64 = 256 * 1024;
+
+/// Resolves a `jwks_file` against the config file's folder and reads it
+/// into `text` (or why it could not be read).
+fn read_jwks_file_of(
+    config_path: Option<&Path>,
+    file: &mut Option<PathBuf>,
+    text: &mut Option<Result<String, String>>,
+) {
+    if let Some(f) = file.take() {
+        let f = resolve(config_path, &f);
+        *text = Some(read_jwks_file(&f).map_err(|e| format!("cannot read {}: {e}", f.display())));
+        *file = Some(f);
+    }
+}
 
 fn read_jwks_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;

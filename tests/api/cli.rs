@@ -200,22 +200,6 @@ async fn serve_with(dir: &Path, extra: &str) -> crate::common::TestApp {
     crate::common::TestApp::start_config(cfg).await
 }
 
-/// A client_credentials request with a client assertion.
-async fn token_with_assertion(app: &crate::common::TestApp, assertion: &str) -> u16 {
-    app.post_form(
-        "/oauth/token",
-        None,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_assertion_type", crate::common::assertion::TYPE),
-            ("client_assertion", assertion),
-        ],
-    )
-    .await
-    .status()
-    .as_u16()
-}
-
 fn assertion_claims(iss: &str, sub: &str) -> serde_json::Value {
     let now = tokend::oauth::now_unix();
     serde_json::json!({
@@ -357,7 +341,9 @@ async fn client_new_registers_key_and_federated_clients_that_work() {
     let app = serve_with(dir.path(), &blocks).await;
     for (i, assertion) in signed.iter().enumerate() {
         assert_eq!(
-            token_with_assertion(&app, assertion).await,
+            crate::common::assertion::token_with(&app, assertion, &[])
+                .await
+                .status(),
             200,
             "client {i}"
         );

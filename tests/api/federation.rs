@@ -21,14 +21,16 @@ use axum::routing::get;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokend::pb::WatchRequest;
 use tokend::pb::revocation_feed_client::RevocationFeedClient;
-use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest, WatchRequest};
 use toml::Table;
 
-use crate::common::assertion::{ClientKey, TYPE};
+use crate::common::assertion::{
+    ClientKey, TYPE, accepted_within, grpc_introspect, grpc_issue, grpc_revoke, token_with,
+};
 use crate::common::config::ISSUER;
 use crate::common::grpc::reason;
-use crate::common::{ConfigBuilder, SECRET, TestApp, TokendProcess, eventually};
+use crate::common::{ConfigBuilder, SECRET, TestApp, TokendProcess};
 
 /// The test issuer's `iss` (a Kubernetes cluster's default).
 const K8S: &str = "https://kubernetes.default.svc.cluster.local";
@@ -228,16 +230,6 @@ fn config(issuers: Vec<Table>) -> ConfigBuilder {
         )
 }
 
-async fn token_with(app: &TestApp, assertion: &str, extra: &[(&str, &str)]) -> reqwest::Response {
-    let mut form = vec![
-        ("grant_type", "client_credentials"),
-        ("client_assertion_type", TYPE),
-        ("client_assertion", assertion),
-    ];
-    form.extend_from_slice(extra);
-    app.post_form("/oauth/token", None, &form).await
-}
-
 /// The body of a wrong secret's answer: every refused federated token must
 /// answer exactly this.
 async fn wrong_secret_body(app: &TestApp) -> Value {
@@ -321,35 +313,16 @@ async fn a_service_account_token_authenticates_everywhere_over_http_and_grpc() {
     assert_eq!(r.status(), 200);
     // gRPC: issue, introspect, revoke, and the revocation feed.
     let mut grpc = app.grpc_client().await;
-    let t = grpc
-        .issue(IssueRequest {
-            grant_type: "client_credentials".into(),
-            client_assertion_type: TYPE.into(),
-            client_assertion: sa.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let t = grpc.issue(grpc_issue(&sa)).await.unwrap().into_inner();
     let info = grpc
-        .introspect(IntrospectRequest {
-            token: t.access_token.clone(),
-            client_assertion_type: TYPE.into(),
-            client_assertion: sa.clone(),
-            ..Default::default()
-        })
+        .introspect(grpc_introspect(&t.access_token, &sa))
         .await
         .unwrap()
         .into_inner();
     assert!(info.active && info.client_id == CLIENT);
-    grpc.revoke(RevokeRequest {
-        token: t.access_token,
-        client_assertion_type: TYPE.into(),
-        client_assertion: sa.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    grpc.revoke(grpc_revoke(&t.access_token, &sa))
+        .await
+        .unwrap();
     let mut feed = RevocationFeedClient::new(app.grpc_channel().await);
     let mut stream = feed
         .watch(WatchRequest {
@@ -502,15 +475,7 @@ async fn every_wrong_federated_token_is_invalid_client_like_a_wrong_secret() {
     // gRPC answers UNAUTHENTICATED with the ErrorInfo reason.
     let mut grpc = app.grpc_client().await;
     for (what, token) in &cases {
-        let s = grpc
-            .issue(IssueRequest {
-                grant_type: "client_credentials".into(),
-                client_assertion_type: TYPE.into(),
-                client_assertion: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
+        let s = grpc.issue(grpc_issue(token)).await.unwrap_err();
         assert_eq!(s.code(), tonic::Code::Unauthenticated, "{what}");
         assert_eq!(reason(&s).as_deref(), Some("invalid_client"), "{what}");
     }
@@ -572,10 +537,7 @@ async fn a_rotated_jwks_is_picked_up_on_an_unknown_kid_and_the_old_key_stops() {
     // Within a refetch interval (1 s here) of the last fetch, the new kid
     // triggers a fetch and works.
     assert!(
-        eventually(Duration::from_secs(5), || async {
-            token_with(&app, &new_token, &[]).await.status() == 200
-        })
-        .await,
+        accepted_within(&app, &new_token, Duration::from_secs(5)).await,
         "the new key is picked up"
     );
     // The old key is gone from the keys in hand.
@@ -617,12 +579,7 @@ async fn a_failing_jwks_endpoint_keeps_the_last_good_keys_within_bounded_time() 
     }
     // Back up: the next fetch brings the new key.
     issuer.set_mode(Mode::Serve);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            token_with(&app, &unknown, &[]).await.status() == 200
-        })
-        .await
-    );
+    assert!(accepted_within(&app, &unknown, Duration::from_secs(5)).await);
 }
 
 #[tokio::test]
@@ -634,12 +591,7 @@ async fn an_issuer_down_at_start_answers_invalid_client_then_recovers() {
     let token = key.sign(&sa_claims(SA, ISSUER), true);
     assert_refused(&app, token_with(&app, &token, &[]).await, "no keys yet").await;
     issuer.set_mode(Mode::Serve);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            token_with(&app, &token, &[]).await.status() == 200
-        })
-        .await
-    );
+    assert!(accepted_within(&app, &token, Duration::from_secs(5)).await);
 }
 
 #[tokio::test]
@@ -779,12 +731,7 @@ async fn a_kubernetes_style_fetch_sends_the_bearer_token_file_and_trusts_the_ca_
     let rotated = ClientKey::new(jsonwebtoken::Algorithm::ES256);
     issuer.set_keys(&[&key, &rotated]);
     let next = rotated.sign(&sa_claims(SA, ISSUER), true);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            token_with(&app, &next, &[]).await.status() == 200
-        })
-        .await
-    );
+    assert!(accepted_within(&app, &next, Duration::from_secs(5)).await);
     assert_eq!(
         issuer.state.authorization.lock().last().map(String::as_str),
         Some("Bearer sa-token-two")
@@ -903,4 +850,111 @@ async fn no_federated_token_or_bearer_token_reaches_the_logs_at_trace() {
             "a planted credential appears in the logs: {v}"
         );
     }
+}
+
+#[tokio::test]
+async fn trusted_issuers_reload_live_and_a_fetched_jwks_survives_the_reload() {
+    let a = ClientKey::new(jsonwebtoken::Algorithm::ES256);
+    let b = ClientKey::new(jsonwebtoken::Algorithm::EdDSA);
+    let fetched = ClientKey::new(jsonwebtoken::Algorithm::RS256);
+    let issuer = Issuer::start(&[&fetched]).await;
+    let dir = TempDir::new().unwrap();
+    let write = |keys: &[&ClientKey]| {
+        std::fs::write(
+            dir.path().join("issuer.jwks.json"),
+            jwks_of(keys).to_string(),
+        )
+        .unwrap();
+    };
+    write(&[&a]);
+    let file_issuer = toml::toml! {
+        issuer = "https://file-issuer.example"
+        jwks_file = "issuer.jwks.json"
+    };
+    let mut client = federated_client();
+    client.insert(
+        "federated_identities".into(),
+        toml::Value::try_from(json!([
+            {"issuer": K8S, "subject": SA},
+            {"issuer": "https://file-issuer.example", "subject": SA},
+        ]))
+        .unwrap(),
+    );
+    let builder = ConfigBuilder::memory()
+        .set("auth_throttle.enabled", false)
+        .client(client)
+        .set(
+            "trusted_issuers",
+            toml::Value::Array(vec![issuer.entry().into(), file_issuer.into()]),
+        );
+    let cfg = builder.load_in(dir.path(), &[]);
+    let app = TestApp::start_config(cfg.clone()).await;
+    let mut reloader = tokend::reload::Reloader::new(
+        app.core.clone(),
+        cfg,
+        tokend::reload::ReloadOptions {
+            config_path: Some(dir.path().join("tokend.toml")),
+            sighup: false,
+            poll: None,
+        },
+    )
+    .with_federation(tokend::federation::Federation::default());
+    let from_file = |k: &ClientKey| {
+        let mut c = sa_claims(SA, ISSUER);
+        c["iss"] = "https://file-issuer.example".into();
+        k.sign(&c, true)
+    };
+    let via_uri = fetched.sign(&sa_claims(SA, ISSUER), true);
+    assert_eq!(token_with(&app, &from_file(&a), &[]).await.status(), 200);
+    assert_eq!(token_with(&app, &via_uri, &[]).await.status(), 200);
+    assert_refused(
+        &app,
+        token_with(&app, &from_file(&b), &[]).await,
+        "b not yet",
+    )
+    .await;
+    // The issuer's JWK Set file rotates: a reload picks it up. (This
+    // reloader has fetchers of its own: its first reload fetches the
+    // jwks_uri once; later reloads keep that fetcher and its keys.)
+    write(&[&b]);
+    reloader.reload().unwrap();
+    assert_eq!(token_with(&app, &from_file(&b), &[]).await.status(), 200);
+    assert_refused(
+        &app,
+        token_with(&app, &from_file(&a), &[]).await,
+        "a dropped",
+    )
+    .await;
+    assert!(accepted_within(&app, &via_uri, Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hits = issuer.hits();
+    // The file issuer removed from the config: its tokens are refused at once.
+    let without = ConfigBuilder::memory()
+        .set("auth_throttle.enabled", false)
+        .client(federated_client())
+        .set(
+            "trusted_issuers",
+            toml::Value::Array(vec![issuer.entry().into()]),
+        );
+    without.write(&dir.path().join("tokend.toml"));
+    reloader.reload().unwrap();
+    assert_refused(
+        &app,
+        token_with(&app, &from_file(&b), &[]).await,
+        "untrusted now",
+    )
+    .await;
+    // The unchanged jwks_uri entry kept its fetcher: its cached keys verify
+    // with no new fetch.
+    assert_eq!(token_with(&app, &via_uri, &[]).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        issuer.hits(),
+        hits,
+        "no fetch after a reload that kept the entry"
+    );
+    // A broken file keeps the running issuers.
+    std::fs::write(dir.path().join("tokend.toml"), "trusted_issuers = 5").unwrap();
+    assert!(reloader.reload().is_err());
+    assert_eq!(token_with(&app, &via_uri, &[]).await.status(), 200);
 }

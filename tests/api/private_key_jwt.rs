@@ -10,11 +10,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
 use tokend::token::Algorithm;
 use toml::Table;
 
-use crate::common::assertion::{ClientKey, TYPE};
+use crate::common::assertion::{
+    ClientKey, TYPE, grpc_introspect, grpc_issue, grpc_revoke, token_with,
+};
 use crate::common::config::ISSUER;
 use crate::common::grpc::reason;
 use crate::common::http::error_of;
@@ -55,16 +56,6 @@ fn config(keys: &[&ClientKey]) -> ConfigBuilder {
 
 fn token_url() -> String {
     format!("{ISSUER}/oauth/token")
-}
-
-async fn token_with(app: &TestApp, assertion: &str, extra: &[(&str, &str)]) -> reqwest::Response {
-    let mut form = vec![
-        ("grant_type", "client_credentials"),
-        ("client_assertion_type", TYPE),
-        ("client_assertion", assertion),
-    ];
-    form.extend_from_slice(extra);
-    app.post_form("/oauth/token", None, &form).await
 }
 
 async fn assert_invalid_client(r: reqwest::Response, what: &str) {
@@ -114,12 +105,7 @@ async fn every_algorithm_gets_a_token_over_http_and_grpc_and_works_everywhere() 
             assert_eq!(r.status(), 200, "{:?} kid={kid} issuer aud", key.alg);
             // gRPC, audience = issuer.
             let t = grpc
-                .issue(IssueRequest {
-                    grant_type: "client_credentials".into(),
-                    client_assertion_type: TYPE.into(),
-                    client_assertion: key.sign(&claims(ISSUER), kid),
-                    ..Default::default()
-                })
+                .issue(grpc_issue(&key.sign(&claims(ISSUER), kid)))
                 .await
                 .unwrap_or_else(|s| panic!("{:?} kid={kid}: {s:?}", key.alg))
                 .into_inner();
@@ -139,22 +125,18 @@ async fn every_algorithm_gets_a_token_over_http_and_grpc_and_works_everywhere() 
             assert_eq!(r.status(), 200);
             assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
             let info = grpc
-                .introspect(IntrospectRequest {
-                    token: t.access_token.clone(),
-                    client_assertion_type: TYPE.into(),
-                    client_assertion: key.sign(&claims(ISSUER), kid),
-                    ..Default::default()
-                })
+                .introspect(grpc_introspect(
+                    &t.access_token,
+                    &key.sign(&claims(ISSUER), kid),
+                ))
                 .await
                 .unwrap()
                 .into_inner();
             assert!(info.active && info.client_id == CLIENT);
-            grpc.revoke(RevokeRequest {
-                token: t.access_token,
-                client_assertion_type: TYPE.into(),
-                client_assertion: key.sign(&claims(ISSUER), kid),
-                ..Default::default()
-            })
+            grpc.revoke(grpc_revoke(
+                &t.access_token,
+                &key.sign(&claims(ISSUER), kid),
+            ))
             .await
             .unwrap();
             let url = format!("{ISSUER}/oauth/revoke");
@@ -341,12 +323,7 @@ async fn every_wrong_assertion_is_invalid_client() {
     let s = app
         .grpc_client()
         .await
-        .issue(IssueRequest {
-            grant_type: "client_credentials".into(),
-            client_assertion_type: TYPE.into(),
-            client_assertion: stranger.sign(&claims(ISSUER), false),
-            ..Default::default()
-        })
+        .issue(grpc_issue(&stranger.sign(&claims(ISSUER), false)))
         .await
         .unwrap_err();
     assert_eq!(s.code(), tonic::Code::Unauthenticated);

@@ -4,7 +4,10 @@
 
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::Value;
+use tokend::pb::{IntrospectRequest, IssueRequest, RevokeRequest};
 use tokend::token::{Algorithm, SigningKey};
+
+use super::Api;
 
 /// RFC 7523's `client_assertion_type`.
 pub const TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -51,5 +54,54 @@ impl ClientKey {
             header.kid = self.jwk["kid"].as_str().map(str::to_owned);
         }
         jsonwebtoken::encode(&header, claims, &self.encoding_key()).unwrap()
+    }
+}
+
+/// A client_credentials request at the token endpoint with `assertion` as
+/// the client assertion, plus `extra` form fields.
+pub async fn token_with(api: &Api, assertion: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", TYPE),
+        ("client_assertion", assertion),
+    ];
+    form.extend_from_slice(extra);
+    api.post_form("/oauth/token", None, &form).await
+}
+
+/// Whether `assertion` gets a token within `within` (polling: a key being
+/// picked up by a reload or a refetch).
+pub async fn accepted_within(api: &Api, assertion: &str, within: std::time::Duration) -> bool {
+    super::eventually(within, || async {
+        token_with(api, assertion, &[]).await.status() == 200
+    })
+    .await
+}
+
+/// gRPC requests authenticated by `assertion`.
+pub fn grpc_issue(assertion: &str) -> IssueRequest {
+    IssueRequest {
+        grant_type: "client_credentials".into(),
+        client_assertion_type: TYPE.into(),
+        client_assertion: assertion.into(),
+        ..Default::default()
+    }
+}
+
+pub fn grpc_introspect(token: &str, assertion: &str) -> IntrospectRequest {
+    IntrospectRequest {
+        token: token.into(),
+        client_assertion_type: TYPE.into(),
+        client_assertion: assertion.into(),
+        ..Default::default()
+    }
+}
+
+pub fn grpc_revoke(token: &str, assertion: &str) -> RevokeRequest {
+    RevokeRequest {
+        token: token.into(),
+        client_assertion_type: TYPE.into(),
+        client_assertion: assertion.into(),
+        ..Default::default()
     }
 }
