@@ -218,16 +218,35 @@ fn federated_client() -> Table {
     }
 }
 
-/// The standard clients and the federated one; the secret-guessing
+/// [`federated_client`], also acting for `SA` tokens of `other_issuer`.
+fn client_also_of(other_issuer: &str) -> Table {
+    let mut client = federated_client();
+    client.insert(
+        "federated_identities".into(),
+        toml::Value::try_from(json!([
+            {"issuer": K8S, "subject": SA},
+            {"issuer": other_issuer, "subject": SA},
+        ]))
+        .unwrap(),
+    );
+    client
+}
+
+/// The standard clients, `client`, and `issuers`; the secret-guessing
 /// defence off (tests that wait for a refetch fail on purpose meanwhile).
-fn config(issuers: Vec<Table>) -> ConfigBuilder {
+fn config_of(client: Table, issuers: Vec<Table>) -> ConfigBuilder {
     ConfigBuilder::memory()
         .set("auth_throttle.enabled", false)
-        .client(federated_client())
+        .client(client)
         .set(
             "trusted_issuers",
             toml::Value::Array(issuers.into_iter().map(toml::Value::Table).collect()),
         )
+}
+
+/// [`config_of`] the federated client.
+fn config(issuers: Vec<Table>) -> ConfigBuilder {
+    config_of(federated_client(), issuers)
 }
 
 /// The body of a wrong secret's answer: every refused federated token must
@@ -358,24 +377,10 @@ async fn every_wrong_federated_token_is_invalid_client_like_a_wrong_secret() {
     single.insert("issuer".into(), "https://single.example".into());
     single.insert("single_use_jti".into(), true.into());
     single.insert("max_lifetime_secs".into(), 3600.into());
-    let mut client = federated_client();
-    client.insert(
-        "federated_identities".into(),
-        toml::Value::try_from(json!([
-            {"issuer": K8S, "subject": SA},
-            {"issuer": "https://single.example", "subject": SA},
-        ]))
-        .unwrap(),
-    );
-    let app = TestApp::start(
-        &ConfigBuilder::memory()
-            .client(client)
-            .set(
-                "trusted_issuers",
-                toml::Value::Array(vec![issuer.entry().into(), single.into()]),
-            )
-            .set("auth_throttle.enabled", false),
-    )
+    let app = TestApp::start(&config_of(
+        client_also_of("https://single.example"),
+        vec![issuer.entry(), single],
+    ))
     .await;
     let now = now();
     let with = |f: &dyn Fn(&mut Value)| {
@@ -675,24 +680,10 @@ async fn a_kubernetes_style_fetch_sends_the_bearer_token_file_and_trusts_the_ca_
     // Without the CA, the same endpoint is not trusted (system roots).
     let mut untrusted = issuer.entry();
     untrusted.insert("issuer".into(), "https://untrusted.example".into());
-    let mut client = federated_client();
-    client.insert(
-        "federated_identities".into(),
-        toml::Value::try_from(json!([
-            {"issuer": K8S, "subject": SA},
-            {"issuer": "https://untrusted.example", "subject": SA},
-        ]))
-        .unwrap(),
-    );
-    let app = TestApp::start(
-        &ConfigBuilder::memory()
-            .set("auth_throttle.enabled", false)
-            .client(client)
-            .set(
-                "trusted_issuers",
-                toml::Value::Array(vec![entry.into(), untrusted.into()]),
-            ),
-    )
+    let app = TestApp::start(&config_of(
+        client_also_of("https://untrusted.example"),
+        vec![entry, untrusted],
+    ))
     .await;
     let token = key.sign(&sa_claims(SA, ISSUER), true);
     assert_eq!(token_with(&app, &token, &[]).await.status(), 200);
@@ -839,17 +830,8 @@ async fn no_federated_token_or_bearer_token_reaches_the_logs_at_trace() {
     let (code, logs) = p.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0), "{logs}");
     assert!(logs.contains("client assertion refused"), "{logs}");
-    let mut planted = vec![bearer.to_owned(), access.clone()];
-    for t in [&good, &bad, &unmapped, &access] {
-        planted.push(t.clone());
-        planted.extend(t.split('.').skip(1).map(str::to_owned));
-    }
-    for v in planted {
-        assert!(
-            !logs.contains(&v),
-            "a planted credential appears in the logs: {v}"
-        );
-    }
+    let planted = [bearer, &good, &bad, &unmapped, &access].map(str::to_owned);
+    crate::common::assert_not_logged(&logs, &planted, &[&good, &bad, &unmapped, &access]);
 }
 
 #[tokio::test]
@@ -871,34 +853,14 @@ async fn trusted_issuers_reload_live_and_a_fetched_jwks_survives_the_reload() {
         issuer = "https://file-issuer.example"
         jwks_file = "issuer.jwks.json"
     };
-    let mut client = federated_client();
-    client.insert(
-        "federated_identities".into(),
-        toml::Value::try_from(json!([
-            {"issuer": K8S, "subject": SA},
-            {"issuer": "https://file-issuer.example", "subject": SA},
-        ]))
-        .unwrap(),
+    let builder = config_of(
+        client_also_of("https://file-issuer.example"),
+        vec![issuer.entry(), file_issuer],
     );
-    let builder = ConfigBuilder::memory()
-        .set("auth_throttle.enabled", false)
-        .client(client)
-        .set(
-            "trusted_issuers",
-            toml::Value::Array(vec![issuer.entry().into(), file_issuer.into()]),
-        );
     let cfg = builder.load_in(dir.path(), &[]);
     let app = TestApp::start_config(cfg.clone()).await;
-    let mut reloader = tokend::reload::Reloader::new(
-        app.core.clone(),
-        cfg,
-        tokend::reload::ReloadOptions {
-            config_path: Some(dir.path().join("tokend.toml")),
-            sighup: false,
-            poll: None,
-        },
-    )
-    .with_federation(tokend::federation::Federation::default());
+    let mut reloader = crate::common::app::reloader(&app, cfg, dir.path())
+        .with_federation(tokend::federation::Federation::default());
     let from_file = |k: &ClientKey| {
         let mut c = sa_claims(SA, ISSUER);
         c["iss"] = "https://file-issuer.example".into();
@@ -929,13 +891,7 @@ async fn trusted_issuers_reload_live_and_a_fetched_jwks_survives_the_reload() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let hits = issuer.hits();
     // The file issuer removed from the config: its tokens are refused at once.
-    let without = ConfigBuilder::memory()
-        .set("auth_throttle.enabled", false)
-        .client(federated_client())
-        .set(
-            "trusted_issuers",
-            toml::Value::Array(vec![issuer.entry().into()]),
-        );
+    let without = config(vec![issuer.entry()]);
     without.write(&dir.path().join("tokend.toml"));
     reloader.reload().unwrap();
     assert_refused(

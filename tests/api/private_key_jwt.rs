@@ -399,15 +399,7 @@ async fn a_jwks_file_is_picked_up_on_reload() {
     let builder = ConfigBuilder::memory().client(client);
     let cfg = builder.load_in(dir.path(), &[]);
     let app = TestApp::start_config(cfg.clone()).await;
-    let mut reloader = tokend::reload::Reloader::new(
-        app.core.clone(),
-        cfg,
-        tokend::reload::ReloadOptions {
-            config_path: Some(dir.path().join("tokend.toml")),
-            sighup: false,
-            poll: None,
-        },
-    );
+    let mut reloader = crate::common::app::reloader(&app, cfg, dir.path());
     assert_eq!(
         token_with(&app, &old.sign(&claims(&token_url()), false), &[])
             .await

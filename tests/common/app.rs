@@ -121,3 +121,17 @@ impl Drop for TestApp {
         self.shutdown.cancel();
     }
 }
+
+/// A reloader of `app`'s configuration `cfg`, read from `dir/tokend.toml`
+/// (as [`ConfigBuilder::load_in`] writes it), reloading when told to.
+pub fn reloader(app: &TestApp, cfg: Config, dir: &std::path::Path) -> tokend::reload::Reloader {
+    tokend::reload::Reloader::new(
+        app.core.clone(),
+        cfg,
+        tokend::reload::ReloadOptions {
+            config_path: Some(dir.join("tokend.toml")),
+            sighup: false,
+            poll: None,
+        },
+    )
+}

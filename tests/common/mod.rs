@@ -30,3 +30,18 @@ pub use wait::eventually;
 
 /// Secret of every test client: its `sha256:` hash is in the configs.
 pub const SECRET: &str = "s3cret-for-tests";
+
+/// Fails when any of `planted` (credentials, tokens) appears in `logs`;
+/// for each of `jwts`, its payload and signature on their own are planted
+/// too.
+pub fn assert_not_logged(logs: &str, planted: &[String], jwts: &[&String]) {
+    let parts = jwts
+        .iter()
+        .flat_map(|t| t.split('.').skip(1).map(str::to_owned));
+    for v in planted.iter().cloned().chain(parts) {
+        assert!(
+            !logs.contains(&v),
+            "a planted credential appears in the logs: {v}"
+        );
+    }
+}
