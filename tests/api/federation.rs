@@ -26,7 +26,8 @@ use tokend::pb::revocation_feed_client::RevocationFeedClient;
 use toml::Table;
 
 use crate::common::assertion::{
-    ClientKey, TYPE, accepted_within, grpc_introspect, grpc_issue, grpc_revoke, token_with,
+    ClientKey, TYPE, about_token_with, accepted_within, grpc_introspect, grpc_issue, grpc_revoke,
+    token_with,
 };
 use crate::common::config::ISSUER;
 use crate::common::grpc::reason;
@@ -305,30 +306,10 @@ async fn a_service_account_token_authenticates_everywhere_over_http_and_grpc() {
         200
     );
     // Introspection and revocation over HTTP.
-    let r = app
-        .post_form(
-            "/oauth/introspect",
-            None,
-            &[
-                ("token", &access),
-                ("client_assertion_type", TYPE),
-                ("client_assertion", &sa),
-            ],
-        )
-        .await;
+    let r = about_token_with(&app, "/oauth/introspect", &access, &sa).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
-    let r = app
-        .post_form(
-            "/oauth/revoke",
-            None,
-            &[
-                ("token", &access),
-                ("client_assertion_type", TYPE),
-                ("client_assertion", &sa),
-            ],
-        )
-        .await;
+    let r = about_token_with(&app, "/oauth/revoke", &access, &sa).await;
     assert_eq!(r.status(), 200);
     // gRPC: issue, introspect, revoke, and the revocation feed.
     let mut grpc = app.grpc_client().await;

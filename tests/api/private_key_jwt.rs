@@ -14,7 +14,7 @@ use tokend::token::Algorithm;
 use toml::Table;
 
 use crate::common::assertion::{
-    ClientKey, TYPE, grpc_introspect, grpc_issue, grpc_revoke, token_with,
+    ClientKey, about_token_with, grpc_introspect, grpc_issue, grpc_revoke, token_with,
 };
 use crate::common::config::ISSUER;
 use crate::common::grpc::reason;
@@ -111,17 +111,13 @@ async fn every_algorithm_gets_a_token_over_http_and_grpc_and_works_everywhere() 
                 .into_inner();
             // Introspection and revocation, HTTP (their own URLs) and gRPC.
             let url = format!("{ISSUER}/oauth/introspect");
-            let r = app
-                .post_form(
-                    "/oauth/introspect",
-                    None,
-                    &[
-                        ("token", &access),
-                        ("client_assertion_type", TYPE),
-                        ("client_assertion", &key.sign(&claims(&url), kid)),
-                    ],
-                )
-                .await;
+            let r = about_token_with(
+                &app,
+                "/oauth/introspect",
+                &access,
+                &key.sign(&claims(&url), kid),
+            )
+            .await;
             assert_eq!(r.status(), 200);
             assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
             let info = grpc
@@ -140,17 +136,13 @@ async fn every_algorithm_gets_a_token_over_http_and_grpc_and_works_everywhere() 
             .await
             .unwrap();
             let url = format!("{ISSUER}/oauth/revoke");
-            let r = app
-                .post_form(
-                    "/oauth/revoke",
-                    None,
-                    &[
-                        ("token", &access),
-                        ("client_assertion_type", TYPE),
-                        ("client_assertion", &key.sign(&claims(&url), kid)),
-                    ],
-                )
-                .await;
+            let r = about_token_with(
+                &app,
+                "/oauth/revoke",
+                &access,
+                &key.sign(&claims(&url), kid),
+            )
+            .await;
             assert_eq!(r.status(), 200);
         }
     }

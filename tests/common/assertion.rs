@@ -69,6 +69,26 @@ pub async fn token_with(api: &Api, assertion: &str, extra: &[(&str, &str)]) -> r
     api.post_form("/oauth/token", None, &form).await
 }
 
+/// `token` sent to `path` (introspection or revocation), the caller
+/// authenticated by `assertion`.
+pub async fn about_token_with(
+    api: &Api,
+    path: &str,
+    token: &str,
+    assertion: &str,
+) -> reqwest::Response {
+    api.post_form(
+        path,
+        None,
+        &[
+            ("token", token),
+            ("client_assertion_type", TYPE),
+            ("client_assertion", assertion),
+        ],
+    )
+    .await
+}
+
 /// Whether `assertion` gets a token within `within` (polling: a key being
 /// picked up by a reload or a refetch).
 pub async fn accepted_within(api: &Api, assertion: &str, within: std::time::Duration) -> bool {
