@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -156,6 +156,9 @@ pub struct JwksFetcher {
     fetched_at: Mutex<Option<Instant>>,
     /// Bumped whenever a fetch brings other keys.
     generation: AtomicU64,
+    /// A background refresh is spawned or running (one at a time, however
+    /// many requests find the keys stale).
+    refreshing: AtomicBool,
 }
 
 impl JwksFetcher {
@@ -167,6 +170,7 @@ impl JwksFetcher {
             gate: tokio::sync::Mutex::new(None),
             fetched_at: Mutex::new(None),
             generation: AtomicU64::new(0),
+            refreshing: AtomicBool::new(false),
         })
     }
 
@@ -194,16 +198,18 @@ impl JwksFetcher {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let me = self.clone();
         rt.spawn(async move {
-            let Ok(mut gate) = me.gate.try_lock() else {
-                return; // a fetch is in flight
-            };
-            if gate.is_some_and(|t| t.elapsed() < me.spec.min_refetch) {
-                return;
+            if let Ok(mut gate) = me.gate.try_lock()
+                && gate.is_none_or(|t| t.elapsed() >= me.spec.min_refetch)
+            {
+                *gate = Some(Instant::now());
+                me.fetch_logged().await;
             }
-            *gate = Some(Instant::now());
-            me.fetch_logged().await;
+            me.refreshing.store(false, Ordering::Release);
         });
     }
 
