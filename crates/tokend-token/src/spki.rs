@@ -133,3 +133,61 @@ pub fn pem_public_jwk(pem_text: &[u8]) -> anyhow::Result<serde_json::Value> {
         other => bail!("a {other} PEM: give a PUBLIC KEY or a CERTIFICATE"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+    use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+
+    use super::*;
+    use crate::Algorithm;
+    use crate::keys::{SigningKey, generate_pem};
+
+    /// The SubjectPublicKeyInfo of a key tokend generates, by aws-lc-rs.
+    fn spki_of(alg: Algorithm, pkcs8: &[u8]) -> Vec<u8> {
+        let der: PublicKeyX509Der<'static> = match alg {
+            Algorithm::RS256 => RsaKeyPair::from_pkcs8(pkcs8).unwrap().public_key().as_der(),
+            Algorithm::ES256 => {
+                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                    .unwrap()
+                    .public_key()
+                    .as_der()
+            }
+            Algorithm::EdDSA => Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+                .unwrap()
+                .public_key()
+                .as_der(),
+        }
+        .unwrap();
+        der.as_ref().to_vec()
+    }
+
+    #[test]
+    fn a_public_key_pem_gives_the_jwk_of_its_private_key() {
+        for alg in Algorithm::ALL {
+            let pem_text = generate_pem(alg).unwrap();
+            let pkcs8 = pem::parse(&pem_text).unwrap();
+            let public = pem::encode(&pem::Pem::new("PUBLIC KEY", spki_of(alg, pkcs8.contents())));
+            let ours = pem_public_jwk(public.as_bytes()).unwrap();
+            let expected = SigningKey::from_pem(alg, pem_text.as_bytes()).unwrap();
+            assert_eq!(ours, expected.verify_key().jwk, "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_an_error() {
+        for bad in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x03\x02\x01\x00",
+            b"\x30\x82\xff\xff",
+        ] {
+            assert!(spki_jwk(bad).is_err());
+            assert!(certificate_spki(bad).is_err());
+        }
+        assert!(
+            pem_public_jwk(b"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n")
+                .is_err()
+        );
+    }
+}
