@@ -160,7 +160,7 @@ proptest! {
         let keys = KeySet::new(SigningKey::generate(Algorithm::ES256).unwrap(), vec![]);
         let claims = jwt::AccessClaims {
             iss: "https://tokend.test".into(), sub: "s".into(), aud: vec![], exp: 100, iat: 0, nbf: 0,
-            jti: "j".into(), client_id: "c".into(), scope: String::new(), sid: None, legacy_iat_ms: None, act: None, chain: Vec::new(),
+            jti: "j".into(), client_id: "c".into(), scope: String::new(), sid: None, legacy_iat_ms: None, act: None, chain: Vec::new(), cnf: None,
             extra: serde_json::Map::new(),
         };
         let token = jwt::mint(keys.active(), &claims).unwrap();
@@ -185,7 +185,7 @@ proptest! {
         via in prop_oneof![Just(PresentedVia::Basic), Just(PresentedVia::Body), Just(PresentedVia::Grpc)],
     ) {
         let core = core();
-        let creds = Credentials { client_id, secret: secret.map(SecretString::from), secret_alt: None, via, assertion: None, peer: None };
+        let creds = Credentials { client_id, secret: secret.map(SecretString::from), secret_alt: None, via, assertion: None, peer: None, cert: None };
         let req = TokenRequest {
             grant_type, scope, audience, code, redirect_uri: None, code_verifier: None, refresh_token: refresh,
             subject_token: subject, subject_token_type: subject_type, ..Default::default()
@@ -209,7 +209,7 @@ proptest! {
         let core = core();
         let creds = Credentials {
             client_id: "svc".into(), secret: Some(SecretString::from("secret")), secret_alt: None,
-            via: PresentedVia::Body, assertion: None, peer: None,
+            via: PresentedVia::Body, assertion: None, peer: None, cert: None,
         };
         let rt = rt();
         match rt.block_on(core.introspect(&creds, &token, hint.as_deref())) {

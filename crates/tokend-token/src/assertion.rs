@@ -24,7 +24,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Deserializer};
 
-use crate::keys::{JwkKind, jwk_public};
+use crate::keys::{JwkKind, jwk_public, jwk_public_bytes};
 
 /// Longest assertion accepted (authlib's RS256 assertions are under 1 KiB).
 pub const MAX_ASSERTION_LEN: usize = 8 * 1024;
@@ -74,6 +74,10 @@ pub struct AssertionKey {
     pub alg: AssertionAlg,
     pub kid: Option<String>,
     key: Arc<ParsedPublicKey>,
+    /// The public key as an X.509 `subjectPublicKey` holds it: PKCS#1
+    /// `RSAPublicKey` DER, the uncompressed P-256 point, or the 32 Ed25519
+    /// bytes (RFC 8705 `self_signed_tls_client_auth` compares these).
+    public: Arc<[u8]>,
 }
 
 impl std::fmt::Debug for AssertionKey {
@@ -139,7 +143,13 @@ impl AssertionKey {
             alg,
             kid,
             key: Arc::new(jwk_public(kind, valg, &b64)?),
+            public: jwk_public_bytes(kind, &b64)?.into(),
         })
+    }
+
+    /// The key's `subjectPublicKey` bytes (see the field).
+    pub fn public_key_bytes(&self) -> &[u8] {
+        &self.public
     }
 
     fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
@@ -192,6 +202,10 @@ impl AssertionKeys {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &AssertionKey> {
+        self.keys.iter()
     }
 
     /// The keys to try for a header's `alg` and `kid`: the key with that
