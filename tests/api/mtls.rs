@@ -30,7 +30,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::common::grpc::reason;
 use crate::common::http::jwt_parts;
-use crate::common::pki::{Ca, ca, leaf};
+use crate::common::pki::{Ca, ca, client_config, leaf};
 use crate::common::{ConfigBuilder, SECRET, TestApp, TokendProcess};
 
 const SPIFFE_ID: &str = "spiffe://example.org/ns/payments/sa/api";
@@ -187,25 +187,11 @@ fn urlencode(s: &str) -> String {
 }
 
 fn tls_client(ca_pem: &str, id: Option<&Id>) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let b = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut cfg = match id {
-        None => b.with_no_client_auth(),
-        Some(id) => b
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(id.cert.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(id.key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-    };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    cfg
+    client_config(
+        ca_pem,
+        id.map(|id| (id.cert.as_str(), id.key.as_str())),
+        &[b"http/1.1"],
+    )
 }
 
 /// An HTTP answer: status, headers (lower-case text), JSON body (`Null`
