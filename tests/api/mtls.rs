@@ -40,6 +40,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A client's certificate and key.
+#[derive(Clone)]
 struct Id {
     cert: String,
     key: String,
@@ -930,4 +931,111 @@ fn check_config_names_each_mistake() {
     let p = problems(base().set("discovery.mtls_endpoint_base_url", "http://x"));
     assert!(p.contains("discovery.mtls_endpoint_base_url"), "{p}");
     assert_eq!(problems(clients(base())), "");
+}
+
+#[tokio::test]
+async fn exchanged_tokens_are_bound_to_the_exchanging_clients_certificate() {
+    let pki = Pki::new();
+    let exchanger = |id: &str, san: &str, bound: bool| {
+        let mut t = mtls_client(id, "tls_client_auth_san_dns", san);
+        t.insert(
+            "grant_types".into(),
+            toml::Value::try_from(vec![
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ])
+            .unwrap(),
+        );
+        t.insert(
+            "audience".into(),
+            toml::Value::try_from(vec!["gateway"]).unwrap(),
+        );
+        t.insert(
+            "token_exchange_audiences".into(),
+            toml::Value::try_from(vec!["orders-api"]).unwrap(),
+        );
+        t.insert(
+            "tls_client_certificate_bound_access_tokens".into(),
+            bound.into(),
+        );
+        t
+    };
+    let mut caller = mtls_client("caller", "tls_client_auth_san_uri", SPIFFE_ID);
+    caller.insert(
+        "audience".into(),
+        toml::Value::try_from(vec!["gateway"]).unwrap(),
+    );
+    caller.insert(
+        "tls_client_certificate_bound_access_tokens".into(),
+        true.into(),
+    );
+    let config = pki
+        .config(false)
+        .client(caller)
+        .client(exchanger("bound-gw", "bound.gw.example", true))
+        .client(exchanger("bearer-gw", "bearer.gw.example", false));
+    let app = TestApp::start_unready(&config).await;
+    let ca_pem = pki.ca_pem();
+    let dns = |name: &'static str| {
+        Id::new(Some(&pki.client_ca), move |p| {
+            p.subject_alt_names
+                .push(SanType::DnsName(name.try_into().unwrap()))
+        })
+    };
+    let (caller_id, bound_gw, bearer_gw) = (
+        Id::spiffe(&pki.client_ca),
+        dns("bound.gw.example"),
+        dns("bearer.gw.example"),
+    );
+    let subject = access_token(app.http, &ca_pem, &caller_id, "caller").await;
+    assert_eq!(
+        jwt_parts(&subject).1["cnf"]["x5t#S256"],
+        caller_id.thumbprint()
+    );
+    let exchange = |id: &'static str, cert: &Id| {
+        let (ca_pem, subject) = (ca_pem.clone(), subject.clone());
+        let http = app.http;
+        let cert = cert.clone();
+        async move {
+            post(
+                http,
+                &ca_pem,
+                Some(&cert),
+                "/oauth/token",
+                &[
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    ("client_id", id),
+                    ("subject_token", &subject),
+                    (
+                        "subject_token_type",
+                        "urn:ietf:params:oauth:token-type:access_token",
+                    ),
+                    ("audience", "orders-api"),
+                ],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // Minted for the exchanging client: bound to its certificate when it
+    // has the setting, a bearer token when it does not.
+    let a = exchange("bound-gw", &bound_gw).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let t = a.body["access_token"].as_str().unwrap();
+    assert_eq!(
+        jwt_parts(t).1["cnf"],
+        json!({"x5t#S256": bound_gw.thumbprint()})
+    );
+    let a = exchange("bearer-gw", &bearer_gw).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(
+        jwt_parts(a.body["access_token"].as_str().unwrap())
+            .1
+            .get("cnf")
+            .is_none()
+    );
+    app.stop().await;
 }
