@@ -54,6 +54,7 @@ pub struct TlsSettings {
     /// Also accept client certificates that do not chain to the client CA
     /// (RFC 8705 `self_signed_tls_client_auth`); they authenticate only
     /// clients that registered their key.
+    #[serde(deserialize_with = "tokend_core::de::de_bool")]
     pub self_signed_client_certs: bool,
     /// How often the certificate files are checked for changes (SIGHUP
     /// reloads at once).
