@@ -1039,3 +1039,150 @@ async fn exchanged_tokens_are_bound_to_the_exchanging_clients_certificate() {
     );
     app.stop().await;
 }
+
+/// `GET path` over HTTPS; the `Location` it answers with.
+async fn location(addr: SocketAddr, ca_pem: &str, path: &str) -> String {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(tls_client(ca_pem, None)))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tls.read_to_string(&mut out).await.unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap_or_else(|| panic!("no location: {out}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn refreshed_tokens_are_bound_to_the_certificate_of_the_refresh() {
+    use crate::common::flows::{LOGIN_APP_TOKEN, LOGIN_URL, WEB_CB, param, pkce};
+    let pki = Pki::new();
+    let mut client = mtls_client("bound-web", "tls_client_auth_san_dns", "web.example");
+    for (k, v) in [
+        ("grant_types", vec!["authorization_code", "refresh_token"]),
+        ("redirect_uris", vec![WEB_CB]),
+        ("scopes", vec!["profile"]),
+    ] {
+        client.insert(k.into(), toml::Value::try_from(v).unwrap());
+    }
+    client.insert(
+        "tls_client_certificate_bound_access_tokens".into(),
+        true.into(),
+    );
+    let config = pki
+        .config(false)
+        .client(client)
+        .set("authorization.login_url", LOGIN_URL)
+        .set(
+            "authorization.login_app_token_hash",
+            crate::common::config::sha256(LOGIN_APP_TOKEN),
+        );
+    let app = TestApp::start_unready(&config).await;
+    let ca_pem = pki.ca_pem();
+    let web = || {
+        Id::new(Some(&pki.client_ca), |p| {
+            p.subject_alt_names
+                .push(SanType::DnsName("web.example".try_into().unwrap()))
+        })
+    };
+    let (first, rotated) = (web(), web());
+
+    // The browser and the login app (over TLS, without client certificates).
+    let (verifier, challenge) = pkce();
+    let to_login = location(
+        app.http,
+        &ca_pem,
+        &format!(
+            "/oauth/authorize?response_type=code&client_id=bound-web&redirect_uri={}\
+             &scope=profile&code_challenge={challenge}&code_challenge_method=S256",
+            urlencode(WEB_CB)
+        ),
+    )
+    .await;
+    let login_challenge = param(&to_login, "login_challenge").unwrap();
+    let mut login = tokend::pb::authorization_service_client::AuthorizationServiceClient::new(
+        channel(app.grpc, &ca_pem, None).await,
+    );
+    let mut accept = tonic::Request::new(tokend::pb::AcceptAuthorizationRequest {
+        login_challenge,
+        subject: "user-1".into(),
+        granted_scope: vec!["profile".into()],
+        ..Default::default()
+    });
+    accept.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {LOGIN_APP_TOKEN}").parse().unwrap(),
+    );
+    let back = login
+        .accept_authorization(accept)
+        .await
+        .unwrap()
+        .into_inner()
+        .redirect_to;
+    let code = param(&back, "code").unwrap();
+
+    // The code, redeemed with the first certificate.
+    let a = post(
+        app.http,
+        &ca_pem,
+        Some(&first),
+        "/oauth/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "bound-web"),
+            ("code", &code),
+            ("redirect_uri", WEB_CB),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    let cnf = |a: &Answer| jwt_parts(a.body["access_token"].as_str().unwrap()).1["cnf"].clone();
+    assert_eq!(cnf(&a), json!({"x5t#S256": first.thumbprint()}));
+    let refresh = a.body["refresh_token"].as_str().unwrap().to_owned();
+
+    // The refresh, after the client rotated its certificate: bound to the
+    // new one (the refresh token belongs to the client, which proved itself).
+    let a = post(
+        app.http,
+        &ca_pem,
+        Some(&rotated),
+        "/oauth/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "bound-web"),
+            ("refresh_token", &refresh),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(cnf(&a), json!({"x5t#S256": rotated.thumbprint()}));
+    // Without a certificate, no refresh (and the refresh token is not used up).
+    let next = a.body["refresh_token"].as_str().unwrap().to_owned();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", "bound-web"),
+        ("refresh_token", next.as_str()),
+    ];
+    let a = post(app.http, &ca_pem, None, "/oauth/token", &form)
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status, &a.body["error"]),
+        (401, &json!("invalid_client"))
+    );
+    let a = post(app.http, &ca_pem, Some(&rotated), "/oauth/token", &form)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    app.stop().await;
+}
