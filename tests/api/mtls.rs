@@ -561,7 +561,7 @@ async fn without_self_signed_certificates_an_untrusted_one_fails_the_handshake()
     // `optional`: no certificate is fine for the handshake.
     let a = token(app.http, &ca_pem, None, "spiffe-client").await;
     assert_eq!(a.status, 401);
-    let meta = post_get_metadata(app.http, &ca_pem).await;
+    let meta = metadata(app.http, &ca_pem).await;
     let methods = meta["token_endpoint_auth_methods_supported"].to_string();
     assert!(methods.contains("\"tls_client_auth\""), "{methods}");
     assert!(!methods.contains("self_signed"), "{methods}");
@@ -569,20 +569,26 @@ async fn without_self_signed_certificates_an_untrusted_one_fails_the_handshake()
     app.stop().await;
 }
 
-/// The discovery document over HTTPS.
-async fn post_get_metadata(addr: SocketAddr, ca_pem: &str) -> Value {
+/// `GET path` over HTTPS without a client certificate: the whole answer.
+async fn get(addr: SocketAddr, ca_pem: &str, path: &str) -> String {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(tls_client(ca_pem, None)))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
     tls.write_all(
-        b"GET /.well-known/oauth-authorization-server HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();
     let mut out = String::new();
     tls.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The discovery document over HTTPS.
+async fn metadata(addr: SocketAddr, ca_pem: &str) -> Value {
+    let out = get(addr, ca_pem, "/.well-known/oauth-authorization-server").await;
     serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
 }
 
@@ -625,7 +631,7 @@ async fn self_signed_tls_client_auth_matches_a_registered_key() {
     // The trusted CA's clients still get in beside them.
     access_token(app.http, &ca_pem, &spiffe, "spiffe-client").await;
 
-    let meta = post_get_metadata(app.http, &ca_pem).await;
+    let meta = metadata(app.http, &ca_pem).await;
     let methods = meta["token_endpoint_auth_methods_supported"].to_string();
     assert!(methods.contains("\"tls_client_auth\""), "{methods}");
     assert!(
@@ -695,16 +701,18 @@ async fn bound_tokens_carry_the_thumbprint_in_the_jwt_and_in_introspection() {
     // A secret client with bound tokens: bound to whatever certificate it
     // connects with, and told clearly when it has none.
     let basic = crate::common::http::basic_header("bound-secret", SECRET);
-    let form = [("grant_type", "client_credentials")];
-    let a = post_with(
-        app.http,
-        tls_client(&ca_pem, None),
-        "/oauth/token",
-        Some(&basic),
-        &form,
-    )
-    .await
-    .unwrap();
+    let http = app.http;
+    let with_secret = |id: Option<&Id>| {
+        let cfg = tls_client(&ca_pem, id);
+        let basic = basic.clone();
+        async move {
+            let form = [("grant_type", "client_credentials")];
+            post_with(http, cfg, "/oauth/token", Some(&basic), &form)
+                .await
+                .unwrap()
+        }
+    };
+    let a = with_secret(None).await;
     assert_eq!(a.status, 400, "{a:?}");
     assert_eq!(a.body["error"], "invalid_request");
     assert!(
@@ -714,15 +722,7 @@ async fn bound_tokens_carry_the_thumbprint_in_the_jwt_and_in_introspection() {
             .contains("certificate")
     );
     let other = Id::new(Some(&pki.client_ca), |_| {});
-    let a = post_with(
-        app.http,
-        tls_client(&ca_pem, Some(&other)),
-        "/oauth/token",
-        Some(&basic),
-        &form,
-    )
-    .await
-    .unwrap();
+    let a = with_secret(Some(&other)).await;
     assert_eq!(a.status, 200, "{a:?}");
     let t = a.body["access_token"].as_str().unwrap();
     assert_eq!(
@@ -1042,18 +1042,7 @@ async fn exchanged_tokens_are_bound_to_the_exchanging_clients_certificate() {
 
 /// `GET path` over HTTPS; the `Location` it answers with.
 async fn location(addr: SocketAddr, ca_pem: &str, path: &str) -> String {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(tls_client(ca_pem, None)))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    tls.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tls.read_to_string(&mut out).await.unwrap();
+    let out = get(addr, ca_pem, path).await;
     out.lines()
         .find_map(|l| l.strip_prefix("location: "))
         .unwrap_or_else(|| panic!("no location: {out}"))
