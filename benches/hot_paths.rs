@@ -46,6 +46,7 @@ fn claims(now: i64) -> AccessClaims {
         legacy_iat_ms: None,
         act: None,
         chain: Vec::new(),
+        cnf: None,
         extra: extra.as_object().cloned().unwrap_or_default(),
     }
 }
@@ -163,6 +164,7 @@ fn auth_benches(c: &mut Criterion) {
         assertion: None,
         via: PresentedVia::Grpc,
         peer: None,
+        cert: None,
     };
     let sha = creds("sha", secret);
     let argon = creds("argon", "a human-chosen secret");
@@ -243,6 +245,7 @@ fn core_benches(c: &mut Criterion) {
         assertion: None,
         via: PresentedVia::Grpc,
         peer: Some("127.0.0.1".parse().unwrap()),
+        cert: None,
     };
     let req = || TokenRequest {
         grant_type: "client_credentials".into(),
@@ -320,6 +323,7 @@ fn exchange_benches(c: &mut Criterion) {
         assertion: None,
         via: PresentedVia::Grpc,
         peer: Some("127.0.0.1".parse().unwrap()),
+        cert: None,
     };
     let (portal, orders) = (creds("portal"), creds("orders-service"));
     let issue = || TokenRequest {

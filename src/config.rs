@@ -358,6 +358,11 @@ pub struct DiscoverySettings {
     /// default) leaves it out, so the metadata does not list every client's
     /// scopes to anyone who asks.
     pub scopes_supported: Vec<String>,
+    /// RFC 8705 5: the base URL (`https://mtls.auth.example`) of a host
+    /// that serves the token, introspection and revocation endpoints with
+    /// client certificates, when it is not the issuer's host; discovery then
+    /// lists `mtls_endpoint_aliases`. Unset when one listener serves both.
+    pub mtls_endpoint_base_url: Option<String>,
 }
 
 /// `[admin]`: the operator listener (off unless `listen` is set) and the
@@ -730,6 +735,14 @@ impl Config {
         if self.auth_throttle.enabled && self.auth_throttle.threshold == 0 {
             p.push("auth_throttle.threshold: must be positive".into());
         }
+        if let Some(u) = &self.discovery.mtls_endpoint_base_url
+            && (!u.starts_with("https://") || u.contains(['?', '#', ' ']))
+        {
+            p.push(
+                "discovery.mtls_endpoint_base_url: must be an https:// URL without query or fragment"
+                    .into(),
+            );
+        }
         if self.client_assertion.max_lifetime_secs == 0 {
             p.push("client_assertion.max_lifetime_secs: must be positive".into());
         }
@@ -803,6 +816,14 @@ impl Config {
                 login_url: self.authorization.login_url.clone(),
                 challenge_ttl: secs(self.authorization.challenge_ttl_secs),
                 scopes_supported: self.discovery.scopes_supported.clone(),
+                mtls: tokend_core::oauth::mtls::MtlsSettings {
+                    endpoint_base: self
+                        .discovery
+                        .mtls_endpoint_base_url
+                        .as_ref()
+                        .map(|u| u.trim_end_matches('/').to_owned()),
+                    ..self.tls.mtls()
+                },
                 path_prefix: self.http.path_prefix.clone(),
                 feed: self.revocation_feed.parse(),
             },
@@ -1037,7 +1058,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         "discovery.",
         old.discovery,
         discovery,
-        DiscoverySettings { scopes_supported }
+        DiscoverySettings {
+            scopes_supported,
+            mtls_endpoint_base_url,
+        }
     );
     // The TLS files' content reloads on its own (transport::tls); which files,
     // and how often they are checked, is bound at start.
@@ -1049,6 +1073,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             cert_file,
             key_file,
             client_ca_file,
+            client_auth,
+            self_signed_client_certs,
             reload_check_secs,
         }
     );

@@ -149,6 +149,45 @@ proptest! {
     }
 
     #[test]
+    fn certificate_rules_never_panic_on_garbage(
+        der in proptest::collection::vec(any::<u8>(), 0..2048),
+        dn in ".{0,120}",
+        validated in any::<bool>(),
+    ) {
+        use tokend::oauth::mtls::{CertificateRule, ClientCertificate, DistinguishedName, TlsSubject};
+        let _ = DistinguishedName::parse(&dn);
+        let cert = ClientCertificate::new(der, validated);
+        for (key, value) in [("tls_client_auth_subject_dn", "CN=a"), ("tls_client_auth_san_uri", "spiffe://a/b")] {
+            let rule = CertificateRule::Subject(TlsSubject::parse(key, value).unwrap());
+            prop_assert!(!rule.accepts(&cert));
+        }
+        prop_assert!(!CertificateRule::Keys(Vec::new()).accepts(&cert));
+    }
+
+    #[test]
+    fn mutated_certificates_never_panic(pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        use tokend::oauth::mtls::{CertificateRule, ClientCertificate, DistinguishedName, TlsSubject};
+        let mut p = rcgen::CertificateParams::new(vec!["a.example".into()]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "a");
+        p.subject_alt_names.push(rcgen::SanType::URI("spiffe://a/b".try_into().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut der = p.self_signed(&key).unwrap().der().to_vec();
+        let i = pos.index(der.len());
+        der[i] = byte;
+        let cert = ClientCertificate::new(der, true);
+        for (k, v) in [
+            ("tls_client_auth_subject_dn", "CN=a"),
+            ("tls_client_auth_san_uri", "spiffe://a/b"),
+            ("tls_client_auth_san_dns", "a.example"),
+            ("tls_client_auth_san_ip", "10.0.0.1"),
+        ] {
+            let _ = CertificateRule::Subject(TlsSubject::parse(k, v).unwrap()).accepts(&cert);
+        }
+        let _ = DistinguishedName::parse("CN=a");
+        let _ = CertificateRule::Keys(Vec::new()).accepts(&cert);
+    }
+
+    #[test]
     fn jwt_verify_never_panics_on_garbage(parts in proptest::collection::vec(".{0,80}", 0..5)) {
         let keys = KeySet::new(SigningKey::generate(Algorithm::EdDSA).unwrap(), vec![]);
         let token = parts.join(".");
@@ -160,7 +199,7 @@ proptest! {
         let keys = KeySet::new(SigningKey::generate(Algorithm::ES256).unwrap(), vec![]);
         let claims = jwt::AccessClaims {
             iss: "https://tokend.test".into(), sub: "s".into(), aud: vec![], exp: 100, iat: 0, nbf: 0,
-            jti: "j".into(), client_id: "c".into(), scope: String::new(), sid: None, legacy_iat_ms: None, act: None, chain: Vec::new(),
+            jti: "j".into(), client_id: "c".into(), scope: String::new(), sid: None, legacy_iat_ms: None, act: None, chain: Vec::new(), cnf: None,
             extra: serde_json::Map::new(),
         };
         let token = jwt::mint(keys.active(), &claims).unwrap();
@@ -185,7 +224,7 @@ proptest! {
         via in prop_oneof![Just(PresentedVia::Basic), Just(PresentedVia::Body), Just(PresentedVia::Grpc)],
     ) {
         let core = core();
-        let creds = Credentials { client_id, secret: secret.map(SecretString::from), secret_alt: None, via, assertion: None, peer: None };
+        let creds = Credentials { client_id, secret: secret.map(SecretString::from), secret_alt: None, via, assertion: None, peer: None, cert: None };
         let req = TokenRequest {
             grant_type, scope, audience, code, redirect_uri: None, code_verifier: None, refresh_token: refresh,
             subject_token: subject, subject_token_type: subject_type, ..Default::default()
@@ -209,7 +248,7 @@ proptest! {
         let core = core();
         let creds = Credentials {
             client_id: "svc".into(), secret: Some(SecretString::from("secret")), secret_alt: None,
-            via: PresentedVia::Body, assertion: None, peer: None,
+            via: PresentedVia::Body, assertion: None, peer: None, cert: None,
         };
         let rt = rt();
         match rt.block_on(core.introspect(&creds, &token, hint.as_deref())) {

@@ -35,6 +35,11 @@ RENDER_ONLY = [
     # The runtime step covers mTLS with the admin listener (ci/mtls-values.yaml): probes on the admin port.
     ("inline: mTLS without the admin listener (tcpSocket probes)",
      {"tls": {"enabled": True, "existingSecret": "tokend-server-cert", "clientCA": {"enabled": True}}}),
+    # RFC 8705 client authentication beside secret clients: certificates optional, so the probes stay HTTPS.
+    ("inline: optional client certificates (RFC 8705 tls_client_auth, self-signed, mTLS aliases)",
+     {"tls": {"enabled": True, "existingSecret": "tokend-server-cert", "clientCA": {"enabled": True}},
+      "config": {"tls": {"client_auth": "optional", "self_signed_client_certs": True},
+                 "discovery": {"mtls_endpoint_base_url": "https://mtls.auth.example.com"}}}),
 ]
 # The container's probes, in the order the kubelet starts them.
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")

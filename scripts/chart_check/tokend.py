@@ -32,10 +32,10 @@ TOKEND_KEYS = {
                "max_concurrent_requests_per_peer", "max_concurrent_streams", "body_read_timeout_secs"},
     "authorization": {"login_url", "challenge_ttl_secs"},
     "admin": {"listen"},
-    "tls": {"cert_file", "key_file", "client_ca_file", "reload_check_secs"},
+    "tls": {"cert_file", "key_file", "client_ca_file", "client_auth", "self_signed_client_certs", "reload_check_secs"},
     "rate_limit": {"per_sec", "burst"},
     "auth_throttle": {"enabled", "threshold", "base_secs", "max_secs", "reset_secs"},
-    "discovery": {"scopes_supported"},
+    "discovery": {"scopes_supported", "mtls_endpoint_base_url"},
     "revocation_feed": {"log_max_len", "log_retention_secs", "poll_interval_ms", "heartbeat_secs",
                         "snapshot_max_age_ms", "max_snapshot", "max_watchers", "max_watchers_per_client",
                         "send_timeout_secs"},
@@ -103,7 +103,10 @@ def tls_mode(cfg: dict) -> str:
     t = cfg.get("tls", {})
     if not t.get("cert_file"):
         return "plain"
-    return "mtls" if t.get("client_ca_file") else "tls"
+    # Client certificates required (the default with a client CA or self-signed ones); "optional" lets a
+    # client without one (the kubelet) through the handshake, as plain TLS does.
+    certs = t.get("client_ca_file") or t.get("self_signed_client_certs")
+    return "mtls" if certs and t.get("client_auth", "required") == "required" else "tls"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::budget::{PeerShares, WithDeadline};
+use super::listen::{ClientCert, ConnInfo};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::oauth::OAuthError;
@@ -70,6 +71,8 @@ struct Fields {
 #[derive(Clone, Default)]
 pub struct RequestRecord {
     peer: Option<SocketAddr>,
+    /// The connection's TLS client certificate (never logged).
+    cert: Option<Arc<tokend_core::oauth::mtls::ClientCertificate>>,
     fields: Arc<Mutex<Fields>>,
 }
 
@@ -81,6 +84,11 @@ impl RequestRecord {
 
     pub fn peer_ip(&self) -> Option<IpAddr> {
         self.peer.map(|p| p.ip())
+    }
+
+    /// The TLS client certificate of the request's connection.
+    pub fn client_cert(&self) -> Option<Arc<tokend_core::oauth::mtls::ClientCertificate>> {
+        self.cert.clone()
     }
 
     /// The client id the caller claimed (sanitised before logging).
@@ -220,6 +228,7 @@ fn peer_of<T>(req: &Request<T>) -> Option<SocketAddr> {
     let ext = req.extensions();
     ext.get::<PeerAddr>()
         .map(|p| p.0)
+        .or_else(|| ext.get::<ConnInfo>().map(|c| c.remote))
         .or_else(|| {
             ext.get::<tonic::transport::server::TcpConnectInfo>()
                 .and_then(|c| c.remote_addr)
@@ -228,6 +237,15 @@ fn peer_of<T>(req: &Request<T>) -> Option<SocketAddr> {
             ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
                 .map(|c| c.0)
         })
+}
+
+/// The TLS client certificate of a request's connection: the HTTP
+/// extension, or gRPC's connection info.
+fn cert_of<T>(req: &Request<T>) -> Option<Arc<tokend_core::oauth::mtls::ClientCertificate>> {
+    let ext = req.extensions();
+    ext.get::<ClientCert>()
+        .map(|c| c.0.clone())
+        .or_else(|| ext.get::<ConnInfo>().and_then(|c| c.cert.clone()))
 }
 
 /// The gRPC methods served on the public port, as `endpoint` labels.
@@ -519,6 +537,7 @@ where
         let peer = peer_of(&req);
         let record = RequestRecord {
             peer,
+            cert: cert_of(&req),
             fields: Arc::default(),
         };
         req.extensions_mut().insert(record.clone());

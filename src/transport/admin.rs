@@ -119,6 +119,10 @@ fn peer(ext: &http::Extensions) -> String {
     ext.get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string())
         .or_else(|| {
+            ext.get::<super::listen::ConnInfo>()
+                .map(|c| c.remote.to_string())
+        })
+        .or_else(|| {
             ext.get::<tonic::transport::server::TcpConnectInfo>()
                 .and_then(|c| c.remote_addr())
                 .map(|a| a.to_string())

@@ -112,6 +112,7 @@ pub(crate) fn credentials(
     rec: &RequestRecord,
 ) -> Result<Credentials, OAuthError> {
     let peer = rec.peer_ip();
+    let cert = rec.client_cert();
     let assertion = Credentials::from_assertion(
         Some(&c.client_id),
         Some(&c.client_assertion_type),
@@ -131,6 +132,7 @@ pub(crate) fn credentials(
             return Err(OAuthError::InvalidClient { basic: false });
         }
         creds.peer = peer;
+        creds.cert = cert;
         return Ok(creds);
     }
     rec.client(&c.client_id);
@@ -141,6 +143,7 @@ pub(crate) fn credentials(
         via: PresentedVia::Grpc,
         assertion: None,
         peer,
+        cert,
     })
 }
 
@@ -256,6 +259,9 @@ impl pb::token_service_server::TokenService for TokenService {
                     nbf: t.nbf.unwrap_or(0),
                     token_type: t.token_type.into(),
                     claims: (!t.claims.is_empty()).then(|| json_to_struct(t.claims)),
+                    cnf: t.cnf.map(|c| pb::Confirmation {
+                        x5t_s256: c.x5t_s256.unwrap_or_default(),
+                    }),
                 }
             }
         }))

@@ -213,6 +213,7 @@ fn credentials(
 ) -> Result<Credentials, OAuthError> {
     let mut creds = credentials_of(headers, params)?;
     creds.peer = rec.peer_ip();
+    creds.cert = rec.client_cert();
     rec.client(&creds.client_id);
     Ok(creds)
 }
@@ -266,6 +267,7 @@ fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, O
             via: PresentedVia::Basic,
             assertion: None,
             peer: None,
+            cert: None,
         });
     }
     let Some(id) = body_id else {
@@ -278,6 +280,7 @@ fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, O
         via: PresentedVia::Body,
         assertion: None,
         peer: None,
+        cert: None,
     })
 }
 

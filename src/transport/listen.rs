@@ -3,6 +3,11 @@
 //! cannot hold a handshake open), and the HTTP server loop (hyper with a
 //! header read timeout and graceful draining). gRPC gets the same accepted
 //! connections as tonic's incoming stream.
+//!
+//! A TLS client certificate (RFC 8705) travels with its connection: as the
+//! [`ClientCert`] request extension on HTTP, in the [`ConnInfo`] tonic puts
+//! in each request's extensions on gRPC; `access.rs` puts it in the
+//! request's record, where the handlers take it for client authentication.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,15 +18,16 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokend_core::oauth::mtls::ClientCertificate;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 use tower::ServiceExt;
 
 use super::access::PeerAddr;
-use super::tls::{Protocols, Tls};
+use super::tls::{Protocols, Tls, peer_certificate};
 
 /// Listener options from `[server]` and `[tls]`.
 #[derive(Clone)]
@@ -44,7 +50,23 @@ pub struct Conn {
     io: Io,
     local: Option<SocketAddr>,
     peer: SocketAddr,
+    /// The TLS client certificate, when the client presented one.
+    cert: Option<Arc<ClientCertificate>>,
     _slot: OwnedSemaphorePermit,
+}
+
+/// The TLS client certificate of the request's connection (HTTP request
+/// extension).
+#[derive(Clone, Debug)]
+pub struct ClientCert(pub Arc<ClientCertificate>);
+
+/// What tonic learns of a connection (`Connected::ConnectInfo`, in every
+/// gRPC request's extensions): the addresses and the client certificate.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub local: Option<SocketAddr>,
+    pub remote: SocketAddr,
+    pub cert: Option<Arc<ClientCertificate>>,
 }
 
 impl AsyncRead for Conn {
@@ -86,11 +108,12 @@ impl AsyncWrite for Conn {
 }
 
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        TcpConnectInfo {
-            local_addr: self.local,
-            remote_addr: Some(self.peer),
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
+            local: self.local,
+            remote: self.peer,
+            cert: self.cert.clone(),
         }
     }
 }
@@ -133,6 +156,7 @@ pub fn accept(
                         io: Io::Plain(tcp),
                         local,
                         peer,
+                        cert: None,
                         _slot: slot,
                     };
                     if tx.send(Ok(conn)).await.is_err() {
@@ -140,16 +164,21 @@ pub fn accept(
                     }
                 }
                 Some(tls) => {
-                    let acceptor = tls.acceptor(protocols);
+                    let (acceptor, certs) = tls.acceptor(protocols);
                     let tx = tx.clone();
                     let limit = opts.header_read_timeout;
                     tokio::spawn(async move {
                         match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
                             Ok(Ok(s)) => {
+                                let cert = peer_certificate(
+                                    certs.as_deref(),
+                                    s.get_ref().1.peer_certificates(),
+                                );
                                 let conn = Conn {
                                     io: Io::Tls(Box::new(s)),
                                     local,
                                     peer,
+                                    cert,
                                     _slot: slot,
                                 };
                                 let _ = tx.send(Ok(conn)).await;
@@ -197,10 +226,14 @@ pub async fn serve_http(
             },
         };
         let peer = conn.peer;
+        let cert = conn.cert.clone().map(ClientCert);
         let app = app.clone();
         let svc =
             hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(PeerAddr(peer));
+                if let Some(c) = &cert {
+                    req.extensions_mut().insert(c.clone());
+                }
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
                 app.clone().oneshot(req.map(axum::body::Body::new))

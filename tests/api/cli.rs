@@ -367,11 +367,9 @@ async fn client_new_registers_key_and_federated_clients_that_work() {
 
 #[test]
 fn client_new_prints_mtls_blocks_with_the_rfc_8705_names() {
-    // TODO(mtls-merge): once tls_client_auth and self_signed_tls_client_auth
-    // parse on main, feed each block below to a real tokend (serve_with, as
-    // in client_new_registers_key_and_federated_clients_that_work) and
-    // assert it starts and check-config passes; for self_signed, also that
-    // a TLS handshake with `cert` authenticates the client.
+    // Every printed block is also loaded, with the others, by a tokend
+    // whose listeners take client certificates (at the end).
+    let mut blocks = String::new();
     for (flag, value, name) in [
         (
             "--san-uri",
@@ -386,9 +384,10 @@ fn client_new_prints_mtls_blocks_with_the_rfc_8705_names() {
         ),
         ("--san-ip", "10.0.0.7", "tls_client_auth_san_ip"),
     ] {
+        let id = format!("mtls-{name}");
         let (once, block) = client_new(&[
             "--id",
-            "mtls",
+            &id,
             "--auth",
             "tls_client_auth",
             flag,
@@ -408,6 +407,7 @@ fn client_new_prints_mtls_blocks_with_the_rfc_8705_names() {
             Some(true)
         );
         assert!(c.get("secret_hashes").is_none());
+        blocks.push_str(&block);
     }
     // Exactly one name.
     let out = tokend()
@@ -452,4 +452,29 @@ fn client_new_prints_mtls_blocks_with_the_rfc_8705_names() {
     let k: toml::Table = toml::from_str(&key_block).unwrap();
     assert_eq!(c["jwks"], k["clients"][0]["jwks"], "the certificate's key");
     assert_eq!(c["jwks"]["keys"][0]["kty"].as_str(), Some("EC"));
+    blocks.push_str(&block);
+    // A tokend with client certificates on (optional, self-signed admitted)
+    // accepts every printed block: no problem in the whole configuration.
+    let server_ca = crate::common::pki::ca("server CA");
+    let (server_cert, server_key, _) = crate::common::pki::leaf(&server_ca, "tokend");
+    std::fs::write(dir.path().join("cert.pem"), server_cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), server_key).unwrap();
+    std::fs::write(
+        dir.path().join("client-ca.pem"),
+        crate::common::pki::ca("client CA").pem(),
+    )
+    .unwrap();
+    let base = ConfigBuilder::memory()
+        .set_path("tls.cert_file", &dir.path().join("cert.pem"))
+        .set_path("tls.key_file", &dir.path().join("key.pem"))
+        .set_path("tls.client_ca_file", &dir.path().join("client-ca.pem"))
+        .set("tls.client_auth", "optional")
+        .set("tls.self_signed_client_certs", true);
+    let path = dir.path().join("tokend.toml");
+    std::fs::write(&path, format!("{}\n{blocks}", base.to_toml())).unwrap();
+    let problems = tokend::config::Config::load(Some(&path), Vec::new())
+        .unwrap()
+        .validate();
+    assert!(problems.is_empty(), "{problems:?}\n{blocks}");
+    assert_eq!(blocks.matches("[[clients]]").count(), 5, "{blocks}");
 }

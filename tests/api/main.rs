@@ -23,6 +23,7 @@ mod http_protocol;
 mod introspection;
 mod keys;
 mod lifecycle;
+mod mtls;
 mod ops;
 mod partner_compat;
 mod private_key_jwt;

@@ -5,8 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tempfile::TempDir;
 use tokend::pb::token_service_client::TokenServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,15 +13,11 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::common::grpc::issue_request;
 use crate::common::http::basic_header;
-use crate::common::pki::{ca, leaf};
+use crate::common::pki::{ca, client_config, leaf};
 use crate::common::{ConfigBuilder, SECRET, TestApp, TokendProcess, eventually};
 
 /// Bound on a certificate rotation being picked up.
 const ROTATION: Duration = Duration::from_secs(6);
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
 
 /// `GET path` over HTTPS/1.1; returns the response text and the server's
 /// certificate (DER), or the error text.
@@ -32,24 +27,7 @@ async fn https_get(
     client: Option<(&str, &str)>,
     path: &str,
 ) -> Result<(String, Vec<u8>), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let b = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut cfg = match client {
-        None => b.with_no_client_auth(),
-        Some((cert, key)) => b
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-    };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = client_config(ca_pem, client, &[b"http/1.1"]);
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -67,15 +45,7 @@ async fn https_get(
 }
 
 async fn https_post_token(addr: std::net::SocketAddr, ca_pem: &str) -> (String, Vec<u8>) {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = client_config(ca_pem, None, &[]);
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)

@@ -29,6 +29,37 @@ pub fn leaf(ca: &Ca, cn: &str) -> (String, String, Vec<u8>) {
     (cert.pem(), key.serialize_pem(), cert.der().to_vec())
 }
 
+/// A rustls client trusting the CA `ca_pem`, with the client certificate
+/// and key `identity` (PEM) when given, offering `alpn`.
+pub fn client_config(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    alpn: &[&[u8]],
+) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => b
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    cfg
+}
+
 /// Writes a fresh CA (`ca.pem`), a server certificate for 127.0.0.1 and
 /// localhost (`redis.pem`, `redis.key`), and a client certificate
 /// (`client.pem`, `client.key`) signed by that CA into `dir`.

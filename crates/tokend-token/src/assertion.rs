@@ -24,7 +24,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Deserializer};
 
-use crate::keys::{JwkKind, jwk_public};
+use crate::keys::{JwkKind, jwk_public, jwk_public_bytes};
 
 /// Longest assertion accepted (authlib's RS256 assertions are under 1 KiB).
 pub const MAX_ASSERTION_LEN: usize = 8 * 1024;
@@ -77,6 +77,10 @@ pub struct AssertionKey {
     pub alg: AssertionAlg,
     pub kid: Option<String>,
     key: Arc<ParsedPublicKey>,
+    /// The public key as an X.509 `subjectPublicKey` holds it: PKCS#1
+    /// `RSAPublicKey` DER, the uncompressed P-256 point, or the 32 Ed25519
+    /// bytes (RFC 8705 `self_signed_tls_client_auth` compares these).
+    public: Arc<[u8]>,
 }
 
 impl std::fmt::Debug for AssertionKey {
@@ -142,7 +146,13 @@ impl AssertionKey {
             alg,
             kid,
             key: Arc::new(jwk_public(kind, valg, &b64)?),
+            public: jwk_public_bytes(kind, &b64)?.into(),
         })
+    }
+
+    /// The key's `subjectPublicKey` bytes (see the field).
+    pub fn public_key_bytes(&self) -> &[u8] {
+        &self.public
     }
 
     fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
@@ -235,6 +245,11 @@ impl AssertionKeys {
     /// The key ids, in order (logs of a JWKS change).
     pub fn kids(&self) -> Vec<&str> {
         self.keys.iter().filter_map(|k| k.kid.as_deref()).collect()
+    }
+
+    /// The registered keys, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &AssertionKey> {
+        self.keys.iter()
     }
 
     /// The keys to try for a header's `alg` and `kid`: the key with that

@@ -56,6 +56,10 @@ pub struct AccessClaims {
     /// per exchanged token.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<ChainLink>,
+    /// RFC 7800 / RFC 8705 3.1 `cnf`: the key the token is bound to (a
+    /// certificate-bound token carries `x5t#S256`); `None` for a bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -67,6 +71,44 @@ pub struct ChainLink {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+}
+
+/// RFC 7800 `cnf`: what a presenter must prove possession of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// RFC 8705 3.1: base64url SHA-256 of the DER of the TLS client
+    /// certificate the token is bound to.
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+}
+
+impl Confirmation {
+    /// The `cnf` of a token bound to the certificate `der` (RFC 8705 3.1).
+    pub fn of_certificate(der: &[u8]) -> Self {
+        use sha2::Digest;
+        Self {
+            x5t_s256: Some(B64.encode(sha2::Sha256::digest(der))),
+        }
+    }
+
+    /// Whether a certificate (DER) is the one this confirmation names, in
+    /// constant time.
+    pub fn matches_certificate(&self, der: &[u8]) -> bool {
+        use sha2::Digest;
+        let Some(want) = &self.x5t_s256 else {
+            return false;
+        };
+        let Ok(want) = B64.decode(want) else {
+            return false;
+        };
+        let got = sha2::Sha256::digest(der);
+        want.len() == got.len()
+            && want
+                .iter()
+                .zip(got.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
 }
 
 impl ChainLink {
@@ -172,6 +214,7 @@ enum Field {
     IatMs,
     Act,
     Chain,
+    Cnf,
     Other(String),
 }
 
@@ -198,6 +241,7 @@ impl<'de> Deserialize<'de> for Field {
                     "iat_ms" => Field::IatMs,
                     "act" => Field::Act,
                     "chain" => Field::Chain,
+                    "cnf" => Field::Cnf,
                     other => Field::Other(other.to_owned()),
                 })
             }
@@ -233,7 +277,7 @@ impl<'de> Deserialize<'de> for AccessClaims {
                     (None, None, None, None, None);
                 let (mut exp, mut iat, mut nbf) = (None, None, None);
                 let (mut scope, mut sid, mut iat_ms) = (None, None, None);
-                let (mut act, mut chain) = (None, None);
+                let (mut act, mut chain, mut cnf) = (None, None, None);
                 let mut extra = serde_json::Map::new();
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
@@ -258,6 +302,7 @@ impl<'de> Deserialize<'de> for AccessClaims {
                         Field::Chain => {
                             once(&mut chain, map.next_value::<Vec<ChainLink>>()?, "chain")?
                         }
+                        Field::Cnf => once(&mut cnf, map.next_value::<Confirmation>()?, "cnf")?,
                         Field::Other(name) => {
                             let v = map.next_value::<serde_json::Value>()?;
                             extra.insert(name, v);
@@ -278,6 +323,7 @@ impl<'de> Deserialize<'de> for AccessClaims {
                     legacy_iat_ms: iat_ms.flatten(),
                     act,
                     chain: chain.unwrap_or_default(),
+                    cnf,
                     extra,
                 })
             }
@@ -436,6 +482,7 @@ mod tests {
             legacy_iat_ms: None,
             act: None,
             chain: Vec::new(),
+            cnf: None,
             extra: serde_json::Map::new(),
         }
     }

@@ -528,7 +528,7 @@ pub(crate) fn jwk_public(
     ParsedPublicKey::new(valg, &public).map_err(|e| anyhow::anyhow!("public key rejected ({e})"))
 }
 
-fn jwk_public_bytes(
+pub(crate) fn jwk_public_bytes(
     kind: JwkKind,
     b64: &dyn Fn(&str) -> anyhow::Result<Vec<u8>>,
 ) -> anyhow::Result<Vec<u8>> {

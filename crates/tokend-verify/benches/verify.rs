@@ -59,6 +59,7 @@ fn claims() -> AccessClaims {
         legacy_iat_ms: None,
         act: None,
         chain: Vec::new(),
+        cnf: None,
         extra: serde_json::Map::new(),
     }
 }

@@ -16,6 +16,13 @@
 //! HTTP, PERMISSION_DENIED over gRPC. [`require_scope`] and
 //! [`require_audience`] do the same inside a handler.
 //!
+//! Certificate-bound tokens (RFC 8705 3): the layer passes the TLS client
+//! certificate of the request's connection to [`Verifier::verify_bound`],
+//! taken from a [`PeerCertificate`] request extension (put there by the
+//! application's own TLS accept loop, e.g. axum served on tokio-rustls; see
+//! docs/mtls.md) or, for a tonic server serving TLS itself, from tonic's
+//! `TlsConnectInfo` (what `Request::peer_certs` reads).
+//!
 //! Why a token was refused is reported in metrics and logs, never to the
 //! caller: the answer does not help anyone probe which tokens are revoked.
 
@@ -93,6 +100,12 @@ pub enum RejectReason {
     InsufficientScope,
     /// 403: no audience [`Require`]d is in `aud`.
     InsufficientAudience,
+    /// A certificate-bound token (`cnf.x5t#S256`) presented without the
+    /// certificate it is bound to (another one, or none).
+    CertificateMismatch,
+    /// A bearer token where the verifier requires bound tokens
+    /// ([`crate::VerifierConfig::require_certificate_binding`]).
+    CertificateRequired,
 }
 
 impl RejectReason {
@@ -112,6 +125,8 @@ impl RejectReason {
             Self::FeedUnavailable => "feed_unavailable",
             Self::InsufficientScope => "insufficient_scope",
             Self::InsufficientAudience => "insufficient_audience",
+            Self::CertificateMismatch => "certificate_mismatch",
+            Self::CertificateRequired => "certificate_required",
         }
     }
 
@@ -284,6 +299,33 @@ impl<S> Layer<S> for AuthLayer {
     }
 }
 
+/// The TLS client certificate (DER, the leaf) of the connection a request
+/// came on, as a request extension: what [`AuthLayer`] checks a bound
+/// token's `cnf.x5t#S256` against. An application that terminates TLS itself
+/// (axum on tokio-rustls) inserts it per connection; a tonic server serving
+/// TLS needs nothing (the layer reads tonic's connection info).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate(pub Arc<[u8]>);
+
+impl PeerCertificate {
+    pub fn new(der: impl Into<Arc<[u8]>>) -> Self {
+        Self(der.into())
+    }
+
+    /// The certificate of a request, from a [`PeerCertificate`] extension
+    /// or tonic's TLS connection info.
+    pub fn of(ext: &http::Extensions) -> Option<Self> {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        if let Some(c) = ext.get::<Self>() {
+            return Some(c.clone());
+        }
+        let certs = ext
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs)?;
+        certs.first().map(|c| Self::new(c.as_ref()))
+    }
+}
+
 /// The service [`AuthLayer`] makes.
 #[derive(Clone)]
 pub struct Auth<S> {
@@ -314,7 +356,12 @@ where
         let verifier = self.verifier.clone();
         Box::pin(async move {
             let verified = match bearer_token(req.headers()) {
-                Ok(token) => verifier.verify(token).await,
+                Ok(token) => {
+                    let cert = PeerCertificate::of(req.extensions());
+                    verifier
+                        .verify_bound(token, cert.as_ref().map(|c| &*c.0))
+                        .await
+                }
                 Err(r) => {
                     verifier.count_rejection(r.reason());
                     Err(r)

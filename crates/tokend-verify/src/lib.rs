@@ -15,6 +15,11 @@
 //!   and puts the [`VerifiedToken`] into the request extensions; [`Require`]
 //!   adds scope and audience checks (403 `insufficient_scope` /
 //!   PERMISSION_DENIED).
+//! - Certificate-bound tokens (RFC 8705): [`Verifier::verify_bound`] and the
+//!   layer compare `cnf.x5t#S256` with the TLS client certificate
+//!   ([`PeerCertificate`]); a bound token without its certificate is
+//!   refused, and [`VerifierConfig::require_certificate_binding`] refuses
+//!   bearer tokens too.
 //! - Metrics through the `metrics` facade ([`metrics`]) and `tracing` spans;
 //!   the token itself is never logged or recorded.
 //!
@@ -31,8 +36,8 @@ mod verifier;
 pub use feed::{FeedConfig, FeedPolicy};
 pub use jwks::JwksConfig;
 pub use layer::{
-    AuthLayer, RejectReason, Rejection, Require, VerifiedToken, bearer_token, require_audience,
-    require_scope,
+    AuthLayer, PeerCertificate, RejectReason, Rejection, Require, VerifiedToken, bearer_token,
+    require_audience, require_scope,
 };
 pub use revocation::RevocationSet;
 pub use tokend_token::AccessClaims;

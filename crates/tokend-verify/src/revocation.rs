@@ -284,6 +284,7 @@ mod tests {
             legacy_iat_ms: None,
             act: None,
             chain: Vec::new(),
+            cnf: None,
             extra: serde_json::Map::new(),
         }
     }

@@ -42,6 +42,10 @@ pub struct VerifierConfig {
     pub feed: Option<FeedConfig>,
     /// Tokens remembered as verified (default 10 000; 0 disables).
     pub cache_capacity: usize,
+    /// Refuse tokens that are not certificate-bound (RFC 8705 3): every
+    /// token must carry `cnf.x5t#S256` and come with its certificate.
+    /// Default `false`: bearer tokens are accepted, bound ones are checked.
+    pub require_certificate_binding: bool,
 }
 
 impl VerifierConfig {
@@ -59,7 +63,14 @@ impl VerifierConfig {
             jwks: JwksConfig::new(jwks_url),
             feed: None,
             cache_capacity: tokend_token::cache::DEFAULT_CAPACITY,
+            require_certificate_binding: false,
         }
+    }
+
+    /// Accept certificate-bound tokens only (see the field).
+    pub fn require_certificate_binding(mut self, required: bool) -> Self {
+        self.require_certificate_binding = required;
+        self
     }
 
     /// Accepts `audience` too.
@@ -100,6 +111,7 @@ struct Inner {
     issuer: String,
     audiences: Vec<String>,
     leeway: i64,
+    require_binding: bool,
     jwks: Arc<Jwks>,
     cache: VerifiedCache,
     /// The JWKS generation the cache was filled under.
@@ -168,6 +180,7 @@ impl Verifier {
                 issuer: config.issuer,
                 audiences: config.audiences,
                 leeway,
+                require_binding: config.require_certificate_binding,
                 cache_generation: jwks.generation().into(),
                 jwks,
                 cache: VerifiedCache::new(config.cache_capacity),
@@ -180,18 +193,34 @@ impl Verifier {
     /// Verifies a bearer token. When the token names a key id the cached
     /// JWKS lacks, refetches the JWKS first (rate-limited, see
     /// [`JwksConfig::min_refetch_interval`]) and tries once more.
+    ///
+    /// Without a certificate: a certificate-bound token is refused
+    /// ([`RejectReason::CertificateMismatch`]); see [`Verifier::verify_bound`].
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, Rejection> {
+        self.verify_bound(token, None).await
+    }
+
+    /// [`Verifier::verify`] for a request that came with the TLS client
+    /// certificate `peer_cert` (DER, the leaf): a token with
+    /// `cnf.x5t#S256` is accepted only with the certificate whose SHA-256
+    /// that is (RFC 8705 3), compared in constant time; a token without
+    /// `cnf` as before, unless the verifier requires binding.
+    pub async fn verify_bound(
+        &self,
+        token: &str,
+        peer_cert: Option<&[u8]>,
+    ) -> Result<VerifiedToken, Rejection> {
         let span = tracing::debug_span!(
             "tokend_verify.verify",
             result = tracing::field::Empty,
             client_id = tracing::field::Empty
         );
         async {
-            let mut result = self.check(token);
+            let mut result = self.check(token, peer_cert);
             if result == Err(RejectReason::UnknownKey)
                 && self.inner.jwks.refetch_for_unknown_kid().await
             {
-                result = self.check(token);
+                result = self.check(token, peer_cert);
             }
             self.finish(result)
         }
@@ -202,13 +231,23 @@ impl Verifier {
     /// Verifies a bearer token without waiting for anything: an unknown key
     /// id is refused (and triggers no refetch). For synchronous callers.
     pub fn verify_now(&self, token: &str) -> Result<VerifiedToken, Rejection> {
+        self.verify_bound_now(token, None)
+    }
+
+    /// [`Verifier::verify_now`] with the TLS client certificate (see
+    /// [`Verifier::verify_bound`]).
+    pub fn verify_bound_now(
+        &self,
+        token: &str,
+        peer_cert: Option<&[u8]>,
+    ) -> Result<VerifiedToken, Rejection> {
         let _span = tracing::debug_span!(
             "tokend_verify.verify",
             result = tracing::field::Empty,
             client_id = tracing::field::Empty
         )
         .entered();
-        self.finish(self.check(token))
+        self.finish(self.check(token, peer_cert))
     }
 
     fn finish(
@@ -236,7 +275,11 @@ impl Verifier {
         metrics::rejected(reason);
     }
 
-    fn check(&self, token: &str) -> Result<Arc<AccessClaims>, RejectReason> {
+    fn check(
+        &self,
+        token: &str,
+        peer_cert: Option<&[u8]>,
+    ) -> Result<Arc<AccessClaims>, RejectReason> {
         let inner = &*self.inner;
         let now = now_unix();
         let key = TokenKey::of(token);
@@ -264,6 +307,14 @@ impl Verifier {
         };
         if let Some(feed) = &inner.feed {
             feed.check(&claims)?;
+        }
+        // RFC 8705 3: checked on every request (the cache knows tokens, not
+        // connections).
+        match (&claims.cnf, peer_cert) {
+            (Some(cnf), Some(der)) if cnf.matches_certificate(der) => {}
+            (Some(_), _) => return Err(RejectReason::CertificateMismatch),
+            (None, _) if inner.require_binding => return Err(RejectReason::CertificateRequired),
+            (None, _) => {}
         }
         Ok(claims)
     }

@@ -223,6 +223,13 @@ TOKEND_AUTHORIZATION_LOGIN_APP_TOKEN_HASH.
 {{- end -}}
 
 {{/* "true" when the client CA comes from a Secret other than the server certificate's (a second mount). */}}
+{{/* Client certificates required on the TLS listeners (the kubelet, which has none, cannot pass the
+     handshake): a client CA or self-signed certificates, unless config.tls.client_auth is "optional". */}}
+{{- define "tokend.tls.clientCertRequired" -}}
+{{- $t := .Values.config.tls | default dict -}}
+{{- if and .Values.tls.enabled (or .Values.tls.clientCA.enabled $t.self_signed_client_certs) (ne ($t.client_auth | default "required") "optional") -}}true{{- end -}}
+{{- end -}}
+
 {{- define "tokend.tls.clientCASeparate" -}}
 {{- if and .Values.tls.enabled .Values.tls.clientCA.enabled (ne (include "tokend.tls.clientCASecret" .) .Values.tls.existingSecret) -}}true{{- end -}}
 {{- end -}}

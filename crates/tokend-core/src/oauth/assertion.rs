@@ -52,6 +52,7 @@ impl Core {
         }
         for path in [endpoints::TOKEN, endpoints::INTROSPECT, endpoints::REVOKE] {
             out.push(s.endpoint_url(path));
+            out.extend(s.mtls_endpoint_url(path));
         }
         out
     }

@@ -35,6 +35,7 @@ use super::error::OAuthError;
 use super::grant::{Grant, TokenRequest, TokenResponse};
 use super::params::{self, Params};
 use super::{Core, oob, scope};
+use tokend_token::jwt::Confirmation;
 use tokend_token::jwt::RESERVED_CLAIMS;
 use tokend_token::opaque;
 
@@ -623,6 +624,7 @@ impl Core {
         &self,
         client: &Client,
         req: TokenRequest,
+        cnf: Option<Confirmation>,
     ) -> Result<TokenResponse, OAuthError> {
         if req.refresh_token.is_some() {
             return Err(OAuthError::invalid_request(
@@ -711,6 +713,7 @@ impl Core {
             audience,
             gid: Some(gid.clone()),
             extra,
+            cnf,
             exchange: None,
         })?;
         resp.refresh_token = refresh_token;

@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::OAuthError;
 use super::federation::{FederatedIdentity, TrustedIssuers};
+use super::mtls::{CertKey, CertificateRule, ClientCertificate, TlsSubject};
 use super::scope;
 use tokend_token::assertion::{AssertionKeys, JWT_BEARER, peek_issuer_subject};
 use tokend_token::jwt::RESERVED_CLAIMS;
@@ -80,6 +81,12 @@ pub enum AuthMethod {
     /// RFC 7523 2.2: a JWT signed with one of the client's registered keys
     /// (`jwks` or `jwks_file`); no secret.
     PrivateKeyJwt,
+    /// RFC 8705 2.1: a TLS client certificate that chains to the client CA
+    /// and carries the registered subject DN or SAN; no secret.
+    TlsClientAuth,
+    /// RFC 8705 2.2: a TLS client certificate (not chain-validated) whose
+    /// public key is one of the client's `jwks`; no secret.
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
@@ -91,7 +98,14 @@ impl AuthMethod {
             Self::ClientSecretPost => "client_secret_post",
             Self::None => "none",
             Self::PrivateKeyJwt => "private_key_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
+            Self::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
+    }
+
+    /// Whether the client proves itself with its TLS client certificate.
+    pub fn is_certificate(self) -> bool {
+        matches!(self, Self::TlsClientAuth | Self::SelfSignedTlsClientAuth)
     }
 }
 
@@ -112,6 +126,21 @@ pub struct ClientConfig {
     /// re-read on every reload.
     #[serde(default)]
     pub jwks_file: Option<std::path::PathBuf>,
+    /// `tls_client_auth` (RFC 8705 2.1.2): exactly one of these four, the
+    /// value the client's certificate must carry.
+    #[serde(default)]
+    pub tls_client_auth_subject_dn: Option<String>,
+    #[serde(default)]
+    pub tls_client_auth_san_dns: Option<String>,
+    /// A SPIFFE ID (`spiffe://trust-domain/path`) or any URI SAN.
+    #[serde(default)]
+    pub tls_client_auth_san_uri: Option<String>,
+    #[serde(default)]
+    pub tls_client_auth_san_ip: Option<String>,
+    /// RFC 8705 3: this client's access tokens are bound to the TLS client
+    /// certificate of the request that obtains them (`cnf.x5t#S256`).
+    #[serde(default)]
+    pub tls_client_certificate_bound_access_tokens: bool,
     /// What `jwks_file` held when the configuration was loaded (read by the
     /// service's config loader, which resolves the path): the text, or why it
     /// could not be read.
@@ -295,6 +324,11 @@ pub struct Client {
     /// `private_key_jwt`: the `(issuer, subject)` pairs whose federated
     /// tokens authenticate as this client.
     pub federated_identities: Vec<FederatedIdentity>,
+    /// `tls_client_auth` / `self_signed_tls_client_auth`: what its
+    /// certificate must be (`None` for every other method).
+    pub certificate: Option<CertificateRule>,
+    /// RFC 8705 3: its access tokens carry `cnf.x5t#S256`.
+    pub certificate_bound_tokens: bool,
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub claims_in_response: bool,
     /// Per-client rate limit overrides; `None` uses the `[rate_limit]` default.
@@ -324,30 +358,33 @@ impl Client {
 impl ClientConfig {
     /// The registered keys of a `private_key_jwt` client (exactly one of
     /// `jwks` and `jwks_file`); any key on another client is an error.
-    fn assertion_keys(&self, key_based: bool, errs: &mut Vec<String>) -> AssertionKeys {
+    fn assertion_keys(
+        &self,
+        key_based: bool,
+        errs: &mut Vec<String>,
+    ) -> (AssertionKeys, Option<serde_json::Value>) {
+        let none = || (AssertionKeys::default(), None);
         let doc = match (&self.jwks, &self.jwks_file, key_based) {
-            (None, None, false) => return AssertionKeys::default(),
+            (None, None, false) => return none(),
             // A federated client may have no keys of its own.
-            (None, None, true) if !self.federated_identities.is_empty() => {
-                return AssertionKeys::default();
-            }
+            (None, None, true) if !self.federated_identities.is_empty() => return none(),
             (_, _, false) => {
                 errs.push(
-                    "jwks, jwks_file: only for token_endpoint_auth_method = \"private_key_jwt\""
+                    "jwks, jwks_file: only for token_endpoint_auth_method = \"private_key_jwt\" or \"self_signed_tls_client_auth\""
                         .into(),
                 );
-                return AssertionKeys::default();
+                return none();
             }
             (Some(_), Some(_), true) => {
                 errs.push("jwks, jwks_file: give one or the other, not both".into());
-                return AssertionKeys::default();
+                return none();
             }
             (None, None, true) => {
                 errs.push(
-                    "jwks: a private_key_jwt client needs its public keys (jwks or jwks_file) or federated_identities"
+                    "jwks: a private_key_jwt client needs its public keys (jwks or jwks_file) or federated_identities, a self_signed_tls_client_auth client its public keys (jwks or jwks_file)"
                         .into(),
                 );
-                return AssertionKeys::default();
+                return none();
             }
             (Some(doc), None, true) => ("jwks", doc.clone()),
             (None, Some(path), true) => {
@@ -361,27 +398,92 @@ impl ClientConfig {
                     Ok(doc) => ("jwks_file", doc),
                     Err(e) => {
                         errs.push(format!("jwks_file: {e}"));
-                        return AssertionKeys::default();
+                        return none();
                     }
                 }
             }
         };
         let (key, doc) = doc;
-        AssertionKeys::from_jwks(&doc).unwrap_or_else(|e| {
-            errs.extend(e.into_iter().map(|e| format!("{key}: {e}")));
-            AssertionKeys::default()
-        })
+        match AssertionKeys::from_jwks(&doc) {
+            Ok(keys) => (keys, Some(doc)),
+            Err(e) => {
+                errs.extend(e.into_iter().map(|e| format!("{key}: {e}")));
+                none()
+            }
+        }
+    }
+
+    /// The certificate rule of a `tls_client_auth` or
+    /// `self_signed_tls_client_auth` client; the RFC 8705 metadata on any
+    /// other client is an error.
+    fn certificate_rule(
+        &self,
+        method: AuthMethod,
+        keys: &AssertionKeys,
+        doc: Option<&serde_json::Value>,
+        errs: &mut Vec<String>,
+    ) -> Option<CertificateRule> {
+        let given: Vec<(&str, &String)> = TlsSubject::KEYS
+            .iter()
+            .zip([
+                &self.tls_client_auth_subject_dn,
+                &self.tls_client_auth_san_dns,
+                &self.tls_client_auth_san_uri,
+                &self.tls_client_auth_san_ip,
+            ])
+            .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)))
+            .collect();
+        let names = TlsSubject::KEYS.join(", ");
+        match method {
+            AuthMethod::TlsClientAuth => match given.as_slice() {
+                [(key, value)] => match TlsSubject::parse(key, value) {
+                    Ok(s) => Some(CertificateRule::Subject(s)),
+                    Err(e) => {
+                        errs.push(format!("{key}: {e}"));
+                        None
+                    }
+                },
+                [] => {
+                    errs.push(format!(
+                        "token_endpoint_auth_method: a tls_client_auth client needs exactly one of {names}"
+                    ));
+                    None
+                }
+                _ => {
+                    errs.push(format!("{names}: give exactly one"));
+                    None
+                }
+            },
+            _ if !given.is_empty() => {
+                errs.push(format!(
+                    "{}: only for token_endpoint_auth_method = \"tls_client_auth\"",
+                    given[0].0
+                ));
+                None
+            }
+            AuthMethod::SelfSignedTlsClientAuth => {
+                let doc = doc?;
+                match CertKey::from_jwks(doc, keys) {
+                    Ok(keys) => Some(CertificateRule::Keys(keys)),
+                    Err(e) => {
+                        errs.push(format!("jwks: {e}"));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        }
     }
 
     /// `federated_identities`: only on a `private_key_jwt` client (the
     /// assertion-based method, so such a client never has a secret), each
     /// pair once. Whether the issuer is trusted is checked against the
     /// `[[trusted_issuers]]` list by the service's config loader.
-    fn check_federated_identities(&self, key_based: bool, errs: &mut Vec<String>) {
+    fn check_federated_identities(&self, private_key_jwt: bool, errs: &mut Vec<String>) {
         if self.federated_identities.is_empty() {
             return;
         }
-        if !key_based {
+        if !private_key_jwt {
             errs.push(
                 "federated_identities: only for token_endpoint_auth_method = \"private_key_jwt\""
                     .into(),
@@ -417,9 +519,11 @@ impl ClientConfig {
             Some("client_secret_post") => AuthMethod::ClientSecretPost,
             Some("none") => AuthMethod::None,
             Some("private_key_jwt") => AuthMethod::PrivateKeyJwt,
+            Some("tls_client_auth") => AuthMethod::TlsClientAuth,
+            Some("self_signed_tls_client_auth") => AuthMethod::SelfSignedTlsClientAuth,
             Some(other) => {
                 errs.push(format!(
-                    "token_endpoint_auth_method: {other:?} is not one of client_secret_basic, client_secret_post, private_key_jwt, none"
+                    "token_endpoint_auth_method: {other:?} is not one of client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth, self_signed_tls_client_auth, none"
                 ));
                 AuthMethod::ClientSecret
             }
@@ -434,15 +538,29 @@ impl ClientConfig {
         if auth_method == AuthMethod::None && !self.secret_hashes.is_empty() {
             errs.push("secret_hashes: a public client (token_endpoint_auth_method = \"none\") has no secret".into());
         }
-        let key_based = auth_method == AuthMethod::PrivateKeyJwt;
-        if key_based && !self.secret_hashes.is_empty() {
-            errs.push("secret_hashes: a private_key_jwt client authenticates with its keys (jwks or jwks_file), not a secret".into());
+        let key_based = matches!(
+            auth_method,
+            AuthMethod::PrivateKeyJwt | AuthMethod::SelfSignedTlsClientAuth
+        );
+        let secretless = key_based || auth_method == AuthMethod::TlsClientAuth;
+        if secretless && !self.secret_hashes.is_empty() {
+            errs.push(match auth_method {
+                AuthMethod::TlsClientAuth => "secret_hashes: a tls_client_auth client authenticates with its TLS client certificate, not a secret".into(),
+                m => format!("secret_hashes: a {} client authenticates with its keys (jwks or jwks_file), not a secret", m.as_str()),
+            });
         }
-        if !key_based && auth_method != AuthMethod::None && self.secret_hashes.is_empty() {
-            errs.push("secret_hashes: at least one hash is required (or token_endpoint_auth_method = \"none\" or \"private_key_jwt\")".into());
+        if !secretless && auth_method != AuthMethod::None && self.secret_hashes.is_empty() {
+            errs.push("secret_hashes: at least one hash is required (or token_endpoint_auth_method = \"none\", \"private_key_jwt\", \"tls_client_auth\" or \"self_signed_tls_client_auth\")".into());
         }
-        let assertion_keys = self.assertion_keys(key_based, &mut errs);
-        self.check_federated_identities(key_based, &mut errs);
+        let (keys, doc) = self.assertion_keys(key_based, &mut errs);
+        self.check_federated_identities(auth_method == AuthMethod::PrivateKeyJwt, &mut errs);
+        let certificate = self.certificate_rule(auth_method, &keys, doc.as_ref(), &mut errs);
+        // A self-signed client's keys identify its certificate, never an
+        // assertion.
+        let assertion_keys = match auth_method {
+            AuthMethod::PrivateKeyJwt => keys,
+            _ => AssertionKeys::default(),
+        };
         let mut grant_types = HashSet::new();
         for g in &self.grant_types {
             match GrantType::parse(g) {
@@ -568,6 +686,8 @@ impl ClientConfig {
             redirect_uris: self.redirect_uris.clone(),
             assertion_keys,
             federated_identities: self.federated_identities.clone(),
+            certificate,
+            certificate_bound_tokens: self.tls_client_certificate_bound_access_tokens,
             claims: self.claims.clone(),
             claims_in_response: self.claims_in_response,
             rate_limit_per_sec: self.rate_limit_per_sec,
@@ -614,6 +734,10 @@ pub struct Credentials {
     /// The caller's network address, as plain data for the secret-guessing
     /// defence; `None` when unknown.
     pub peer: Option<std::net::IpAddr>,
+    /// The TLS client certificate of the caller's connection (RFC 8705):
+    /// what `tls_client_auth` and `self_signed_tls_client_auth` clients
+    /// authenticate with, and what bound tokens are bound to.
+    pub cert: Option<Arc<ClientCertificate>>,
 }
 
 impl Credentials {
@@ -658,6 +782,7 @@ impl Credentials {
             via,
             assertion: Some(SecretString::from(assertion)),
             peer: None,
+            cert: None,
         }))
     }
 }
@@ -790,6 +915,15 @@ impl Registry {
         // the store for their `jti`; a key-based client has no secret.
         if creds.assertion.is_some() || client.auth_method == AuthMethod::PrivateKeyJwt {
             return Err(fail);
+        }
+        // RFC 8705: the certificate alone, never with a secret; and a
+        // certificate alone never authenticates a secret client (below: no
+        // reading, no success).
+        if let Some(rule) = &client.certificate {
+            return match (&creds.cert, readings.is_empty()) {
+                (Some(cert), true) if rule.accepts(cert) => Ok(client.clone()),
+                _ => Err(fail),
+            };
         }
         if client.is_public() {
             // A public client proves nothing at the token endpoint; PKCE does.

@@ -34,6 +34,7 @@ use super::grant::{Exchanged, Grant, TokenRequest, TokenResponse};
 use super::{Core, now_unix, scope};
 use tokend_token::AccessClaims;
 use tokend_token::jwt::ChainLink;
+use tokend_token::jwt::Confirmation;
 
 /// RFC 8693 3: token type identifiers tokend accepts and issues.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -59,6 +60,7 @@ impl Core {
         &self,
         client: &Client,
         req: TokenRequest,
+        cnf: Option<Confirmation>,
     ) -> Result<TokenResponse, OAuthError> {
         if req.code.is_some() || req.refresh_token.is_some() || req.code_verifier.is_some() {
             return Err(OAuthError::invalid_request(
@@ -204,6 +206,7 @@ impl Core {
             audience,
             gid: None,
             extra,
+            cnf,
             exchange: Some(Exchanged {
                 act: Value::Object(act),
                 chain,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::client::{Client, Credentials, GrantType};
 use super::error::OAuthError;
 use super::{Core, scope};
+use tokend_token::jwt::Confirmation;
 use tokend_token::{AccessClaims, jwt, opaque};
 
 /// A token request, already decoded from the wire (form, JSON or protobuf).
@@ -52,6 +53,8 @@ pub(crate) struct Grant<'a> {
     pub audience: Vec<String>,
     pub gid: Option<String>,
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// RFC 8705 3: the certificate the access token is bound to.
+    pub cnf: Option<Confirmation>,
     /// Token exchange: the actor, the ancestors, and the subject token's
     /// remaining lifetime (the exchanged token never outlives it).
     pub exchange: Option<Exchanged>,
@@ -62,6 +65,28 @@ pub(crate) struct Exchanged {
     pub act: serde_json::Value,
     pub chain: Vec<tokend_token::jwt::ChainLink>,
     pub max_ttl: u64,
+}
+
+/// RFC 8705 3: what the access tokens of this request are bound to. A
+/// client with `tls_client_certificate_bound_access_tokens` gets tokens
+/// bound to the certificate of the connection it asks on, whatever the
+/// grant (a refreshed or exchanged token is bound to the certificate
+/// presented when it is minted, so a client can rotate its certificate
+/// without losing its refresh token), and cannot get a token without one.
+/// Other clients get bearer tokens.
+fn certificate_binding(
+    client: &Client,
+    creds: &Credentials,
+) -> Result<Option<Confirmation>, OAuthError> {
+    if !client.certificate_bound_tokens {
+        return Ok(None);
+    }
+    match &creds.cert {
+        Some(cert) => Ok(Some(cert.confirmation())),
+        None => Err(OAuthError::invalid_request(
+            "this client's access tokens are bound to its TLS client certificate (RFC 8705): connect with one",
+        )),
+    }
 }
 
 impl Core {
@@ -90,11 +115,14 @@ impl Core {
                 "this client may not use this grant type",
             ));
         }
+        // Decided before the grant runs, so a refused request consumes no
+        // code or refresh token.
+        let cnf = certificate_binding(&client, creds)?;
         let issued = match grant_type {
-            GrantType::ClientCredentials => self.client_credentials(&client, req),
-            GrantType::AuthorizationCode => self.authorization_code(&client, req).await,
-            GrantType::RefreshToken => self.refresh_token(&client, req).await,
-            GrantType::TokenExchange => self.token_exchange(&client, req).await,
+            GrantType::ClientCredentials => self.client_credentials(&client, req, cnf),
+            GrantType::AuthorizationCode => self.authorization_code(&client, req, cnf).await,
+            GrantType::RefreshToken => self.refresh_token(&client, req, cnf).await,
+            GrantType::TokenExchange => self.token_exchange(&client, req, cnf).await,
         };
         if let Ok(r) = &issued {
             // For the request's span (docs/tracing.md): what was issued.
@@ -109,6 +137,7 @@ impl Core {
         &self,
         client: &Client,
         req: TokenRequest,
+        cnf: Option<Confirmation>,
     ) -> Result<TokenResponse, OAuthError> {
         if req.code.is_some()
             || req.refresh_token.is_some()
@@ -129,6 +158,7 @@ impl Core {
             audience,
             gid: None,
             extra: client.claims.clone(),
+            cnf,
             exchange: None,
         })
     }
@@ -162,6 +192,7 @@ impl Core {
             legacy_iat_ms: None,
             act,
             chain,
+            cnf: g.cnf,
             extra: g.extra,
         };
         let keys = self.keys();

@@ -53,6 +53,8 @@ pub struct ActiveToken {
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// RFC 8693 `act` of an exchanged token.
     pub act: Option<serde_json::Value>,
+    /// RFC 8705 3.2: the certificate a bound token is bound to.
+    pub cnf: Option<tokend_token::jwt::Confirmation>,
 }
 
 impl ActiveToken {
@@ -70,6 +72,7 @@ impl ActiveToken {
             nbf: Some(c.nbf),
             claims: c.extra.clone(),
             act: c.act.clone(),
+            cnf: c.cnf.clone(),
         }
     }
 
@@ -94,6 +97,7 @@ impl ActiveToken {
                 })
                 .unwrap_or_default(),
             act: None,
+            cnf: None,
         }
     }
 
@@ -130,6 +134,12 @@ impl ActiveToken {
         }
         if let Some(act) = &self.act {
             o.insert("act".into(), act.clone());
+        }
+        if let Some(cnf) = &self.cnf {
+            o.insert(
+                "cnf".into(),
+                serde_json::to_value(cnf).unwrap_or(Value::Null),
+            );
         }
         o
     }
@@ -376,6 +386,7 @@ mod tests {
             legacy_iat_ms: Some(40_123),
             act: None,
             chain: Vec::new(),
+            cnf: None,
             extra,
         };
         let json = ActiveToken::access(&claims).to_json();

@@ -19,6 +19,7 @@ pub mod grant;
 pub mod introspect;
 pub mod lifecycle;
 pub mod limits;
+pub mod mtls;
 pub mod oob;
 pub mod params;
 pub mod refresh;
@@ -61,6 +62,8 @@ pub struct Settings {
     pub path_prefix: String,
     /// `[revocation_feed]`: the revocation log's bounds and the watchers'.
     pub feed: crate::feed::FeedSettings,
+    /// TLS client certificates (RFC 8705), as discovery advertises them.
+    pub mtls: mtls::MtlsSettings,
 }
 
 impl Settings {
@@ -71,6 +74,17 @@ impl Settings {
             self.issuer.trim_end_matches('/'),
             self.path_prefix
         )
+    }
+
+    /// The mTLS alias of the HTTP endpoint `path`, when
+    /// `[discovery] mtls_endpoint_base_url` is set.
+    pub fn mtls_endpoint_url(&self, path: &str) -> Option<String> {
+        let base = self.mtls.endpoint_base.as_deref()?;
+        Some(format!(
+            "{}{}{path}",
+            base.trim_end_matches('/'),
+            self.path_prefix
+        ))
     }
 }
 
@@ -161,19 +175,24 @@ impl Core {
     /// RFC 8414 authorization server metadata.
     pub fn metadata(&self) -> serde_json::Value {
         let url = |path| self.settings.endpoint_url(path);
-        let auth_methods = [
+        let mut auth_methods = vec![
             "client_secret_basic",
             "client_secret_post",
             "private_key_jwt",
         ];
+        // RFC 8705 2.3: the certificate methods, when a listener takes
+        // client certificates of that kind.
+        let mtls = &self.settings.mtls;
+        if mtls.chain_validated {
+            auth_methods.push("tls_client_auth");
+        }
+        if mtls.self_signed {
+            auth_methods.push("self_signed_tls_client_auth");
+        }
         // Public clients (`none`) authenticate at the token and revocation
         // endpoints by client_id alone; introspection needs a secret or a key.
-        let public_methods = [
-            "client_secret_basic",
-            "client_secret_post",
-            "private_key_jwt",
-            "none",
-        ];
+        let mut public_methods = auth_methods.clone();
+        public_methods.push("none");
         let assertion_algs: Vec<&str> = tokend_token::assertion::AssertionAlg::ALL
             .iter()
             .map(|a| a.as_str())
@@ -207,6 +226,21 @@ impl Core {
         // every client's scopes would tell anyone what the clients may do.
         if !self.settings.scopes_supported.is_empty() {
             meta["scopes_supported"] = serde_json::json!(self.settings.scopes_supported);
+        }
+        if mtls.enabled() {
+            // RFC 8705 3.3: any client may ask for bound tokens
+            // (`tls_client_certificate_bound_access_tokens` per client).
+            meta["tls_client_certificate_bound_access_tokens"] = true.into();
+        }
+        if mtls.endpoint_base.is_some() {
+            // RFC 8705 5: the endpoints that take client certificates, on
+            // the host that asks for them.
+            let alias = |path| self.settings.mtls_endpoint_url(path);
+            meta["mtls_endpoint_aliases"] = serde_json::json!({
+                "token_endpoint": alias(endpoints::TOKEN),
+                "introspection_endpoint": alias(endpoints::INTROSPECT),
+                "revocation_endpoint": alias(endpoints::REVOKE),
+            });
         }
         meta
     }

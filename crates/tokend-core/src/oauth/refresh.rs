@@ -27,6 +27,7 @@ use super::client::{Client, GrantType};
 use super::error::OAuthError;
 use super::grant::{Grant, TokenRequest, TokenResponse};
 use super::{Core, lifecycle, now_unix, scope};
+use tokend_token::jwt::Confirmation;
 use tokend_token::opaque;
 
 /// Rotated refresh tokens remembered per family for reuse detection.
@@ -214,6 +215,7 @@ impl Core {
         &self,
         client: &Client,
         req: TokenRequest,
+        cnf: Option<Confirmation>,
     ) -> Result<TokenResponse, OAuthError> {
         if req.code.is_some() || req.code_verifier.is_some() {
             return Err(OAuthError::invalid_request(
@@ -277,6 +279,7 @@ impl Core {
             audience,
             gid: Some(gid),
             extra,
+            cnf,
             exchange: None,
         })?;
         resp.refresh_token = Some(new_token);

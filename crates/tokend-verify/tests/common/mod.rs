@@ -345,6 +345,7 @@ pub fn claims() -> AccessClaims {
         legacy_iat_ms: None,
         act: None,
         chain: Vec::new(),
+        cnf: None,
         extra: serde_json::Map::new(),
     }
 }
