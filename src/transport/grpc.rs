@@ -29,7 +29,7 @@ pub fn status(e: OAuthError) -> Status {
             | OAuthError::UnsupportedGrantType
             | OAuthError::UnsupportedTokenType
             | OAuthError::UnsupportedResponseType => Code::InvalidArgument,
-            OAuthError::InvalidClient { .. } => Code::Unauthenticated,
+            OAuthError::InvalidClient => Code::Unauthenticated,
             OAuthError::UnauthorizedClient(_) | OAuthError::AccessDenied(_) => {
                 Code::PermissionDenied
             }
@@ -129,7 +129,7 @@ pub(crate) fn credentials(
     if let Some(mut creds) = assertion {
         rec.client(&creds.client_id);
         if !c.client_secret.is_empty() {
-            return Err(OAuthError::InvalidClient { basic: false });
+            return Err(OAuthError::InvalidClient);
         }
         creds.peer = peer;
         creds.cert = cert;

@@ -106,7 +106,7 @@ pub struct HttpError {
 impl From<OAuthError> for HttpError {
     fn from(error: OAuthError) -> Self {
         let status = match &error {
-            OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+            OAuthError::InvalidClient => StatusCode::UNAUTHORIZED,
             OAuthError::AccessDenied(_) => StatusCode::FORBIDDEN,
             OAuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             OAuthError::RequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -131,7 +131,7 @@ impl IntoResponse for HttpError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         match &self.error {
-            OAuthError::InvalidClient { basic: true } => {
+            OAuthError::InvalidClient => {
                 h.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"tokend\", charset=\"UTF-8\""),
@@ -235,12 +235,12 @@ fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, O
         via,
     )? {
         if basic || body_secret.is_some() {
-            return Err(OAuthError::InvalidClient { basic });
+            return Err(OAuthError::InvalidClient);
         }
         return Ok(creds);
     }
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let fail = OAuthError::InvalidClient { basic: true };
+        let fail = OAuthError::InvalidClient;
         let b = auth.to_str().ok().and_then(basic_readings).ok_or(fail)?;
         let id = b.id;
         // The RFC 6749 reading first, the raw one as the second reading when
@@ -271,7 +271,7 @@ fn credentials_of(headers: &HeaderMap, params: &Params) -> Result<Credentials, O
         });
     }
     let Some(id) = body_id else {
-        return Err(OAuthError::InvalidClient { basic: false });
+        return Err(OAuthError::InvalidClient);
     };
     Ok(Credentials {
         client_id: id.to_owned(),

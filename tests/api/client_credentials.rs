@@ -164,10 +164,14 @@ async fn wrong_secret_and_unknown_client_are_identical_401s() {
     let body: serde_json::Value = serde_json::from_str(&answers[0]).unwrap();
     assert_eq!(body["error"], "invalid_client");
 
-    // Body credentials: 401 without WWW-Authenticate.
+    // Body credentials: the same 401 and challenge (RFC 9110: every 401
+    // carries one), so the header tells nothing about the method tried.
     let r = app.token_in_body("orders-service", "nope", &[]).await;
     assert_eq!(r.status(), 401);
-    assert!(r.headers().get("www-authenticate").is_none());
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Basic realm=\"tokend\", charset=\"UTF-8\""
+    );
     // No credentials at all.
     let r = app
         .post_form(

@@ -271,9 +271,12 @@ async fn wrong_secret_body(app: &TestApp) -> Value {
 async fn assert_refused(app: &TestApp, r: reqwest::Response, what: &str) {
     let expected = wrong_secret_body(app).await;
     assert_eq!(r.status(), 401, "{what}");
-    assert!(
-        r.headers().get("www-authenticate").is_none(),
-        "{what}: no Basic challenge without Basic"
+    assert_eq!(
+        r.headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Basic realm=\"tokend\", charset=\"UTF-8\""),
+        "{what}: the challenge of every 401, as for a wrong secret"
     );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body, expected, "{what}: the body of a wrong secret");

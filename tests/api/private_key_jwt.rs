@@ -62,7 +62,11 @@ async fn assert_invalid_client(r: reqwest::Response, what: &str) {
     let www = r.headers().get("www-authenticate").cloned();
     let (status, error) = error_of(r).await;
     assert_eq!((status, error.as_str()), (401, "invalid_client"), "{what}");
-    assert!(www.is_none(), "{what}: no Basic challenge without Basic");
+    assert_eq!(
+        www.as_ref().and_then(|v| v.to_str().ok()),
+        Some("Basic realm=\"tokend\", charset=\"UTF-8\""),
+        "{what}: the challenge of every 401, as for a wrong secret"
+    );
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use tokend_token::assertion::{
     AssertionClaims, AssertionKeys, Expected, peek_issuer_subject, peek_kid, verify_assertion,
 };
 
-use super::client::{AuthMethod, Client, Credentials, PresentedVia};
+use super::client::{AuthMethod, Client, Credentials};
 use super::error::OAuthError;
 use super::federation::TrustedIssuer;
 use super::{Core, endpoints, now_unix};
@@ -118,9 +118,7 @@ impl Core {
         &self,
         creds: &Credentials,
     ) -> Result<Arc<Client>, OAuthError> {
-        let fail = OAuthError::InvalidClient {
-            basic: creds.via == PresentedVia::Basic,
-        };
+        let fail = OAuthError::InvalidClient;
         let Some(token) = &creds.assertion else {
             return Err(fail);
         };

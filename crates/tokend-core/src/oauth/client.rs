@@ -757,9 +757,7 @@ impl Credentials {
         assertion: Option<&str>,
         via: PresentedVia,
     ) -> Result<Option<Self>, OAuthError> {
-        let fail = OAuthError::InvalidClient {
-            basic: via == PresentedVia::Basic,
-        };
+        let fail = OAuthError::InvalidClient;
         let client_id = client_id.filter(|c| !c.is_empty());
         let assertion_type = assertion_type.filter(|c| !c.is_empty());
         let assertion = assertion.filter(|c| !c.is_empty());
@@ -894,9 +892,7 @@ impl Registry {
     /// Authenticates a caller. Unknown client, wrong secret, missing secret and
     /// a secret sent to a public client are all the same `invalid_client`.
     pub async fn authenticate(&self, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
-        let fail = OAuthError::InvalidClient {
-            basic: creds.via == PresentedVia::Basic,
-        };
+        let fail = OAuthError::InvalidClient;
         // Every reading of the secret costs the same work, known client or
         // not, so the number of readings reveals nothing about the client.
         let readings: Vec<(&SecretString, [u8; 32])> = creds

@@ -17,10 +17,12 @@ pub enum OAuthError {
     /// `invalid_request` on the wire, with HTTP 413 / gRPC RESOURCE_EXHAUSTED.
     #[error("invalid_request: {0}")]
     RequestTooLarge(Cow<'static, str>),
-    /// Client authentication failed. `basic` records whether HTTP Basic was
-    /// tried, so the HTTP bridge can answer with `WWW-Authenticate: Basic`.
+    /// Client authentication failed, whatever the method: the same answer
+    /// for every cause (on HTTP a 401 whose `WWW-Authenticate: Basic`
+    /// challenge RFC 9110 15.5.2 requires on every 401, so no header tells
+    /// one client-authentication method's failure from another's).
     #[error("invalid_client")]
-    InvalidClient { basic: bool },
+    InvalidClient,
     /// Code, refresh token or other grant is invalid, expired, revoked or was
     /// issued to another client.
     #[error("invalid_grant: {0}")]
@@ -61,7 +63,7 @@ impl OAuthError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) | Self::RequestTooLarge(_) => "invalid_request",
-            Self::InvalidClient { .. } => "invalid_client",
+            Self::InvalidClient => "invalid_client",
             Self::InvalidGrant(_) => "invalid_grant",
             Self::UnauthorizedClient(_) => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
@@ -88,7 +90,7 @@ impl OAuthError {
             | Self::AccessDenied(d)
             | Self::TemporarilyUnavailable(d)
             | Self::ServerError(d) => d.clone(),
-            Self::InvalidClient { .. } => "client authentication failed".into(),
+            Self::InvalidClient => "client authentication failed".into(),
             Self::UnsupportedGrantType => "the grant type is not supported".into(),
             Self::UnsupportedTokenType => "the token type is not supported".into(),
             Self::UnsupportedResponseType => "only response_type=code is supported".into(),

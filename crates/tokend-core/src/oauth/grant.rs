@@ -107,9 +107,7 @@ impl Core {
             // anything but what an unknown id gets would confirm that the id
             // exists (issue 14, item 6).
             if client.is_public() {
-                return Err(OAuthError::InvalidClient {
-                    basic: creds.via == super::PresentedVia::Basic,
-                });
+                return Err(OAuthError::InvalidClient);
             }
             return Err(OAuthError::unauthorized_client(
                 "this client may not use this grant type",

@@ -194,7 +194,7 @@ fn fail_open<T>(r: crate::store::StoreResult<T>) -> Option<T> {
 /// Whether an answer was a failed client authentication (the one outcome
 /// that counts as a guess: a wrong secret or a refused client assertion).
 fn is_wrong_secret<T>(r: &Result<T, OAuthError>) -> bool {
-    matches!(r, Err(OAuthError::InvalidClient { .. }))
+    matches!(r, Err(OAuthError::InvalidClient))
 }
 
 fn now_ms() -> i64 {
@@ -372,9 +372,7 @@ impl Core {
             None => self.clients().authenticate(creds).await,
         };
         match checked {
-            Ok(client) if self.disabled.contains(&client.id) => Err(OAuthError::InvalidClient {
-                basic: creds.via == super::PresentedVia::Basic,
-            }),
+            Ok(client) if self.disabled.contains(&client.id) => Err(OAuthError::InvalidClient),
             other => other,
         }
     }
