@@ -3,7 +3,11 @@
 # scripts/interop_token_exchange.py requests tokens with plain `requests`
 # (form POST, HTTP Basic) and verifies them with PyJWT against the JWKS that
 # discovery names: client_credentials, exchange, a second hop with a nested
-# `act`, refusals, introspection and revocation of the chain.
+# `act`, refusals, introspection and revocation of the chain. Then
+# scripts/interop_private_key_jwt.py: authlib's PrivateKeyJWT client
+# authentication (a client registered by `tokend client new --auth
+# private_key_jwt --generate-key`) at the token, introspection and revocation
+# endpoints.
 #
 #   ./scripts/interop.sh                      # RS256, ES256 and EdDSA, one tokend each
 #   INTEROP_ALGS=ES256 ./scripts/interop.sh   # one algorithm
@@ -100,7 +104,11 @@ client_id = "resource-server"
 secret_hashes = ["${HASH[resource-server]}"]
 grant_types = ["client_credentials"]
 introspection = "any"
+
 EOF
+  # The block `tokend client new` printed (a private_key_jwt client), as is.
+  cat "$WORK/partner-block.toml" >> "$WORK/tokend.toml"
+  echo 'introspection = "own"' >> "$WORK/tokend.toml"
 }
 
 # Starts tokend for algorithm $1 on free ports; sets TOKEND_PID and
@@ -110,6 +118,12 @@ start_tokend() {
   local alg=$1 attempt http grpc
   rm -f "$WORK/signing.pem"
   "$TOKEND_BIN" keygen --alg "$alg" --out "$WORK/signing.pem" >/dev/null || return 1
+  # A private_key_jwt client registered the way the docs say, and a key of
+  # the same algorithm that nobody registered.
+  rm -f "$WORK/partner.pem" "$WORK/stranger.pem"
+  "$TOKEND_BIN" client new --id partner-jwt --auth private_key_jwt --generate-key "$alg" \
+    --private-key-out "$WORK/partner.pem" > "$WORK/partner-block.toml" || return 1
+  "$TOKEND_BIN" keygen --alg "$alg" --out "$WORK/stranger.pem" >/dev/null || return 1
   for attempt in 1 2 3; do
     http=$(free_port)
     grpc=$(free_port)
@@ -143,7 +157,13 @@ for alg in $ALGS; do
     failed+=("$alg")
     continue
   fi
-  if ! INTEROP_ALG="$alg" PYTHONDONTWRITEBYTECODE=1 "$PY" scripts/interop_token_exchange.py; then
+  ok=1
+  INTEROP_ALG="$alg" PYTHONDONTWRITEBYTECODE=1 "$PY" scripts/interop_token_exchange.py || ok=0
+  echo "== interop: private_key_jwt with authlib, $alg"
+  INTEROP_PKJWT_ID=partner-jwt INTEROP_PKJWT_ALG="$alg" INTEROP_PKJWT_KEY="$WORK/partner.pem" \
+    INTEROP_PKJWT_OTHER="$WORK/stranger.pem" PYTHONDONTWRITEBYTECODE=1 \
+    "$PY" scripts/interop_private_key_jwt.py || ok=0
+  if [[ $ok == 0 ]]; then
     failed+=("$alg")
     echo "interop: tokend's log:"
     sed 's/^/  [tokend] /' "$WORK/tokend.log"

@@ -10,6 +10,7 @@ REQS=(
   "grpcio==1.85.1"
   "grpcio-tools==1.85.1"
   "protobuf==7.36.2"
+  "authlib==1.9.10"
 )
 source "$ROOT/scripts/venv-lib.sh"
 ensure_venv "$VENV" python-venv "${REQS[@]}"
