@@ -37,31 +37,13 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "feed-python"))
 import watch_revocations as wr  # noqa: E402
+from interop_checks import Checks, Stop  # noqa: E402
 
 BASE = os.environ["FEED_BASE_URL"].rstrip("/")
 GRPC = os.environ["FEED_GRPC"]
 DEADLINE = 30  # seconds for anything the feed should bring within about one
-passed = failed = 0
-
-
-class Stop(Exception):
-    """A check that later steps depend on failed."""
-
-
-def check(ok, name, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS  {name}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL  {name}" + (f": {detail}" if detail else ""), flush=True)
-    return bool(ok)
-
-
-def require(ok, name, detail=""):
-    if not check(ok, name, detail):
-        raise Stop(name)
+CHECKS = Checks()
+check, require = CHECKS.check, CHECKS.require
 
 
 def secret(client_id):
@@ -218,5 +200,4 @@ if __name__ == "__main__":
         pass
     except Exception as e:  # noqa: BLE001 - report, never pass silently
         check(False, "unexpected error", repr(e))
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    sys.exit(CHECKS.summary())

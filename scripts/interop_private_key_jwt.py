@@ -29,23 +29,18 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from interop_checks import Checks
+
 BASE = os.environ["INTEROP_BASE_URL"].rstrip("/")
 CLIENT = os.environ["INTEROP_PKJWT_ID"]
 ALG = os.environ["INTEROP_PKJWT_ALG"]
 TIMEOUT = 10
 
-passed = 0
-failed = 0
+CHECKS = Checks()
 
 
 def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}{': ' + detail if detail else ''}")
+    CHECKS.check(ok, name, detail)
 
 
 def read(path):
@@ -129,5 +124,4 @@ r = requests.post(
 )
 check("a secret for a private_key_jwt client: 401 invalid_client", r.status_code == 401 and r.json().get("error") == "invalid_client", r.text)
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+sys.exit(CHECKS.summary())

@@ -28,6 +28,8 @@ import sys
 import jwt
 import requests
 
+from interop_checks import Checks, Stop
+
 TE = "urn:ietf:params:oauth:grant-type:token-exchange"
 AT = "urn:ietf:params:oauth:token-type:access_token"
 
@@ -36,29 +38,8 @@ ISSUER = BASE
 ALG = os.environ["INTEROP_ALG"]
 TIMEOUT = 10
 
-passed = 0
-failed = 0
-
-
-class Stop(Exception):
-    """A check that later steps depend on failed."""
-
-
-def check(ok, name, detail=""):
-    """Prints PASS/FAIL for `name`; returns `ok`."""
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS  [{ALG}] {name}")
-    else:
-        failed += 1
-        print(f"FAIL  [{ALG}] {name}" + (f": {detail}" if detail else ""))
-    return bool(ok)
-
-
-def require(ok, name, detail=""):
-    if not check(ok, name, detail):
-        raise Stop(name)
+CHECKS = Checks(f"[{ALG}] ")
+check, require = CHECKS.check, CHECKS.require
 
 
 def secret(client_id):
@@ -276,8 +257,7 @@ def main():
         print(f"FAIL  [{ALG}] stopped: the steps after '{e}' depend on it")
     except (requests.RequestException, KeyError, ValueError) as e:
         check(False, "unexpected error", repr(e))
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 and passed > 0 else 1
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":
