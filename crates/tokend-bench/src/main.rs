@@ -666,6 +666,60 @@ async fn connect(ctx: &Ctx, grpc: bool) -> anyhow::Result<Conn> {
     }
 }
 
+/// Whether the server says it is ready (gRPC health of "", the readiness the
+/// server reports, or `GET /readyz`): a tokend whose store is down still
+/// signs client_credentials tokens (its rate limit and guessing defence fail
+/// open), so without this a run against a dead Redis would measure an
+/// outage and call it a result. `Err` carries what the server said.
+async fn readiness(ctx: &Ctx) -> Result<(), String> {
+    if !ctx.server_grpc.is_empty() {
+        let Ok(Conn::Grpc(mut c)) = connect(ctx, true).await else {
+            return Err("gRPC connect failed".into());
+        };
+        return match c.1.check(HealthCheckRequest::default()).await {
+            Ok(r) if r.get_ref().status == 1 => Ok(()),
+            Ok(r) => Err(format!("gRPC health status {}", r.get_ref().status)),
+            Err(s) => Err(format!("gRPC health {:?}: {}", s.code(), s.message())),
+        };
+    }
+    let Ok(Conn::Http(mut send)) = connect(ctx, false).await else {
+        return Err("HTTP connect failed".into());
+    };
+    let req = http::Request::get("/readyz")
+        .header(http::header::HOST, ctx.server_http.as_str())
+        .body(Full::new(Bytes::new()))
+        .expect("valid request");
+    match send.send_request(req).await {
+        Ok(res) => {
+            let status = res.status();
+            let body = res.into_body().collect().await.map(|b| b.to_bytes());
+            if status == http::StatusCode::OK {
+                Ok(())
+            } else {
+                let body = body.unwrap_or_default();
+                Err(format!(
+                    "readyz {}: {}",
+                    status.as_u16(),
+                    String::from_utf8_lossy(&body[..body.len().min(200)]).trim()
+                ))
+            }
+        }
+        Err(e) => Err(format!("readyz: {e}")),
+    }
+}
+
+/// Waits (bounded) for the server to say it is ready.
+async fn wait_ready(ctx: &Ctx, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match readiness(ctx).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// One request's outcome: a status label, and the token when one was issued.
 struct Outcome {
     status: String,
@@ -684,13 +738,37 @@ impl Outcome {
 }
 
 /// A successful token response; only issued tokens are kept (the subject
-/// tokens and the tokens to introspect), not exchanged ones.
+/// tokens and the tokens to introspect), not exchanged ones. A token that is
+/// not a JWT (three base64url parts, a JSON object as header and payload)
+/// is an error, whatever the status said.
 fn issued(op: Op, status: &str, token: String) -> Outcome {
+    if !is_jwt(&token) {
+        return Outcome::fail(format!("{status} not a JWT"));
+    }
     Outcome {
         status: status.into(),
         ok: true,
         token: matches!(op, Op::Issue | Op::IssueSubject).then_some(token),
     }
+}
+
+/// Three base64url (unpadded) parts: a JSON object header, a JSON object
+/// payload, a non-empty signature.
+fn is_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let object = |b64: &str| {
+        URL_SAFE_NO_PAD
+            .decode(b64)
+            .ok()
+            .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
+            .is_some_and(|v| v.is_object())
+    };
+    object(h) && object(p) && !s.is_empty() && URL_SAFE_NO_PAD.decode(s).is_ok()
 }
 
 async fn one_request(conn: &mut Conn, ctx: &Ctx, op: Op, token: &str) -> Outcome {
@@ -962,6 +1040,7 @@ async fn run_target(
             anyhow::Ok(r)
         }));
     }
+    let ready_before = readiness(&ctx).await;
     barrier.wait().await;
     let cpu0 = proc_cpu_ticks(ctx.pid)?;
     let t0 = Instant::now();
@@ -976,12 +1055,21 @@ async fn run_target(
     }
     let seconds = t0.elapsed().as_secs_f64();
     let cpu1 = proc_cpu_ticks(ctx.pid)?;
+    // Answers given while the server said it was not ready measured an
+    // outage: every request of the workload counts as an error.
+    if let Err(why) = ready_before.and(readiness(&ctx).await) {
+        let n = all.latencies_us.len() as u64;
+        all.statuses.clear();
+        all.statuses
+            .insert(format!("server not ready ({why})"), n.max(1));
+    }
     {
         let mut p = pool.lock();
         let room = MAX_POOL.saturating_sub(p.len());
         p.extend(all.tokens.into_iter().take(room));
     }
     let requests = all.latencies_us.len() as u64;
+    let answered: u64 = all.statuses.values().sum();
     let ok: u64 = all
         .statuses
         .iter()
@@ -1005,7 +1093,7 @@ async fn run_target(
     let cpu_us = (cpu1 - cpu0) as f64 / ctx.ticks * 1e6;
     Ok(Report {
         requests,
-        errors: requests - ok,
+        errors: answered.max(requests) - ok,
         statuses: all.statuses,
         seconds,
         p50_us: pct(0.50),
@@ -1111,6 +1199,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
     // One token up front: the floor signs exactly this signing input, and
     // hot introspection asks about it.
     let prefer_grpc = !server.grpc.is_empty();
+    // A server that never gets ready is still measured, so that the report
+    // shows it: every workload then counts its requests as errors.
+    if let Err(why) = rt.block_on(wait_ready(&ctx, Duration::from_secs(5))) {
+        println!("server not ready after 5 s: {why}; every workload will count as failed");
+    }
     let sample = rt.block_on(async {
         let mut c = connect(&ctx, prefer_grpc).await?;
         let out = one_request(&mut c, &ctx, Op::Issue, "").await;
@@ -1267,7 +1360,10 @@ fn run(args: Args) -> anyhow::Result<bool> {
             }
             Op::Exchange => ("sign", floor.map(|f| f.sign_us)),
         };
-        let ratio = floor_us.map(|f| r.cpu_us_per_req / f);
+        // A workload with errors measured something else: no ratio.
+        let ratio = floor_us
+            .filter(|_| r.errors == 0 && r.requests > 0)
+            .map(|f| r.cpu_us_per_req / f);
         let rps = r.requests as f64 / r.seconds;
         println!("\n== {} ({alg}, store {store})", target.name());
         println!(
@@ -1365,4 +1461,36 @@ fn basic_auth(client_id: &str, secret: &str) -> String {
 /// RFC 6749 2.3.1: Basic credentials are form-urlencoded first.
 fn form_encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_three_part_base64url_json_token_counts_as_issued() {
+        let enc = |s: &str| URL_SAFE_NO_PAD.encode(s);
+        let good = format!(
+            "{}.{}.{}",
+            enc(r#"{"alg":"ES256"}"#),
+            enc(r#"{"sub":"x"}"#),
+            enc("sig")
+        );
+        assert!(is_jwt(&good));
+        assert!(issued(Op::Issue, "grpc OK", good.clone()).ok);
+        for bad in [
+            String::new(),
+            "opaque-token".into(),
+            format!("{}.{}", enc("{}"), enc("{}")),
+            format!("{good}.{}", enc("x")),
+            format!("{}.{}.{}", enc("{}"), enc("not json"), enc("sig")),
+            format!("{}.{}.{}", enc("{}"), enc("[1]"), enc("sig")),
+            format!("{}.{}.", enc("{}"), enc("{}")),
+            format!("{}.{}.{}", enc("{}"), "a+b/", enc("sig")),
+        ] {
+            assert!(!is_jwt(&bad), "{bad}");
+            let out = issued(Op::Issue, "http 200", bad);
+            assert!(!out.ok && out.status == "http 200 not a JWT");
+        }
+    }
 }
