@@ -41,6 +41,7 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+mod open_loop;
 mod sink;
 
 #[derive(Parser, Debug, Clone)]
@@ -133,6 +134,9 @@ struct Args {
     /// tracing costs per request. Unset: no export (tokend's default).
     #[arg(long, value_parser = parse_ratio)]
     trace_ratio: Option<f64>,
+    /// Open-loop (fixed-rate) runs: tail latency (issue 21).
+    #[command(flatten)]
+    open: open_loop::OpenArgs,
 }
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
@@ -1073,12 +1077,7 @@ async fn run_target(
     let ok: u64 = all
         .statuses
         .iter()
-        .filter(|(k, _)| {
-            matches!(
-                k.as_str(),
-                "grpc OK" | "grpc OK active" | "grpc SERVING" | "http 200" | "http 200 active"
-            )
-        })
+        .filter(|(k, _)| ok_status(k))
         .map(|(_, v)| *v)
         .sum();
     all.latencies_us.sort_unstable();
@@ -1106,6 +1105,27 @@ async fn run_target(
         },
         peak_rss_kib: peak_rss_kib(ctx.pid),
     })
+}
+
+/// The status labels of a correct answer.
+fn ok_status(status: &str) -> bool {
+    matches!(
+        status,
+        "grpc OK" | "grpc OK active" | "grpc SERVING" | "http 200" | "http 200 active"
+    )
+}
+
+/// The least a request can cost: an issue signs; an introspection verifies;
+/// an exchange verifies the subject token and signs, unless the subject
+/// token's verification is cached (`*-exchange-hot`).
+fn floor_of(target: Target, floor: Option<Floor>) -> (&'static str, Option<f64>) {
+    match target.op() {
+        Op::Probe => ("none", None),
+        Op::Issue | Op::IssueSubject => ("sign", floor.map(|f| f.sign_us)),
+        Op::Introspect => ("verify", floor.map(|f| f.verify_us)),
+        Op::Exchange if target.cold() => ("verify+sign", floor.map(|f| f.verify_us + f.sign_us)),
+        Op::Exchange => ("sign", floor.map(|f| f.sign_us)),
+    }
 }
 
 fn ms(us: u32) -> String {
@@ -1272,6 +1292,19 @@ fn run(args: Args) -> anyhow::Result<bool> {
         .filter(|t| t.cold() && t.op() == Op::Exchange)
         .count();
     let (mut cold_intro_seen, mut cold_exchange_seen) = (0, 0);
+    let open_env = open_loop::Env {
+        rt: &rt,
+        args: &args,
+        ctx: ctx.clone(),
+        floor,
+        alg,
+        store,
+        prefer_grpc,
+        pool: pool.clone(),
+        subject_pool: subject_pool.clone(),
+        sample: sample.clone(),
+        subject_sample: subject_sample.clone(),
+    };
     for &target in &targets {
         let needs = if target.grpc() {
             &server.grpc
@@ -1335,6 +1368,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
             take = pool.lock().len() / (cold_intro_total - cold_intro_seen).max(1);
             cold_intro_seen += 1;
         }
+        if let Some(rate) = args.open.rate {
+            all_ok &= open_env.run(target, rate, None, &mut json_lines)?;
+            continue;
+        }
+        let take = open_env.stock_for_max(target, take)?;
         let (target_pool, hot) = if target.op() == Op::Exchange {
             (subject_pool.clone(), subject_sample.clone())
         } else {
@@ -1348,18 +1386,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             take,
             hot,
         ))?;
-        // The least a request can cost: an issue signs; an introspection
-        // verifies; an exchange verifies the subject token and signs, unless
-        // the subject token's verification is cached (`*-exchange-hot`).
-        let (floor_op, floor_us) = match target.op() {
-            Op::Probe => ("none", None),
-            Op::Issue | Op::IssueSubject => ("sign", floor.map(|f| f.sign_us)),
-            Op::Introspect => ("verify", floor.map(|f| f.verify_us)),
-            Op::Exchange if target.cold() => {
-                ("verify+sign", floor.map(|f| f.verify_us + f.sign_us))
-            }
-            Op::Exchange => ("sign", floor.map(|f| f.sign_us)),
-        };
+        let (floor_op, floor_us) = floor_of(target, floor);
         // A workload with errors measured something else: no ratio.
         let ratio = floor_us
             .filter(|_| r.errors == 0 && r.requests > 0)
@@ -1402,6 +1429,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             println!("  FAILED: {} non-success responses", r.errors);
         }
         json_lines.push(serde_json::json!({
+            "mode": "closed",
             "target": target.name(),
             "transport": if target.grpc() { "grpc" } else { "http" },
             "op": target.op_label(),
@@ -1423,6 +1451,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             "peak_rss_mib": r.peak_rss_kib.map(|k| k as f64 / 1024.0),
             "trace_ratio": args.trace_ratio,
         }));
+        all_ok &= open_env.fractions(target, rps, &mut json_lines)?;
     }
     if let Some(path) = &args.json {
         use std::io::Write;
@@ -1441,6 +1470,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             sink.spans()
         );
     }
+    drop(open_env);
     drop(rt);
     drop(server);
     Ok(all_ok)
