@@ -14,11 +14,21 @@
 #   BENCH_DURATION=5 BENCH_CONCURRENCY=32 ./scripts/bench-matrix.sh
 #   BENCH_TARGETS=grpc-exchange,http-exchange ./scripts/bench-matrix.sh  # some workloads only
 #   BENCH_TRACING= ./scripts/bench-matrix.sh       # without the tracing rows
+#   BENCH_TAIL= ./scripts/bench-matrix.sh          # without the tail-latency runs
 #
 # The tracing rows (issue 20, docs/tracing.md): the same workloads with trace
 # export off, at sampling ratio 0.01 and at 1 (BENCH_TRACING), one algorithm
 # (BENCH_TRACING_ALG, default EdDSA: the cheapest signature, so the largest
 # relative cost), each store; tokend-bench --trace-ratio runs the OTLP sink.
+#
+# The tail-latency runs (issue 21 step 7, docs/performance.md "Tail latency"):
+# issue and introspection (cold and cached) over both transports, each
+# algorithm (BENCH_TAIL_ALGS, default the matrix's), memory store
+# (BENCH_TAIL_STORES): tokend-bench measures each workload's closed-loop
+# maximum, then runs it open-loop (fixed rate, latency from the intended send
+# time) at the fractions in BENCH_TAIL (default 0.5,0.9), each followed by the
+# transport's probe at the same rate (--matched-floor). Five runs of
+# BENCH_DURATION per workload: about 100 s per algorithm at 3 s.
 #
 # Starts its own redis-server on a free loopback port (installs Debian's
 # package when missing) and a matplotlib venv under target/ for the chart.
@@ -37,6 +47,11 @@ TRACING=${BENCH_TRACING-off 0.01 1}
 TRACING_ALG=${BENCH_TRACING_ALG:-EdDSA}
 TRACING_TARGETS=${BENCH_TRACING_TARGETS:-grpc-issue,http-issue,grpc-introspect,http-introspect}
 TRACE_RAW=target/bench/tracing.jsonl
+TAIL=${BENCH_TAIL-0.5,0.9}
+TAIL_ALGS=${BENCH_TAIL_ALGS:-$ALGS}
+TAIL_STORES=${BENCH_TAIL_STORES:-memory}
+TAIL_TARGETS=${BENCH_TAIL_TARGETS:-grpc-issue,http-issue,grpc-introspect,http-introspect,grpc-introspect-hot,http-introspect-hot}
+TAIL_RAW=target/bench/tail.jsonl
 OUT=docs/bench
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -45,7 +60,7 @@ echo "== cargo build --release -p tokend -p tokend-bench --bins"
 cargo build --release -p tokend -p tokend-bench --bins
 
 mkdir -p target/bench "$OUT"
-rm -f "$RAW" "$TRACE_RAW"
+rm -f "$RAW" "$TRACE_RAW" "$TAIL_RAW"
 
 REDIS_PID=""
 REDIS_DIR=""
@@ -55,7 +70,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ " $STORES " == *" redis "* ]]; then
+if [[ " $STORES ${TAIL:+$TAIL_STORES} " == *" redis "* ]]; then
   if ! command -v redis-server >/dev/null 2>&1; then
     echo "== installing redis-server (Debian package)"
     as_root apt-get update -qq
@@ -113,6 +128,20 @@ if [ -n "$TRACING" ]; then
   done
 fi
 
+if [ -n "$TAIL" ]; then
+  for store in $TAIL_STORES; do
+    for alg in $TAIL_ALGS; do
+      echo
+      echo "==== tail latency (open loop at $TAIL x max), $alg, $store"
+      if ! target/release/tokend-bench --alg "$alg" --store "$(store_url "$store")" \
+          --duration "$DURATION" --concurrency "$CONCURRENCY" --json "$TAIL_RAW" \
+          --targets "$TAIL_TARGETS" --rate-of-max "$TAIL" --matched-floor; then
+        failed+=("tail-$alg/$store")
+      fi
+    done
+  done
+fi
+
 if [ -n "$REDIS_PID" ]; then
   # Evidence for the store targets: Redis commands per workload type.
   redis-cli -p "$REDIS_PORT" info commandstats > target/bench/redis-commandstats.txt || true
@@ -126,7 +155,7 @@ if [ ! -x target/bench-venv/bin/python ] || ! target/bench-venv/bin/python -c 'i
 fi
 target/bench-venv/bin/python scripts/bench_report.py "$RAW" "$OUT" \
   --duration "$DURATION" --concurrency "$CONCURRENCY" --failed "${failed[*]:-}" \
-  ${TRACING:+--tracing "$TRACE_RAW"}
+  ${TRACING:+--tracing "$TRACE_RAW"} ${TAIL:+--tail "$TAIL_RAW"}
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "cells with errors or that did not run: ${failed[*]}"

@@ -51,6 +51,20 @@ def clean(r):
     return r is not None and r["errors"] == 0 and r["requests"] > 0
 
 
+def floors_of(rows, alg, store):
+    """The raw sign and verify floors measured for one algorithm and store."""
+    return {f["floor_op"]: f["floor_us"] for f in rows
+            if f["alg"] == alg and f["store"] == store and f.get("floor_us")}
+
+
+def crypto_us(op, floors):
+    """The raw crypto a request of this op cannot avoid, or None if unmeasured."""
+    n_sign, n_verify = CRYPTO[op]
+    if (n_sign and "sign" not in floors) or (n_verify and "verify" not in floors):
+        return None
+    return n_sign * floors.get("sign", 0) + n_verify * floors.get("verify", 0)
+
+
 def own_cost(r, by):
     """Issue 21: server CPU per request minus the same transport's probe (same
     alg, store and run) minus the raw crypto the request cannot avoid. None
@@ -60,13 +74,46 @@ def own_cost(r, by):
     probe = by.get((r["alg"], r["store"], PROBE[r["transport"]]))
     if not clean(probe):
         return None
-    floors = {f["floor_op"]: f["floor_us"] for f in by.values()
-              if f["alg"] == r["alg"] and f["store"] == r["store"] and f["floor_us"]}
-    n_sign, n_verify = CRYPTO[r["op"]]
-    if (n_sign and "sign" not in floors) or (n_verify and "verify" not in floors):
+    crypto = crypto_us(r["op"], floors_of(by.values(), r["alg"], r["store"]))
+    if crypto is None:
         return None
-    crypto = n_sign * floors.get("sign", 0) + n_verify * floors.get("verify", 0)
     return r["server_cpu_us_per_req"] - probe["server_cpu_us_per_req"] - crypto
+
+
+def own_cost_matched(o, floors):
+    """Issue 21 step 7: the same, from an open-loop run, with the probe run
+    open-loop at the workload's achieved rate (tokend-bench --matched-floor)
+    instead of at the probe's own closed-loop maximum. None without that data."""
+    if not clean(o) or o["op"] not in CRYPTO:
+        return None
+    p = o.get("matched_probe")
+    if not p or p.get("errors") or not p.get("requests"):
+        return None
+    crypto = crypto_us(o["op"], floors)
+    if crypto is None:
+        return None
+    return o["server_cpu_us_per_req"] - p["server_cpu_us_per_req"] - crypto
+
+
+def is_open(r):
+    """An open-loop (fixed-rate) row; rows from before it existed have no mode."""
+    return r.get("mode", "closed") == "open"
+
+
+def matched_by_cell(tail):
+    """(alg, store, target) -> the matched own cost of its open-loop run at the
+    highest fraction of the maximum (the closest to the closed loop's load)."""
+    out = {}
+    best = {}
+    for o in tail:
+        floors = floors_of(tail, o["alg"], o["store"])
+        v = own_cost_matched(o, floors)
+        key = (o["alg"], o["store"], o["target"])
+        f = o.get("rate_fraction") or 0
+        if v is not None and f >= best.get(key, -1):
+            best[key] = f
+            out[key] = (v, f)
+    return out
 
 
 def main():
@@ -77,8 +124,14 @@ def main():
     ap.add_argument("--concurrency", default="?")
     ap.add_argument("--failed", default="")
     ap.add_argument("--tracing", help="tokend-bench JSON lines of the tracing rows (off, ratios)")
+    ap.add_argument("--tail", help="tokend-bench JSON lines of the open-loop runs (--rate-of-max)")
     a = ap.parse_args()
-    rows = load(a.raw)
+    loaded = load(a.raw)
+    rows = [r for r in loaded if not is_open(r)]
+    tail = [r for r in loaded if is_open(r)]
+    if a.tail and os.path.exists(a.tail):
+        tail += [r for r in load(a.tail) if is_open(r)]
+    matched = matched_by_cell(tail)
     by = {(r["alg"], r["store"], r["target"]): r for r in rows}
     stores = [s for s in ("memory", "redis") if any(r["store"] == s for r in rows)]
 
@@ -111,6 +164,13 @@ def main():
         "crypto the request cannot avoid (issue: one sign; introspect: one verify; cached introspection: "
         "none; exchange: verify + sign; cached exchange: one sign): what tokend itself spends per request. "
         "A cell with any error gets no ratio and no own cost: its CPU figure measured something else.",
+        *([
+            "Own costs marked *m* subtract instead the probe run open-loop at the same rate as the workload "
+            "(`tokend-bench --rate-of-max ... --matched-floor`, the highest fraction of the maximum measured; "
+            "see [Tail latency](#tail-latency-open-loop)), the figure without it in parentheses: a probe "
+            "measured at its own, much higher, closed-loop rate costs less per request (more requests per "
+            "wake-up and system call), which overstates a slow workload's own cost."
+        ] if matched else []),
         "",
         "| alg | store | workload | req/s | p50 ms | p99 ms | server CPU us/req | floor us | ratio | own cost us | peak RSS MiB | errors |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -125,11 +185,14 @@ def main():
                     ratio = "errors"
                 else:
                     ratio = "-" if r["ratio"] is None else f"{fmt(r['ratio'], 2)}x"
-                own = own_cost(r, by)
+                own = fmt(own_cost(r, by))
+                m = matched.get((alg, store, r["target"]))
+                if m is not None:
+                    own = f"{fmt(m[0])} m ({own})"
                 lines.append(
                     f"| {alg} | {store} | {r['target']} | {fmt(r['rps'], 0)} | {r['p50_us'] / 1000:.2f} | "
                     f"{r['p99_us'] / 1000:.2f} | {fmt(r['server_cpu_us_per_req'])} | "
-                    f"{floor} | {ratio} | {fmt(own)} | "
+                    f"{floor} | {ratio} | {own} | "
                     f"{fmt(r['peak_rss_mib'])} | {r['errors']} |"
                 )
 
@@ -164,16 +227,34 @@ def main():
     for alg in ALGS:
         for t in ("grpc", "http"):
             for w, limit in (("issue", 5), ("introspect", 5), ("introspect-hot", 3)):
-                r = by.get((alg, "memory", f"{t}-{w}"))
-                check(f"{alg} {w} ({t}), own cost", own_cost(r, by), limit, " us")
+                target = f"{t}-{w}"
+                m = matched.get((alg, "memory", target))
+                if m is not None:
+                    check(f"{alg} {w} ({t}), own cost (probe at the same rate, {m[1]:g} x max)", m[0], limit, " us")
+                else:
+                    r = by.get((alg, "memory", target))
+                    check(f"{alg} {w} ({t}), own cost", own_cost(r, by), limit, " us")
     for alg in ALGS:
         g = ok(by.get((alg, "memory", "grpc-health")))
         h = ok(by.get((alg, "memory", "http-healthz")))
         check(f"{alg} gRPC transport floor vs HTTP/1.1",
               g and h and g["server_cpu_us_per_req"] / h["server_cpu_us_per_req"], 1.5)
-    peak = max((r["peak_rss_mib"] or 0) for r in rows) if rows else None
+    # Issue 21: no pause above 10 ms at 90 % of the maximum rate.
+    for alg in ALGS:
+        at90 = [o for o in tail if o["alg"] == alg and o["store"] == "memory"
+                and abs((o.get("rate_fraction") or 0) - 0.9) < 1e-9]
+        if not at90:
+            continue
+        worst = max(o["longest_silence_us"] for o in at90) / 1000
+        check(f"{alg} at 90 % of max, longest silence (client side, {len(at90)} runs)", worst, 10, " ms")
+        timed = [o["server_over_10ms"] for o in at90 if o.get("server_over_10ms") is not None]
+        if timed:
+            n = sum(timed)
+            checks.append((f"{alg} at 90 % of max, requests the server timed over 10 ms",
+                           str(n), "0", "met" if n == 0 else "**missed**"))
+    peak = max((r["peak_rss_mib"] or 0) for r in rows + tail) if rows or tail else None
     check("peak RSS under load (all cells)", peak, 64, " MiB")
-    errors = sum(r["errors"] for r in rows)
+    errors = sum(r["errors"] for r in rows + tail)
     checks.append(("errors (all cells)", str(errors), "0", "met" if errors == 0 else "**missed**"))
     if a.failed.strip():
         checks.append(("cells that failed or did not run", a.failed, "none", "**missed**"))
@@ -254,6 +335,8 @@ def main():
                     name, rest = line[len("cmdstat_"):].split(":", 1)
                     calls = dict(kv.split("=") for kv in rest.strip().split(","))["calls"]
                     lines.append(f"| {name} | {int(calls):,} |")
+    if tail:
+        lines += tail_section(tail)
     if a.tracing and os.path.exists(a.tracing):
         lines += tracing_section(load(a.tracing))
     lines += ["", "![throughput and CPU per token](chart.png)", ""]
@@ -262,6 +345,44 @@ def main():
 
     chart(rows, stores, os.path.join(a.out, "chart.png"))
     print("\n".join(lines))
+
+
+def tail_section(tail):
+    """Issue 21 step 7: open-loop (fixed-rate) runs at fractions of each workload's
+    closed-loop maximum, latency from the intended send time."""
+    order = {t: i for i, t in enumerate(TARGET_ORDER)}
+    rows = sorted(tail, key=lambda o: (ALGS.index(o["alg"]) if o["alg"] in ALGS else 9,
+                                       o["store"] != "memory", order.get(o["target"], 99),
+                                       o.get("rate_fraction") or 0, o["asked_rps"]))
+    lines = ["", "## Tail latency (open loop)", "",
+             "Each workload's closed-loop maximum (the table above's method, measured again in the same run) "
+             "and then a fixed schedule at a fraction of it (`tokend-bench --rate-of-max 0.5,0.9 "
+             "--matched-floor`): requests are sent when due whatever the answers, and **latency counts from "
+             "each request's intended send time**, so a stall is charged to every request scheduled during "
+             "it (no coordinated omission). *> 10 ms*: answers slower than 10 ms. *Silence*: the longest time "
+             "with requests outstanding and no answer arriving (client side: a stall of the server, of the "
+             "machine, or of the load generator; [performance.md](../performance.md#tail-latency-open-loop)). "
+             "*Server > 10 ms*: requests tokend's own timer (`tokend_request_duration_seconds`) put above "
+             "10 ms. *Probe*: the same transport's probe run at the workload's achieved rate; *own cost* = "
+             "CPU - probe - the raw crypto. Percentiles on a shared 2-core machine are indicative: the load "
+             "generator and the server share the cores.", "",
+             "| alg | store | workload | max req/s | x max | asked req/s | achieved req/s | p50 ms | p99 ms | "
+             "p99.9 ms | max ms | > 10 ms | silence ms | server > 10 ms | CPU us/req | probe us/req | "
+             "own cost us | errors (missed) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for o in rows:
+        p = o.get("matched_probe") or {}
+        own = own_cost_matched(o, floors_of(tail, o["alg"], o["store"]))
+        so = o.get("server_over_10ms")
+        lines.append(
+            f"| {o['alg']} | {o['store']} | {o['target']} | {fmt(o.get('max_rps'), 0)} | "
+            f"{fmt(o.get('rate_fraction'), 2)} | {fmt(o['asked_rps'], 0)} | {fmt(o['achieved_rps'], 0)} | "
+            f"{o['p50_us'] / 1000:.2f} | {o['p99_us'] / 1000:.2f} | {o['p999_us'] / 1000:.2f} | "
+            f"{o['max_us'] / 1000:.2f} | {o['over_10ms']} | {o['longest_silence_us'] / 1000:.2f} | "
+            f"{'-' if so is None else so} | {fmt(o['server_cpu_us_per_req'])} | "
+            f"{fmt(p.get('server_cpu_us_per_req'))} | {fmt(own)} | {o['errors']} ({o['missed']}) |"
+        )
+    return lines
 
 
 def tracing_section(rows):
@@ -297,6 +418,13 @@ def tracing_section(rows):
         verdict = "PASS" if worst <= 5.0 else "MISS"
         lines += ["", f"- {verdict}: largest CPU increase at ratio 0.01 is {worst:+.1f} % (target at most +5 %)."]
     return lines
+
+
+TARGET_ORDER = [
+    "grpc-issue", "http-issue", "grpc-introspect", "http-introspect", "grpc-introspect-hot",
+    "http-introspect-hot", "grpc-exchange", "http-exchange", "grpc-exchange-hot", "http-exchange-hot",
+    "grpc-health", "http-healthz",
+]
 
 
 def chart(rows, stores, path):
