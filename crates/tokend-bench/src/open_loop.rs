@@ -6,10 +6,10 @@
 //! stall delays the requests that would have been sent during it, and they
 //! are never measured. Here a dispatcher thread releases request *slots* on a
 //! fixed schedule (slot `i` is due at `start + i / rate`), whatever the
-//! answers; each slot is sent on an idle connection (a new one is opened when
-//! every connection is busy) and its latency counts from its **intended**
-//! send time, so a stall shows up as latency for every request scheduled
-//! during it. Outstanding requests are bounded (`--max-in-flight`): a slot
+//! answers; each slot is sent by the first of the `--concurrency` connections
+//! to be free (in order: a slot due while all are busy waits), and its
+//! latency counts from its **intended** send time, so a stall shows up as
+//! latency for every request scheduled during it. Outstanding requests are bounded (`--max-in-flight`): a slot
 //! due while that many are outstanding is not sent and counts as an error
 //! ("missed schedule"), so an overloaded server is reported, not buffered
 //! without bound.
@@ -261,7 +261,7 @@ pub(crate) struct OpenReport {
     /// Requests answered (successfully or not).
     pub requests: u64,
     pub errors: u64,
-    /// Slots not sent: too many outstanding.
+    /// Slots not sent: too many outstanding (sent or waiting for a connection).
     pub missed: u64,
     pub statuses: BTreeMap<String, u64>,
     pub seconds: f64,
@@ -282,8 +282,10 @@ pub(crate) struct OpenReport {
     pub server_over_10ms: Option<u64>,
     pub server_runq_ms: Option<f64>,
     pub client_runq_ms: Option<f64>,
-    pub connections_opened: u64,
+    pub reconnects: u64,
     pub cpu_us_per_req: f64,
+    /// The load generator's own CPU per request (this process).
+    pub client_cpu_us_per_req: f64,
     pub peak_rss_kib: Option<u64>,
 }
 
@@ -307,13 +309,13 @@ async fn run_open(
     let (grpc, op) = (target.grpc(), target.op());
     // Connections opened, and warmed (except for cold workloads: their
     // tokens are counted), before the schedule starts.
-    let idle = Arc::new(Mutex::new(Vec::<Conn>::new()));
+    let mut conns = Vec::new();
     for _ in 0..plan.connections {
         let mut c = connect(&ctx, grpc).await?;
         if cold_tokens.is_none() {
             let _ = one_request(&mut c, &ctx, op, &hot).await;
         }
-        idle.lock().push(c);
+        conns.push(c);
     }
     let cold = cold_tokens.map(|t| Arc::new(Mutex::new(t)));
     let ready_before = readiness(&ctx).await;
@@ -325,13 +327,17 @@ async fn run_open(
     let server_pid = ctx.pid.to_string();
     let runq0 = (runq_wait_ns(&server_pid), runq_wait_ns("self"));
     let cpu0 = proc_cpu_ticks(ctx.pid)?;
+    let self_cpu0 = proc_cpu_ticks(std::process::id())?;
 
     let start = Instant::now() + Duration::from_millis(20);
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let opened = Arc::new(AtomicU64::new(0));
+    let reconnects = Arc::new(AtomicU64::new(0));
     let collected = Arc::new(Mutex::new(Collected::default()));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let (rate, n, cap) = (plan.rate, plan.slots, plan.max_in_flight);
+    // The schedule: a thread of its own, so that it keeps time whatever the
+    // runtime's workers are doing; it sleeps until each slot is due (slots
+    // already due go out at once) and never waits for an answer.
     let dispatcher = {
         let in_flight = in_flight.clone();
         std::thread::Builder::new()
@@ -358,57 +364,59 @@ async fn run_open(
             })?
     };
     let us = move |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
+    // One worker per connection takes the due slots in order (a slot due
+    // while every connection is busy waits for one, its latency still
+    // counting from its intended time).
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut tasks = tokio::task::JoinSet::new();
-    while let Some(i) = rx.recv().await {
-        let (ctx, idle, cold, hot) = (ctx.clone(), idle.clone(), cold.clone(), hot.clone());
-        let (in_flight, opened, collected) = (in_flight.clone(), opened.clone(), collected.clone());
+    for mut conn in conns {
+        let (ctx, rx, cold, hot) = (ctx.clone(), rx.clone(), cold.clone(), hot.clone());
+        let (in_flight, reconnects, collected) =
+            (in_flight.clone(), reconnects.clone(), collected.clone());
         tasks.spawn(async move {
-            let intended_us = intended_ns(i, rate) / 1000;
-            let sent = Instant::now();
-            let token = match &cold {
-                Some(p) => p.lock().pop(),
-                None => Some(hot),
-            };
-            let conn = idle.lock().pop();
-            let conn = match conn {
-                Some(c) => Ok(c),
-                None => {
-                    opened.fetch_add(1, Ordering::Relaxed);
-                    connect(&ctx, grpc).await
-                }
-            };
-            let (out, conn) = match (conn, token) {
-                (Ok(mut c), Some(t)) => (one_request(&mut c, &ctx, op, &t).await, Some(c)),
-                (Ok(c), None) => (Outcome::fail("no token left"), Some(c)),
-                (Err(_), _) => (Outcome::fail("connect failed"), None),
-            };
-            let done = Instant::now();
-            if let Some(c) = conn
-                && (out.ok || matches!(c, Conn::Grpc(_)))
-            {
-                // A failed HTTP exchange may have closed the connection.
-                idle.lock().push(c);
-            }
-            {
-                let mut r = collected.lock();
-                r.samples.push(Sample {
-                    intended_us,
-                    sent_us: us(sent),
-                    done_us: us(done),
-                });
-                *r.statuses.entry(out.status).or_default() += 1;
-                if let Some(t) = out.token
-                    && r.tokens.len() < MAX_POOL
+            loop {
+                let Some(i) = rx.lock().await.recv().await else {
+                    break;
+                };
+                let intended_us = intended_ns(i, rate) / 1000;
+                let sent = Instant::now();
+                let token = match &cold {
+                    Some(p) => p.lock().pop(),
+                    None => Some(hot.clone()),
+                };
+                let out = match token {
+                    Some(t) => one_request(&mut conn, &ctx, op, &t).await,
+                    None => Outcome::fail("no token left"),
+                };
+                let done = Instant::now();
+                let failed = !out.ok;
                 {
-                    r.tokens.push(t);
+                    let mut r = collected.lock();
+                    r.samples.push(Sample {
+                        intended_us,
+                        sent_us: us(sent),
+                        done_us: us(done),
+                    });
+                    *r.statuses.entry(out.status).or_default() += 1;
+                    if let Some(t) = out.token
+                        && r.tokens.len() < MAX_POOL
+                    {
+                        r.tokens.push(t);
+                    }
+                }
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                if failed && matches!(conn, Conn::Http(_)) {
+                    // A failed HTTP exchange may have closed the connection.
+                    if let Ok(c) = connect(&ctx, false).await {
+                        conn = c;
+                        reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
-            in_flight.fetch_sub(1, Ordering::AcqRel);
         });
-        while tasks.try_join_next().is_some() {}
     }
-    let missed = dispatcher
-        .join()
+    let missed = tokio::task::spawn_blocking(move || dispatcher.join())
+        .await?
         .map_err(|_| anyhow::anyhow!("dispatcher panicked"))?;
     let drained = tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} })
         .await
@@ -421,6 +429,7 @@ async fn run_open(
         n
     };
     let cpu1 = proc_cpu_ticks(ctx.pid)?;
+    let self_cpu1 = proc_cpu_ticks(std::process::id())?;
     let runq1 = (runq_wait_ns(&server_pid), runq_wait_ns("self"));
     let metrics1 = match &scrape_at {
         Some(a) => scrape(a).await,
@@ -518,9 +527,14 @@ async fn run_open(
         server_over_10ms,
         server_runq_ms: ms(runq0.0, runq1.0),
         client_runq_ms: ms(runq0.1, runq1.1),
-        connections_opened: opened.load(Ordering::Relaxed),
+        reconnects: reconnects.load(Ordering::Relaxed),
         cpu_us_per_req: if requests > 0 {
             cpu_us / requests as f64
+        } else {
+            0.0
+        },
+        client_cpu_us_per_req: if requests > 0 {
+            (self_cpu1 - self_cpu0) as f64 / ctx.ticks * 1e6 / requests as f64
         } else {
             0.0
         },
@@ -709,11 +723,11 @@ impl Env<'_> {
                 .join(", ")
         );
         println!(
-            "  rate        asked {:.0} req/s, achieved {:.0} req/s; {} connections, {} more opened under load, at most {} in flight",
+            "  rate        asked {:.0} req/s, achieved {:.0} req/s; {} connections ({} reopened after a failure), at most {} in flight",
             r.asked_rps,
             r.achieved_rps,
             self.args.concurrency,
-            r.connections_opened,
+            r.reconnects,
             self.open().max_in_flight
         );
         println!(
@@ -747,12 +761,12 @@ impl Env<'_> {
         );
         match (floor_us, ratio) {
             (Some(f), Some(x)) => println!(
-                "  server CPU  {:.1} us/request (utime+stime)  vs raw {alg} {floor_op} {f:.1} us/op  = {x:.2}x",
-                r.cpu_us_per_req
+                "  server CPU  {:.1} us/request (utime+stime)  vs raw {alg} {floor_op} {f:.1} us/op  = {x:.2}x; load generator {:.1} us/request",
+                r.cpu_us_per_req, r.client_cpu_us_per_req
             ),
             _ => println!(
-                "  server CPU  {:.1} us/request (utime+stime)",
-                r.cpu_us_per_req
+                "  server CPU  {:.1} us/request (utime+stime); load generator {:.1} us/request",
+                r.cpu_us_per_req, r.client_cpu_us_per_req
             ),
         }
         let mut ok = clean;
@@ -835,8 +849,9 @@ impl Env<'_> {
             "server_over_10ms": r.server_over_10ms,
             "server_runq_wait_ms": r.server_runq_ms,
             "client_runq_wait_ms": r.client_runq_ms,
-            "connections_opened": r.connections_opened,
+            "reconnects": r.reconnects,
             "server_cpu_us_per_req": r.cpu_us_per_req,
+            "client_cpu_us_per_req": r.client_cpu_us_per_req,
             "floor_op": floor_op,
             "floor_us": floor_us,
             "ratio": ratio,
