@@ -245,9 +245,15 @@ def main():
                 and abs((o.get("rate_fraction") or 0) - 0.9) < 1e-9]
         if not at90:
             continue
-        worst = max(o["longest_silence_us"] for o in at90) / 1000
-        check(f"{alg} at 90 % of max, longest silence (client side, {len(at90)} runs)", worst, 10, " ms")
-        timed = [o["server_over_10ms"] for o in at90 if o.get("server_over_10ms") is not None]
+        # A run that missed its schedule was overloaded: its pauses say nothing.
+        kept = [o for o in at90 if clean(o)]
+        checks.append((f"{alg} at 90 % of max, runs that kept their schedule (no missed slot, no error)",
+                       f"{len(kept)} of {len(at90)}", "all", "met" if len(kept) == len(at90) else "**missed**"))
+        if not kept:
+            continue
+        worst = max(o["longest_silence_us"] for o in kept) / 1000
+        check(f"{alg} at 90 % of max, longest silence (client side, {len(kept)} runs)", worst, 10, " ms")
+        timed = [o["server_over_10ms"] for o in kept if o.get("server_over_10ms") is not None]
         if timed:
             n = sum(timed)
             checks.append((f"{alg} at 90 % of max, requests the server timed over 10 ms",
