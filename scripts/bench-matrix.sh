@@ -28,7 +28,8 @@
 # maximum, then runs it open-loop (fixed rate, latency from the intended send
 # time) at the fractions in BENCH_TAIL (default 0.5,0.9), each followed by the
 # transport's probe at the same rate (--matched-floor). Five runs of
-# BENCH_DURATION per workload: about 100 s per algorithm at 3 s.
+# BENCH_DURATION per workload: about 100-150 s per algorithm at 3 s (RS256
+# longest: it issues the tokens cold introspection needs).
 #
 # Starts its own redis-server on a free loopback port (installs Debian's
 # package when missing) and a matplotlib venv under target/ for the chart.
